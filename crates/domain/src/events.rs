@@ -1,0 +1,199 @@
+//! The events of the message event log. Names are past tense; each maps to one record of
+//! the `smsgw.events.MessageEvent` Avro union (see `schemas/events/`).
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of the message event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Deterministic id: `<message id>/<kind>/<attempt>`. Duplicates share it.
+    pub event_id: String,
+    /// The message this event belongs to (also the Kafka key).
+    pub message_id: String,
+    /// When it happened, Unix milliseconds, from the deciding service's clock.
+    pub occurred_at_ms: i64,
+    /// What happened.
+    pub payload: EventPayload,
+}
+
+impl Event {
+    /// Builds an event with its deterministic id.
+    pub fn new(message_id: &str, payload: EventPayload, attempt: i32, occurred_at_ms: i64) -> Self {
+        Event {
+            event_id: format!("{message_id}/{}/{attempt}", payload.kind()),
+            message_id: message_id.to_string(),
+            occurred_at_ms,
+            payload,
+        }
+    }
+}
+
+/// The union of lifecycle events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventPayload {
+    /// See [`MessageAccepted`].
+    Accepted(MessageAccepted),
+    /// See [`MessageRejected`].
+    Rejected(MessageRejected),
+    /// See [`CarrierSelected`].
+    CarrierSelected(CarrierSelected),
+    /// See [`MessageBlocked`].
+    Blocked(MessageBlocked),
+    /// See [`MessageSubmitted`].
+    Submitted(MessageSubmitted),
+    /// See [`SubmitFailed`].
+    SubmitFailed(SubmitFailed),
+    /// See [`MessageDelivered`].
+    Delivered(MessageDelivered),
+    /// See [`MessageUndeliverable`].
+    Undeliverable(MessageUndeliverable),
+    /// See [`MessageExpired`].
+    Expired(MessageExpired),
+}
+
+impl EventPayload {
+    /// The Avro record name of the event, also used in event ids and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventPayload::Accepted(_) => "MessageAccepted",
+            EventPayload::Rejected(_) => "MessageRejected",
+            EventPayload::CarrierSelected(_) => "CarrierSelected",
+            EventPayload::Blocked(_) => "MessageBlocked",
+            EventPayload::Submitted(_) => "MessageSubmitted",
+            EventPayload::SubmitFailed(_) => "SubmitFailed",
+            EventPayload::Delivered(_) => "MessageDelivered",
+            EventPayload::Undeliverable(_) => "MessageUndeliverable",
+            EventPayload::Expired(_) => "MessageExpired",
+        }
+    }
+
+    /// The attempt the event names, for events tied to one attempt.
+    pub fn attempt(&self) -> Option<i32> {
+        match self {
+            EventPayload::CarrierSelected(c) => Some(c.attempt),
+            EventPayload::Submitted(s) => Some(s.attempt),
+            EventPayload::SubmitFailed(f) => Some(f.attempt),
+            _ => None,
+        }
+    }
+}
+
+/// Ingest validated a request and took responsibility for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageAccepted {
+    /// Upstream application that sent it.
+    pub client_id: String,
+    /// Client idempotency key, if one was given.
+    pub idempotency_key: Option<String>,
+    /// Client's own reference, echoed back.
+    pub client_ref: Option<String>,
+    /// Recipient in E.164, with the leading `+`.
+    pub destination: String,
+    /// Sender id: a number or an alphanumeric id.
+    pub sender: String,
+    /// Message text.
+    pub body: String,
+    /// `GSM7` or `UCS2`.
+    pub encoding: String,
+    /// Parts needed.
+    pub segments: i32,
+}
+
+/// Ingest refused a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRejected {
+    /// Upstream application that sent it (may be empty when unknown).
+    pub client_id: String,
+    /// Client idempotency key, if one was given.
+    pub idempotency_key: Option<String>,
+    /// Machine-readable reason, for example `invalid_destination`.
+    pub reason_code: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// The router chose a carrier for an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarrierSelected {
+    /// Carrier name from config.
+    pub carrier: String,
+    /// 1 for the first attempt, then 2, 3, ...
+    pub attempt: i32,
+    /// Strategy that chose it.
+    pub strategy: String,
+}
+
+/// The recipient opted out; nothing will be sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageBlocked {
+    /// Why, for example `opted_out`.
+    pub reason: String,
+    /// The opt-out scope that matched (`global` or `sender:<id>`).
+    pub scope: String,
+}
+
+/// The carrier accepted `submit_sm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageSubmitted {
+    /// Carrier.
+    pub carrier: String,
+    /// Attempt number.
+    pub attempt: i32,
+    /// The carrier's id, normalised.
+    pub carrier_message_id: String,
+    /// Parts submitted.
+    pub segments: i32,
+}
+
+/// An attempt failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitFailed {
+    /// Carrier.
+    pub carrier: String,
+    /// Attempt number.
+    pub attempt: i32,
+    /// SMPP `command_status`, when the carrier answered.
+    pub command_status: Option<i32>,
+    /// Why.
+    pub reason: String,
+    /// Worth trying another carrier.
+    pub retryable: bool,
+    /// The link broke mid-submit: the carrier may have the message, so a retry may
+    /// text the recipient twice. Counted by `smsgw_dispatcher_ambiguous_submits_total`.
+    pub ambiguous: bool,
+    /// Every carrier tried so far, this one included.
+    pub carriers_tried: Vec<String>,
+}
+
+/// The carrier reported delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageDelivered {
+    /// Carrier.
+    pub carrier: String,
+    /// The carrier's id.
+    pub carrier_message_id: String,
+    /// Raw DLR `stat`.
+    pub stat: String,
+}
+
+/// The message will never be delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageUndeliverable {
+    /// Carrier of the last attempt, if any.
+    pub carrier: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Raw DLR `stat`, when a receipt said so.
+    pub stat: Option<String>,
+    /// Raw DLR `err`, when a receipt said so.
+    pub error_code: Option<String>,
+}
+
+/// Validity ran out before delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageExpired {
+    /// Carrier of the last attempt, if any.
+    pub carrier: Option<String>,
+    /// Why.
+    pub reason: String,
+}
