@@ -1,0 +1,180 @@
+//! Schema sets and the single-object framing.
+
+use crate::CodecError;
+use apache_avro::{rabin::Rabin, types::Value, Schema};
+use std::collections::HashMap;
+
+/// The two marker bytes that open a single-object encoded record.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// CRC-64-AVRO fingerprint of a schema's parsing canonical form.
+pub fn fingerprint(schema: &Schema) -> u64 {
+    let bytes = schema.fingerprint::<Rabin>().bytes;
+    let mut le = [0u8; 8];
+    le.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(le)
+}
+
+/// All versions of one topic's schema: the newest writes, every version can be read.
+#[derive(Debug)]
+pub struct SchemaSet {
+    name: &'static str,
+    current: Schema,
+    current_fp: u64,
+    writers: HashMap<u64, Schema>,
+}
+
+impl SchemaSet {
+    /// Parses the versions, oldest first; the last one is the one we write.
+    pub fn new(name: &'static str, versions: &[&str]) -> Result<Self, CodecError> {
+        let mut writers = HashMap::new();
+        let mut current = None;
+        for text in versions {
+            let schema = Schema::parse_str(text)?;
+            writers.insert(fingerprint(&schema), schema.clone());
+            current = Some(schema);
+        }
+        let current = current.ok_or(CodecError::Invalid(format!("{name}: no schema versions")))?;
+        Ok(SchemaSet { name, current_fp: fingerprint(&current), current, writers })
+    }
+
+    /// The schema new records are written with.
+    pub fn current(&self) -> &Schema {
+        &self.current
+    }
+
+    /// Encodes a value (resolved against the current schema) as a single object.
+    pub fn encode(&self, value: Value) -> Result<Vec<u8>, CodecError> {
+        self.encode_resolved(value.resolve(&self.current)?)
+    }
+
+    /// Encodes a value already built to the exact shape of the current schema (unions
+    /// as `Value::Union` with the right index); it is validated, not resolved.
+    pub fn encode_resolved(&self, value: Value) -> Result<Vec<u8>, CodecError> {
+        let datum = apache_avro::to_avro_datum(&self.current, value)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+        out.extend_from_slice(&self.current_fp.to_le_bytes());
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    /// Decodes a single object written with any known version. Returns the datum as the
+    /// writer wrote it, with the writer's schema: callers map fields and union branches
+    /// *by name* into the current types, with serde defaults for fields a version lacks.
+    /// (Avro's own union resolution picks the first branch that fits, which confuses
+    /// records whose fields are a subset of another's; names never do.)
+    pub fn decode(&self, bytes: &[u8]) -> Result<(Value, &Schema), CodecError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(CodecError::NotSingleObject("shorter than the 10-byte header"));
+        }
+        if bytes[..2] != SINGLE_OBJECT_MAGIC {
+            return Err(CodecError::NotSingleObject("missing C3 01 marker"));
+        }
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&bytes[2..HEADER_LEN]);
+        let fp = u64::from_le_bytes(fp);
+        let writer = self.writers.get(&fp).ok_or(CodecError::UnknownSchema(fp, self.name))?;
+        let mut body = &bytes[HEADER_LEN..];
+        let value = apache_avro::from_avro_datum(writer, &mut body, None)?;
+        if !body.is_empty() {
+            return Err(CodecError::Avro(format!("{} trailing bytes after the datum", body.len())));
+        }
+        Ok((value, writer))
+    }
+}
+
+/// Helpers to pick fields out of a decoded record.
+pub(crate) struct Fields(pub(crate) Vec<(String, Value)>);
+
+impl Fields {
+    pub(crate) fn from_value(v: Value) -> Result<Self, CodecError> {
+        match v {
+            Value::Record(f) => Ok(Fields(f)),
+            other => Err(CodecError::Avro(format!("expected a record, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn take(&mut self, name: &str) -> Result<Value, CodecError> {
+        let i = self
+            .0
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| CodecError::Avro(format!("missing field {name}")))?;
+        Ok(self.0.swap_remove(i).1)
+    }
+
+    pub(crate) fn string(&mut self, name: &str) -> Result<String, CodecError> {
+        match self.take(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(CodecError::Avro(format!("field {name}: expected string, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn millis(&mut self, name: &str) -> Result<i64, CodecError> {
+        match self.take(name)? {
+            Value::TimestampMillis(t) | Value::Long(t) => Ok(t),
+            other => Err(CodecError::Avro(format!("field {name}: expected timestamp, got {other:?}"))),
+        }
+    }
+
+    /// A union of records: returns the chosen record's name and value.
+    pub(crate) fn union_record(&mut self, name: &str, schema: &Schema) -> Result<(String, Value), CodecError> {
+        let field_schema = match schema {
+            Schema::Record(r) => r
+                .fields
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| &f.schema)
+                .ok_or_else(|| CodecError::Avro(format!("schema has no field {name}")))?,
+            _ => return Err(CodecError::Avro("schema is not a record".into())),
+        };
+        let Schema::Union(u) = field_schema else {
+            return Err(CodecError::Avro(format!("field {name} is not a union")));
+        };
+        match self.take(name)? {
+            Value::Union(i, inner) => {
+                let variant = u
+                    .variants()
+                    .get(i as usize)
+                    .ok_or_else(|| CodecError::Avro(format!("union index {i} out of range")))?;
+                let rec_name = match variant {
+                    Schema::Record(r) => r.name.name.clone(),
+                    _ => return Err(CodecError::Avro("union variant is not a record".into())),
+                };
+                Ok((rec_name, *inner))
+            }
+            other => Err(CodecError::Avro(format!("field {name}: expected union, got {other:?}"))),
+        }
+    }
+}
+
+/// Builds the value of a union-of-records field: finds the variant by record name and
+/// resolves the serde value of `inner` against it.
+pub(crate) fn union_value(
+    schema: &Schema,
+    field: &str,
+    record_name: &str,
+    inner: Value,
+) -> Result<Value, CodecError> {
+    let Schema::Record(r) = schema else {
+        return Err(CodecError::Avro("schema is not a record".into()));
+    };
+    let f = r
+        .fields
+        .iter()
+        .find(|f| f.name == field)
+        .ok_or_else(|| CodecError::Avro(format!("schema has no field {field}")))?;
+    let Schema::Union(u) = &f.schema else {
+        return Err(CodecError::Avro(format!("field {field} is not a union")));
+    };
+    for (i, v) in u.variants().iter().enumerate() {
+        if let Schema::Record(rec) = v {
+            if rec.name.name == record_name {
+                return Ok(Value::Union(i as u32, Box::new(inner.resolve(v)?)));
+            }
+        }
+    }
+    Err(CodecError::Avro(format!("union {field} has no record {record_name}")))
+}

@@ -1,0 +1,345 @@
+//! The records of each topic and their codecs.
+
+use crate::avro::{union_value, Fields, SchemaSet};
+use crate::{CodecError, CONTENT_TYPE_AVRO, CONTENT_TYPE_JSON};
+use apache_avro::types::Value;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use smsgw_domain::{Event, EventPayload};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A record type with an Avro schema set, encoded as a single object.
+pub trait AvroRecord: Sized {
+    /// The versions of this record's schema.
+    fn schemas() -> &'static SchemaSet;
+    /// Encodes as a single object with the current schema.
+    fn encode(&self) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a single object written with any known version.
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
+}
+
+fn encode_serde<T: Serialize>(set: &SchemaSet, value: &T) -> Result<Vec<u8>, CodecError> {
+    set.encode(apache_avro::to_value(value)?)
+}
+
+fn decode_serde<T: DeserializeOwned>(set: &SchemaSet, bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(apache_avro::from_value(&set.decode(bytes)?.0)?)
+}
+
+macro_rules! schema_set {
+    ($name:literal, $($file:literal),+) => {{
+        static SET: OnceLock<SchemaSet> = OnceLock::new();
+        SET.get_or_init(|| {
+            SchemaSet::new($name, &[$(include_str!(concat!("../../../../schemas/", $file))),+])
+                .expect(concat!("schemas/", $name, " must parse"))
+        })
+    }};
+}
+
+macro_rules! serde_record {
+    ($ty:ty, $name:literal, $($file:literal),+) => {
+        impl AvroRecord for $ty {
+            fn schemas() -> &'static SchemaSet {
+                schema_set!($name, $($file),+)
+            }
+            fn encode(&self) -> Result<Vec<u8>, CodecError> {
+                encode_serde(Self::schemas(), self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+                decode_serde(Self::schemas(), bytes)
+            }
+        }
+    };
+}
+
+/// A request to send one SMS, as written to the ingest topic (Avro or JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Upstream application.
+    pub client_id: String,
+    /// Recipient.
+    pub to: String,
+    /// Sender id.
+    pub from: String,
+    /// Text.
+    pub body: String,
+    /// Idempotency key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Client reference.
+    #[serde(default)]
+    pub client_ref: Option<String>,
+    /// Message id assigned by the HTTP API.
+    #[serde(default)]
+    pub message_id: Option<String>,
+}
+serde_record!(SubmitRequest, "ingest", "ingest/submit_request.v1.avsc");
+
+/// Decodes an ingest record by its content type (Avro when absent).
+pub fn decode_submit_request(bytes: &[u8], content_type: Option<&str>) -> Result<SubmitRequest, CodecError> {
+    let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match ct.as_deref() {
+        None | Some(CONTENT_TYPE_AVRO) | Some("avro/binary") => SubmitRequest::decode(bytes),
+        Some(CONTENT_TYPE_JSON) => Ok(serde_json::from_slice(bytes)?),
+        Some(other) => Err(CodecError::ContentType(other.to_string())),
+    }
+}
+
+/// Work for one carrier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchRequested {
+    /// Message id.
+    pub message_id: String,
+    /// Carrier.
+    pub carrier: String,
+    /// Attempt.
+    pub attempt: i32,
+    /// Carriers tried, this one included.
+    pub carriers_tried: Vec<String>,
+    /// Recipient, E.164.
+    pub destination: String,
+    /// Sender id.
+    pub sender: String,
+    /// Text.
+    pub body: String,
+    /// `GSM7` or `UCS2`.
+    pub encoding: String,
+    /// Parts.
+    pub segments: i32,
+    /// When ingest accepted it (Unix ms).
+    pub accepted_at: i64,
+}
+serde_record!(DispatchRequested, "dispatch", "dispatch/dispatch_request.v1.avsc");
+
+/// A mobile-originated message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// Unique id of the received PDU.
+    pub inbound_id: String,
+    /// Carrier it came from.
+    pub carrier: String,
+    /// Handset number.
+    pub from: String,
+    /// Our number it was sent to.
+    pub to: String,
+    /// Text.
+    pub body: String,
+    /// When we received it (Unix ms).
+    pub received_at: i64,
+}
+serde_record!(InboundMessage, "inbound", "inbound/inbound_message.v1.avsc");
+
+/// One change of the opt-out log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptOutChanged {
+    /// `global` or `sender:<id>`.
+    pub scope: String,
+    /// E.164 number.
+    pub number: String,
+    /// True after STOP, false after START.
+    pub opted_out: bool,
+    /// What caused it.
+    pub source: String,
+    /// When (Unix ms).
+    pub changed_at: i64,
+}
+serde_record!(OptOutChanged, "optout", "optout/optout_changed.v1.avsc");
+
+impl OptOutChanged {
+    /// The compaction key: `<scope>|<number>`.
+    pub fn key(&self) -> String {
+        optout_key(&self.scope, &self.number)
+    }
+}
+
+/// The opt-out log key for a scope and number.
+pub fn optout_key(scope: &str, number: &str) -> String {
+    format!("{scope}|{number}")
+}
+
+/// A record that could not be processed, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Service that gave up.
+    pub service: String,
+    /// Why.
+    pub reason: String,
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Original key.
+    #[serde(with = "serde_bytes")]
+    pub key: Option<Vec<u8>>,
+    /// Original value.
+    #[serde(with = "serde_bytes")]
+    pub payload: Option<Vec<u8>>,
+    /// Original headers (values lossily as UTF-8).
+    pub headers: HashMap<String, String>,
+    /// When (Unix ms).
+    pub failed_at: i64,
+}
+serde_record!(DeadLetter, "deadletter", "deadletter/dead_letter.v1.avsc");
+
+/// Whether a carrier link is usable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarrierStatusChanged {
+    /// Carrier.
+    pub carrier: String,
+    /// Bound and usable.
+    pub up: bool,
+    /// Why it changed.
+    pub detail: String,
+    /// When (Unix ms).
+    pub changed_at: i64,
+}
+serde_record!(CarrierStatusChanged, "carrier_status", "carrier_status/carrier_status_changed.v1.avsc");
+
+/// A record of the receipts topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarrierRecord {
+    /// Carrier.
+    pub carrier: String,
+    /// Normalised carrier message id.
+    pub carrier_message_id: String,
+    /// When (Unix ms).
+    pub received_at: i64,
+    /// Correlation or receipt.
+    pub kind: CarrierRecordKind,
+}
+
+impl CarrierRecord {
+    /// The Kafka key: `<carrier>:<carrier message id>`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.carrier, self.carrier_message_id)
+    }
+}
+
+/// What a receipts-topic record says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CarrierRecordKind {
+    /// The dispatcher learned the carrier's id for our message.
+    SubmitCorrelated(SubmitCorrelated),
+    /// The carrier sent a delivery receipt.
+    ReceiptReceived(ReceiptReceived),
+}
+
+/// See the schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitCorrelated {
+    /// Our message id.
+    pub message_id: String,
+    /// Attempt.
+    pub attempt: i32,
+}
+
+/// See the schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptReceived {
+    /// DLR `stat`.
+    pub stat: String,
+    /// DLR `err`.
+    pub error_code: Option<String>,
+    /// The receipt text.
+    pub raw_text: Option<String>,
+}
+
+impl AvroRecord for CarrierRecord {
+    fn schemas() -> &'static SchemaSet {
+        schema_set!("receipts", "receipts/carrier_receipt.v1.avsc")
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let set = Self::schemas();
+        let (name, inner) = match &self.kind {
+            CarrierRecordKind::SubmitCorrelated(c) => ("SubmitCorrelated", apache_avro::to_value(c)?),
+            CarrierRecordKind::ReceiptReceived(r) => ("ReceiptReceived", apache_avro::to_value(r)?),
+        };
+        set.encode_resolved(Value::Record(vec![
+            ("carrier".into(), Value::String(self.carrier.clone())),
+            ("carrier_message_id".into(), Value::String(self.carrier_message_id.clone())),
+            ("received_at".into(), Value::TimestampMillis(self.received_at)),
+            ("record".into(), union_value(set.current(), "record", name, inner)?),
+        ]))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let set = Self::schemas();
+        let (value, writer) = set.decode(bytes)?;
+        let mut f = Fields::from_value(value)?;
+        let (name, inner) = f.union_record("record", writer)?;
+        let kind = match name.as_str() {
+            "SubmitCorrelated" => CarrierRecordKind::SubmitCorrelated(apache_avro::from_value(&inner)?),
+            "ReceiptReceived" => CarrierRecordKind::ReceiptReceived(apache_avro::from_value(&inner)?),
+            other => return Err(CodecError::Avro(format!("unknown receipts record {other}"))),
+        };
+        Ok(CarrierRecord {
+            carrier: f.string("carrier")?,
+            carrier_message_id: f.string("carrier_message_id")?,
+            received_at: f.millis("received_at")?,
+            kind,
+        })
+    }
+}
+
+impl AvroRecord for Event {
+    fn schemas() -> &'static SchemaSet {
+        schema_set!("events", "events/message_event.v1.avsc")
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let set = Self::schemas();
+        let inner = match &self.payload {
+            EventPayload::Accepted(e) => apache_avro::to_value(e)?,
+            EventPayload::Rejected(e) => apache_avro::to_value(e)?,
+            EventPayload::CarrierSelected(e) => apache_avro::to_value(e)?,
+            EventPayload::Blocked(e) => apache_avro::to_value(e)?,
+            EventPayload::Submitted(e) => apache_avro::to_value(e)?,
+            EventPayload::SubmitFailed(e) => apache_avro::to_value(e)?,
+            EventPayload::Delivered(e) => apache_avro::to_value(e)?,
+            EventPayload::Undeliverable(e) => apache_avro::to_value(e)?,
+            EventPayload::Expired(e) => apache_avro::to_value(e)?,
+        };
+        set.encode_resolved(Value::Record(vec![
+            ("event_id".into(), Value::String(self.event_id.clone())),
+            ("message_id".into(), Value::String(self.message_id.clone())),
+            ("occurred_at".into(), Value::TimestampMillis(self.occurred_at_ms)),
+            ("event".into(), union_value(set.current(), "event", self.payload.kind(), inner)?),
+        ]))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let set = Self::schemas();
+        let (value, writer) = set.decode(bytes)?;
+        let mut f = Fields::from_value(value)?;
+        let (name, v) = f.union_record("event", writer)?;
+        let payload = match name.as_str() {
+            "MessageAccepted" => EventPayload::Accepted(apache_avro::from_value(&v)?),
+            "MessageRejected" => EventPayload::Rejected(apache_avro::from_value(&v)?),
+            "CarrierSelected" => EventPayload::CarrierSelected(apache_avro::from_value(&v)?),
+            "MessageBlocked" => EventPayload::Blocked(apache_avro::from_value(&v)?),
+            "MessageSubmitted" => EventPayload::Submitted(apache_avro::from_value(&v)?),
+            "SubmitFailed" => EventPayload::SubmitFailed(apache_avro::from_value(&v)?),
+            "MessageDelivered" => EventPayload::Delivered(apache_avro::from_value(&v)?),
+            "MessageUndeliverable" => EventPayload::Undeliverable(apache_avro::from_value(&v)?),
+            "MessageExpired" => EventPayload::Expired(apache_avro::from_value(&v)?),
+            other => return Err(CodecError::Avro(format!("unknown event {other}"))),
+        };
+        let event = Event {
+            event_id: f.string("event_id")?,
+            message_id: f.string("message_id")?,
+            occurred_at_ms: f.millis("occurred_at")?,
+            payload,
+        };
+        if event.message_id.is_empty() {
+            return Err(CodecError::Invalid("empty message_id".into()));
+        }
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests;
