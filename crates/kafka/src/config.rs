@@ -1,0 +1,119 @@
+//! Kafka client configuration and topic names.
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How to reach the brokers. Shared by every service's config under `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Any librdkafka property (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
+    /// `acks`, `linger.ms`, ...). Applied last, so it overrides smsgw's defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: Topics,
+}
+
+impl KafkaConfig {
+    /// A config for `brokers` with default topics and no extra properties.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig { brokers: brokers.into(), properties: BTreeMap::new(), topics: Topics::default() }
+    }
+
+    /// A librdkafka client config with smsgw's defaults, then `properties` on top.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Fails fast on values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("kafka.brokers is empty".into());
+        }
+        self.topics.validate()
+    }
+}
+
+/// Topic names. Every name is `<prefix>.<suffix>`; tests use a unique prefix each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topics {
+    /// Prefix of every topic name.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    "smsgw".into()
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics { prefix: default_prefix() }
+    }
+}
+
+impl Topics {
+    /// With a given prefix.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Topics { prefix: prefix.into() }
+    }
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+    /// Requests from upstream producers and the HTTP API.
+    pub fn ingest(&self) -> String {
+        self.name("ingest")
+    }
+    /// The message event log.
+    pub fn events(&self) -> String {
+        self.name("events")
+    }
+    /// Dispatch work for one carrier.
+    pub fn dispatch(&self, carrier: &str) -> String {
+        self.name(&format!("dispatch.{carrier}"))
+    }
+    /// Raw receipts and submit correlations.
+    pub fn receipts(&self) -> String {
+        self.name("receipts")
+    }
+    /// Mobile-originated messages.
+    pub fn inbound(&self) -> String {
+        self.name("inbound")
+    }
+    /// The opt-out log.
+    pub fn optout(&self) -> String {
+        self.name("optout")
+    }
+    /// Dead letters.
+    pub fn dead_letter(&self) -> String {
+        self.name("deadletter")
+    }
+    /// Carrier link status.
+    pub fn carrier_status(&self) -> String {
+        self.name("carrier-status")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ok = !self.prefix.is_empty()
+            && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("kafka.topics.prefix {:?} must be non-empty [A-Za-z0-9._-]", self.prefix))
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The one consumer-loop pattern: handle, produce, wait for acks, then store the offset.
+
+use crate::producer::{await_delivery, dead_letter, OutRecord, Producer};
+use crate::{KafkaConfig, KafkaError};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use prometheus::IntCounter;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
+/// of a record are acknowledged) and committed in the background.
+pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
+    kafka
+        .client_config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "500"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+        ])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))
+}
+
+/// A consumed record, as handlers see it.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub payload: Option<&'a [u8]>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record timestamp (ms), if any.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Incoming<'a> {
+    /// A view of a librdkafka message.
+    pub fn from_message(m: &'a BorrowedMessage<'a>) -> Self {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Incoming {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
+    /// The last value of a header, as UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Why a handler produced nothing useful for a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HandleError {
+    /// Bad input: write it to the dead-letter topic with this reason and move on.
+    DeadLetter(String),
+    /// Irrelevant or already-handled input: drop it and count it.
+    Drop(&'static str),
+}
+
+/// Turns one input record into output records. Must be idempotent: after a crash the
+/// same record is handled again.
+pub trait Handler {
+    /// Handles one record at `now_ms` (the injected clock).
+    fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError>;
+}
+
+/// Counters the loop keeps; each service registers them under its own names.
+#[derive(Debug, Clone)]
+pub struct ConsumerMetrics {
+    /// Records handled with outputs acknowledged.
+    pub processed: IntCounter,
+    /// Records dead-lettered.
+    pub dead_lettered: IntCounter,
+    /// Records dropped by the handler.
+    pub dropped: IntCounter,
+}
+
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs the at-least-once loop until `shutdown` resolves, then drains what is in flight
+/// and commits. Up to `max_in_flight` records may wait for acknowledgements at once;
+/// their offsets are stored strictly in order.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_consumer<H: Handler>(
+    consumer: &StreamConsumer,
+    producer: &Producer,
+    dlq_topic: &str,
+    service: &str,
+    handler: &mut H,
+    metrics: &ConsumerMetrics,
+    max_in_flight: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KafkaError> {
+    let mut in_flight = FuturesOrdered::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let (topic, partition, offset): (String, i32, i64) = done?;
+                consumer.store_offset(&topic, partition, offset)?;
+                metrics.processed.inc();
+            }
+            msg = consumer.recv(), if in_flight.len() < max_in_flight => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error; continuing");
+                        continue;
+                    }
+                };
+                let input = Incoming::from_message(&msg);
+                let outputs = match handler.handle(&input, now_ms()) {
+                    Ok(o) => o,
+                    Err(HandleError::DeadLetter(reason)) => {
+                        tracing::warn!(topic = input.topic, partition = input.partition, offset = input.offset, %reason, "dead-lettering record");
+                        metrics.dead_lettered.inc();
+                        vec![dead_letter(dlq_topic, service, &reason, &input, now_ms())]
+                    }
+                    Err(HandleError::Drop(why)) => {
+                        tracing::debug!(offset = input.offset, why, "dropped record");
+                        metrics.dropped.inc();
+                        vec![]
+                    }
+                };
+                let mut acks = Vec::with_capacity(outputs.len());
+                for rec in &outputs {
+                    acks.push((producer.enqueue(rec).await?, rec.topic.clone()));
+                }
+                let (topic, partition, offset) = (input.topic.to_string(), input.partition, input.offset);
+                in_flight.push_back(async move {
+                    for (f, t) in acks {
+                        await_delivery(f, &t).await?;
+                    }
+                    Ok::<_, KafkaError>((topic, partition, offset))
+                });
+            }
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        let (topic, partition, offset) = done?;
+        consumer.store_offset(&topic, partition, offset)?;
+        metrics.processed.inc();
+    }
+    commit_stored(consumer);
+    Ok(())
+}
+
+/// Commits the stored offsets synchronously (at shutdown); failure is logged, since the
+/// worst outcome is re-reading records that idempotent handlers absorb.
+pub fn commit_stored(consumer: &StreamConsumer) {
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+}
+
+/// Offsets completed out of order, turned into the highest offset that is safe to store:
+/// everything at or below it is done.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    parts: HashMap<(String, i32), Part>,
+}
+
+#[derive(Debug, Default)]
+struct Part {
+    pending: BTreeSet<i64>,
+    max_seen: i64,
+    stored: i64,
+}
+
+impl OffsetTracker {
+    /// Records that `offset` was taken and is not done yet.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self.parts.entry((topic.to_string(), partition)).or_insert_with(|| Part {
+            pending: BTreeSet::new(),
+            max_seen: offset - 1,
+            stored: offset - 1,
+        });
+        p.pending.insert(offset);
+        p.max_seen = p.max_seen.max(offset);
+    }
+
+    /// Marks `offset` done; returns the offset to store if the safe point moved.
+    pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.parts.get_mut(&(topic.to_string(), partition))?;
+        p.pending.remove(&offset);
+        let safe = match p.pending.first() {
+            Some(&lowest) => lowest - 1,
+            None => p.max_seen,
+        };
+        (safe > p.stored).then(|| {
+            p.stored = safe;
+            safe
+        })
+    }
+
+    /// Offsets taken and not done, over all partitions.
+    pub fn pending(&self) -> usize {
+        self.parts.values().map(|p| p.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_stores_only_contiguous_done_offsets() {
+        let mut t = OffsetTracker::default();
+        for o in 10..14 {
+            t.begin("t", 0, o);
+        }
+        assert_eq!(t.complete("t", 0, 11), None, "10 is still pending");
+        assert_eq!(t.complete("t", 0, 10), Some(11));
+        assert_eq!(t.complete("t", 0, 13), None);
+        assert_eq!(t.complete("t", 0, 12), Some(13));
+        assert_eq!(t.pending(), 0);
+        assert_eq!(t.complete("other", 0, 1), None);
+    }
+}

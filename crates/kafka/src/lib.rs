@@ -1,0 +1,50 @@
+//! Kafka plumbing shared by every smsgw service.
+//!
+//! Data flow: a service builds its clients from [`KafkaConfig`] (every librdkafka property
+//! can be set there: SASL, TLS, acks), names topics through [`Topics`], and runs its
+//! input through [`run_consumer`]: each record goes to a [`Handler`], whose output
+//! records are produced, and only when all of them are acknowledged by the broker is the
+//! input offset stored for the next commit. A record the handler cannot use is written to
+//! the dead-letter topic with its reason, and the partition moves on.
+//!
+//! [`bootstrap_topics`] creates the topics, since some brokers (Tansu) never auto-create.
+
+mod admin;
+mod config;
+mod consumer;
+mod producer;
+
+pub use admin::{bootstrap_topics, TopicSpec};
+pub use config::{KafkaConfig, Topics};
+pub use consumer::{
+    commit_stored, consumer, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
+    OffsetTracker,
+};
+pub use producer::{dead_letter, send, OutRecord, Producer};
+pub use rdkafka;
+
+use thiserror::Error;
+
+/// Errors of the Kafka layer.
+#[derive(Debug, Error)]
+pub enum KafkaError {
+    /// The client could not be built from the config: fix the config (fatal at startup).
+    #[error("invalid Kafka client config: {0}")]
+    Config(String),
+    /// The broker refused or lost a write after librdkafka's own retries: the service
+    /// stops without storing the input offset, and the restart re-reads the input.
+    #[error("produce to {topic} failed: {source}")]
+    Produce {
+        /// Target topic.
+        topic: String,
+        /// Cause.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Admin, metadata or commit failure: retried by the caller or fatal at startup.
+    #[error("Kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    /// Encoding an output record failed: a bug, dead-lettered with the input.
+    #[error("encode: {0}")]
+    Codec(#[from] smsgw_codec::CodecError),
+}

@@ -1,0 +1,150 @@
+//! Producing records.
+
+use crate::consumer::Incoming;
+use crate::{KafkaConfig, KafkaError};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use smsgw_codec::{AvroRecord, DeadLetter};
+use std::time::Duration;
+
+/// The idempotent producer every service shares.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Producer")
+    }
+}
+
+impl Producer {
+    /// Builds the producer: idempotent, `acks=all`, a short linger to batch records.
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
+        let inner = kafka
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "2"),
+                ("compression.type", "none"),
+                ("message.timeout.ms", "60000"),
+            ])
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        Ok(Producer { inner })
+    }
+
+    /// The librdkafka producer, for flush and metadata.
+    pub fn inner(&self) -> &FutureProducer {
+        &self.inner
+    }
+
+    /// Enqueues a record now (so records enqueued in order stay in order per partition)
+    /// and returns the future of its acknowledgement.
+    pub async fn enqueue(&self, rec: &OutRecord) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (k, v) in &rec.headers {
+                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            }
+            let mut fr = FutureRecord::to(&rec.topic).payload(&rec.payload).headers(headers);
+            if let Some(k) = &rec.key {
+                fr = fr.key(k);
+            }
+            if let Some(p) = rec.partition {
+                fr = fr.partition(p);
+            }
+            match self.inner.send_result(fr) {
+                Ok(f) => return Ok(f),
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(KafkaError::Produce { topic: rec.topic.clone(), source: e }),
+            }
+        }
+    }
+}
+
+/// Produces one record and waits for the broker's acknowledgement.
+pub async fn send(producer: &Producer, rec: &OutRecord) -> Result<(), KafkaError> {
+    let f = producer.enqueue(rec).await?;
+    await_delivery(f, &rec.topic).await
+}
+
+pub(crate) async fn await_delivery(f: DeliveryFuture, topic: &str) -> Result<(), KafkaError> {
+    match f.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(KafkaError::Produce { topic: topic.to_string(), source: e }),
+        Err(_) => Err(KafkaError::Produce {
+            topic: topic.to_string(),
+            source: RdError::Canceled,
+        }),
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutRecord {
+    /// Topic.
+    pub topic: String,
+    /// Key (partitioning).
+    pub key: Option<Vec<u8>>,
+    /// Explicit partition, when the key must not decide.
+    pub partition: Option<i32>,
+    /// Value.
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl OutRecord {
+    /// An Avro single-object record with a string key.
+    pub fn avro<T: AvroRecord>(topic: impl Into<String>, key: impl Into<String>, value: &T) -> Result<Self, KafkaError> {
+        Ok(OutRecord {
+            topic: topic.into(),
+            key: Some(key.into().into_bytes()),
+            partition: None,
+            payload: value.encode()?,
+            headers: vec![(
+                smsgw_codec::CONTENT_TYPE_HEADER.to_string(),
+                smsgw_codec::CONTENT_TYPE_AVRO.to_string(),
+            )],
+        })
+    }
+}
+
+/// The dead-letter record for an input the service gave up on.
+pub fn dead_letter(dlq_topic: &str, service: &str, reason: &str, input: &Incoming<'_>, now_ms: i64) -> OutRecord {
+    let dl = DeadLetter {
+        service: service.to_string(),
+        reason: reason.to_string(),
+        topic: input.topic.to_string(),
+        partition: input.partition,
+        offset: input.offset,
+        key: input.key.map(<[u8]>::to_vec),
+        payload: input.payload.map(<[u8]>::to_vec),
+        headers: input
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+        failed_at: now_ms,
+    };
+    let payload = dl.encode().unwrap_or_else(|e| {
+        // The dead letter schema is ours and static; if even it fails, keep the reason.
+        format!("dead letter encode failed: {e}; reason: {reason}").into_bytes()
+    });
+    OutRecord {
+        topic: dlq_topic.to_string(),
+        key: input.key.map(<[u8]>::to_vec),
+        partition: None,
+        payload,
+        headers: vec![
+            ("smsgw-reason".to_string(), reason.to_string()),
+            (smsgw_codec::CONTENT_TYPE_HEADER.to_string(), smsgw_codec::CONTENT_TYPE_AVRO.to_string()),
+        ],
+    }
+}

@@ -1,0 +1,175 @@
+//! Process plumbing shared by the smsgw binaries.
+//!
+//! A service's `main` calls [`load_config`] (a TOML file, then `SMSGW_`-prefixed
+//! environment overrides with `__` between levels, e.g. `SMSGW_KAFKA__BROKERS`),
+//! [`init_telemetry`], and hands [`shutdown_signal`] to the service's `run`. Inside, the
+//! service serves `/metrics` and `/healthz` with [`serve_admin`] and masks phone numbers
+//! in logs with [`mask_number`].
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use thiserror::Error;
+
+/// Startup errors: all fatal, reported before the service does anything.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The config file or an override is invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// The admin endpoint could not bind.
+    #[error("admin endpoint {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads `T` from the TOML file at `path` (if given) with `SMSGW_` environment overrides.
+pub fn load_config<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, RuntimeError> {
+    let mut fig = Figment::new();
+    if let Some(p) = path {
+        if !p.exists() {
+            return Err(RuntimeError::Config(format!("{} does not exist", p.display())));
+        }
+        fig = fig.merge(Toml::file(p));
+    }
+    fig.merge(Env::prefixed("SMSGW_").split("__"))
+        .extract()
+        .map_err(|e| RuntimeError::Config(e.to_string()))
+}
+
+/// The config path from the first command-line argument or `SMSGW_CONFIG`.
+pub fn config_path_from_args() -> Option<std::path::PathBuf> {
+    std::env::args_os()
+        .nth(1)
+        .map(Into::into)
+        .or_else(|| std::env::var_os("SMSGW_CONFIG").map(Into::into))
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `SMSGW_LOG_FORMAT=json` for JSON.
+pub fn init_telemetry() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("SMSGW_LOG_FORMAT").as_deref() == Ok("json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Serves `GET /metrics` (Prometheus text) and `GET /healthz` until `shutdown`.
+/// Binding happens before this returns, so a bad address fails at startup.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { addr, source })?;
+    let app = admin_router(registry);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::warn!(error = %e, "admin endpoint stopped");
+        }
+    }))
+}
+
+/// The admin routes, for services that merge them into their own HTTP server.
+pub fn admin_router(registry: Registry) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut buf = Vec::new();
+                    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+                    String::from_utf8(buf).unwrap_or_default()
+                }
+            }),
+        )
+}
+
+/// Masks a phone number for logs: keeps the first four and last two characters.
+pub fn mask_number(n: &str) -> String {
+    let chars: Vec<char> = n.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < 4 || i >= chars.len() - 2 { *c } else { '*' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_the_middle_of_a_number() {
+        assert_eq!(mask_number("+447700900123"), "+447*******23");
+        assert_eq!(mask_number("12345"), "*****");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        name: String,
+        inner: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        port: u16,
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_fields_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "name = \"a\"\n[inner]\nport = 1\n")?;
+            jail.set_env("SMSGW_INNER__PORT", "2");
+            let d: Demo = load_config(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!((d.name.as_str(), d.inner.port), ("a", 2));
+            jail.create_file("bad.toml", "name = \"a\"\nbogus = 1\n[inner]\nport = 1\n")?;
+            assert!(load_config::<Demo>(Some(Path::new("bad.toml"))).is_err());
+            Ok(())
+        });
+    }
+}
