@@ -173,3 +173,32 @@ mod tests {
         });
     }
 }
+
+/// A shutdown signal many tasks can wait on: created from the future `main` (or a test)
+/// passes in, cloned into every task.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    /// Starts watching `signal`; every clone resolves once it does.
+    pub fn new(signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = tx.send(true);
+        });
+        Shutdown { rx }
+    }
+
+    /// Resolves when shutdown was requested (at once if it already was).
+    pub async fn wait(mut self) {
+        let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+
+    /// True once shutdown was requested.
+    pub fn requested(&self) -> bool {
+        *self.rx.borrow()
+    }
+}

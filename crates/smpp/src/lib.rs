@@ -1,0 +1,209 @@
+//! SMPP helpers that sit above the PDU codec (PDUs themselves come from `rusmpp`).
+//!
+//! Data flow: the dispatcher receives a `deliver_sm` receipt, extracts its text or TLVs,
+//! and calls [`parse_receipt_text`] / [`stat_from_message_state`]; the carrier id in it,
+//! and the one from `submit_sm_resp`, both go through [`normalize_message_id`] so they
+//! meet on the same Kafka key. The carrier simulator builds receipts with
+//! [`format_receipt_text`].
+
+use thiserror::Error;
+
+/// A parsed SMPP 3.4 Appendix B receipt text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptText {
+    /// `id:` — the carrier's message id.
+    pub id: String,
+    /// `stat:` — final status, e.g. `DELIVRD`.
+    pub stat: String,
+    /// `err:` — network error code, if present.
+    pub err: Option<String>,
+    /// `submit date:` as sent (YYMMDDhhmm or YYMMDDhhmmss).
+    pub submit_date: Option<String>,
+    /// `done date:` as sent.
+    pub done_date: Option<String>,
+}
+
+/// Why a receipt text could not be read. The dispatcher counts it and forwards the
+/// receipt to the dead-letter topic; the bind stays up.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReceiptError {
+    /// No `id:` field.
+    #[error("receipt has no id field")]
+    MissingId,
+    /// No `stat:` field.
+    #[error("receipt has no stat field")]
+    MissingStat,
+    /// A date that is neither 10 nor 12 digits.
+    #[error("bad {field} {value:?}")]
+    BadDate {
+        /// Field name.
+        field: &'static str,
+        /// Value.
+        value: String,
+    },
+}
+
+const KEYS: [&str; 8] = ["id", "sub", "dlvrd", "submit date", "done date", "stat", "err", "text"];
+
+/// Parses `id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`.
+/// Keys are matched case-insensitively; `text:` takes the rest of the line.
+pub fn parse_receipt_text(s: &str) -> Result<ReceiptText, ReceiptError> {
+    let lower = s.to_ascii_lowercase();
+    // Find each key at a word start, followed by ':'.
+    let mut marks: Vec<(usize, &str)> = Vec::new();
+    for key in KEYS {
+        let pat = format!("{key}:");
+        let mut from = 0;
+        while let Some(p) = lower[from..].find(&pat) {
+            let at = from + p;
+            let word_start = at == 0 || lower.as_bytes()[at - 1] == b' ';
+            if word_start && !marks.iter().any(|(m, _)| *m == at) {
+                marks.push((at, key));
+                break;
+            }
+            from = at + pat.len();
+        }
+    }
+    marks.sort();
+    // `text:` swallows everything after it, including things that look like keys.
+    if let Some(i) = marks.iter().position(|(_, k)| *k == "text") {
+        marks.truncate(i + 1);
+    }
+    let value = |key: &str| -> Option<String> {
+        let i = marks.iter().position(|(_, k)| *k == key)?;
+        let start = marks[i].0 + key.len() + 1;
+        let end = marks.get(i + 1).map(|(p, _)| *p).unwrap_or(s.len());
+        Some(s[start..end].trim().to_string())
+    };
+    let date = |field: &'static str| -> Result<Option<String>, ReceiptError> {
+        match value(field) {
+            None => Ok(None),
+            Some(v) if (v.len() == 10 || v.len() == 12) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
+            Some(v) => Err(ReceiptError::BadDate { field, value: v }),
+        }
+    };
+    let id = value("id").filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingId)?;
+    let stat = value("stat").filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingStat)?;
+    Ok(ReceiptText {
+        id,
+        stat: stat.to_ascii_uppercase(),
+        err: value("err").filter(|v| !v.is_empty()),
+        submit_date: date("submit date")?,
+        done_date: date("done date")?,
+    })
+}
+
+/// Builds a receipt text in the Appendix B format.
+pub fn format_receipt_text(id: &str, stat: &str, err: &str, submit_date: &str, done_date: &str, text: &str) -> String {
+    let dlvrd = if stat == "DELIVRD" { "001" } else { "000" };
+    let text: String = text.chars().take(20).collect();
+    format!("id:{id} sub:001 dlvrd:{dlvrd} submit date:{submit_date} done date:{done_date} stat:{stat} err:{err} text:{text}")
+}
+
+/// Canonical form of a carrier message id: trimmed, lower-case, leading zeros removed.
+/// `submit_sm_resp` and receipts often disagree on exactly these.
+pub fn normalize_message_id(id: &str) -> String {
+    let t = id.trim().trim_end_matches('\0').to_ascii_lowercase();
+    let stripped = t.trim_start_matches('0');
+    if stripped.is_empty() && !t.is_empty() {
+        "0".to_string()
+    } else {
+        stripped.to_string()
+    }
+}
+
+/// Maps the `message_state` TLV (SMPP 3.4 §5.2.28) to a receipt `stat`.
+pub fn stat_from_message_state(state: u8) -> &'static str {
+    match state {
+        1 => "ENROUTE",
+        2 => "DELIVRD",
+        3 => "EXPIRED",
+        4 => "DELETED",
+        5 => "UNDELIV",
+        6 => "ACCEPTD",
+        8 => "REJECTD",
+        _ => "UNKNOWN",
+    }
+}
+
+/// SMPP `command_status` values the gateway names.
+pub mod status {
+    /// No error.
+    pub const ESME_ROK: u32 = 0x00;
+    /// Message queue full.
+    pub const ESME_RMSGQFUL: u32 = 0x14;
+    /// Invalid destination address.
+    pub const ESME_RINVDSTADR: u32 = 0x0B;
+    /// submit_sm failed.
+    pub const ESME_RSUBMITFAIL: u32 = 0x45;
+    /// Throttling error.
+    pub const ESME_RTHROTTLED: u32 = 0x58;
+    /// Bind failed.
+    pub const ESME_RBINDFAIL: u32 = 0x0D;
+
+    /// Whether another carrier (or a later try) may succeed where this status failed.
+    pub fn is_retryable(status: u32) -> bool {
+        !matches!(status, ESME_RINVDSTADR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_a_full_receipt() {
+        let r = parse_receipt_text(
+            "id:0012AB sub:001 dlvrd:001 submit date:2611261200 done date:261126120005 stat:DELIVRD err:000 text:hello stat:x",
+        )
+        .unwrap();
+        assert_eq!(r.id, "0012AB");
+        assert_eq!(r.stat, "DELIVRD");
+        assert_eq!(r.err.as_deref(), Some("000"));
+        assert_eq!(r.submit_date.as_deref(), Some("2611261200"));
+        assert_eq!(r.done_date.as_deref(), Some("261126120005"));
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_stat_is_upper_cased() {
+        let r = parse_receipt_text("ID:7 STAT:undeliv ERR:012").unwrap();
+        assert_eq!((r.id.as_str(), r.stat.as_str(), r.err.as_deref()), ("7", "UNDELIV", Some("012")));
+    }
+
+    #[test]
+    fn missing_fields_are_errors() {
+        assert_eq!(parse_receipt_text("stat:DELIVRD"), Err(ReceiptError::MissingId));
+        assert_eq!(parse_receipt_text("id:1 text:stat:DELIVRD"), Err(ReceiptError::MissingStat));
+        assert!(matches!(parse_receipt_text("id:1 submit date:26 stat:DELIVRD"), Err(ReceiptError::BadDate { .. })));
+    }
+
+    #[test]
+    fn formatted_receipts_parse_back() {
+        let s = format_receipt_text("abc", "DELIVRD", "000", "2611261200", "2611261201", "hi there");
+        let r = parse_receipt_text(&s).unwrap();
+        assert_eq!((r.id.as_str(), r.stat.as_str()), ("abc", "DELIVRD"));
+    }
+
+    #[test]
+    fn ids_normalise() {
+        assert_eq!(normalize_message_id(" 00AbC\0"), "abc");
+        assert_eq!(normalize_message_id("000"), "0");
+        assert_eq!(normalize_message_id("42"), "42");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,200}") {
+            let _ = parse_receipt_text(&s);
+        }
+
+        #[test]
+        fn id_and_stat_survive_a_round_trip(id in "[0-9A-Fa-f]{1,20}", stat in "(DELIVRD|UNDELIV|REJECTD|EXPIRED)", text in "[ -~]{0,30}") {
+            let s = format_receipt_text(&id, &stat, "000", "2611261200", "2611261200", &text);
+            let r = parse_receipt_text(&s).unwrap();
+            prop_assert_eq!(r.id, id);
+            prop_assert_eq!(r.stat, stat);
+        }
+    }
+}

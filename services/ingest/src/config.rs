@@ -1,0 +1,112 @@
+//! Ingest configuration.
+
+use serde::Deserialize;
+use smsgw_kafka::KafkaConfig;
+use std::net::SocketAddr;
+
+/// Everything ingest needs. Loaded from TOML with `SMSGW_` environment overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Brokers, client properties and topic names.
+    pub kafka: KafkaConfig,
+    /// Address of the HTTP API (also serves `/metrics` and `/healthz`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Consumer group of the ingest-topic consumer.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Validation limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Country (ISO 3166 alpha-2, e.g. `GB`) for numbers given without `+`; `None`
+    /// means every number must be international.
+    #[serde(default)]
+    pub default_country: Option<String>,
+    /// Messages the status view keeps (the oldest are evicted first).
+    #[serde(default = "default_view_capacity")]
+    pub view_capacity: usize,
+    /// Message ids remembered for idempotency (8 bytes each).
+    #[serde(default = "default_dedupe_capacity")]
+    pub dedupe_capacity: usize,
+    /// Records awaiting broker acknowledgement at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest body, in characters.
+    #[serde(default = "default_max_chars")]
+    pub max_body_chars: usize,
+    /// Most SMS parts one message may take.
+    #[serde(default = "default_max_segments")]
+    pub max_segments: usize,
+    /// Longest client id / idempotency key / client ref.
+    #[serde(default = "default_max_id")]
+    pub max_id_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_chars: default_max_chars(), max_segments: default_max_segments(), max_id_len: default_max_id() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_group() -> String {
+    "smsgw-ingest".into()
+}
+fn default_view_capacity() -> usize {
+    100_000
+}
+fn default_dedupe_capacity() -> usize {
+    1_000_000
+}
+fn default_in_flight() -> usize {
+    2_000
+}
+fn default_max_chars() -> usize {
+    1_600
+}
+fn default_max_segments() -> usize {
+    10
+}
+fn default_max_id() -> usize {
+    128
+}
+
+impl Config {
+    /// A config with defaults for everything but the brokers.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        Config {
+            kafka,
+            listen: default_listen(),
+            group_id: default_group(),
+            limits: Limits::default(),
+            default_country: None,
+            view_capacity: default_view_capacity(),
+            dedupe_capacity: default_dedupe_capacity(),
+            max_in_flight: default_in_flight(),
+        }
+    }
+
+    /// Fails fast on values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kafka.validate()?;
+        if let Some(c) = &self.default_country {
+            c.parse::<phonenumber::country::Id>().map_err(|_| format!("default_country {c:?} is not a country code"))?;
+        }
+        if self.limits.max_segments == 0 || self.limits.max_body_chars == 0 {
+            return Err("limits must be positive".into());
+        }
+        if self.view_capacity == 0 || self.dedupe_capacity == 0 || self.max_in_flight == 0 {
+            return Err("view_capacity, dedupe_capacity and max_in_flight must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! The HTTP API: `POST /v1/messages`, `GET /v1/messages/{id}`.
+
+use crate::handler::id_for_key;
+use crate::metrics::Metrics;
+use crate::validate::validate;
+use crate::view::Shared;
+use crate::config::Limits;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smsgw_codec::SubmitRequest;
+use smsgw_domain::{EventPayload, Message};
+use smsgw_kafka::{send, OutRecord, Producer, Topics};
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Producer for the ingest topic.
+    pub producer: Producer,
+    /// Topic names.
+    pub topics: Topics,
+    /// View of the event log.
+    pub shared: Arc<Shared>,
+    /// Validation limits (to answer 422 at once).
+    pub limits: Limits,
+    /// Country for national numbers.
+    pub default_country: Option<phonenumber::country::Id>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Body of `POST /v1/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    /// Recipient.
+    pub to: String,
+    /// Sender id.
+    pub from: String,
+    /// Text.
+    pub body: String,
+    /// Upstream application; else the `X-Client-Id` header; else `http`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Idempotency key; else the `Idempotency-Key` header.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Client reference.
+    #[serde(default)]
+    pub client_ref: Option<String>,
+}
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/messages", post(post_message))
+        .route("/v1/messages/{id}", get(get_message))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (status, Json(json!({"error": code, "reason": reason.into()}))).into_response()
+}
+
+async fn post_message(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let resp = post_inner(&st, &headers, body).await;
+    st.metrics.http.with_label_values(&["post_message", resp.status().as_str()]).inc();
+    resp
+}
+
+async fn post_inner(
+    st: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(p) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
+    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let client_id = p.client_id.or_else(|| header("x-client-id")).unwrap_or_else(|| "http".into());
+    let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
+    let message_id = match &idempotency_key {
+        Some(k) => id_for_key(&client_id, k),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let req = SubmitRequest {
+        client_id,
+        to: p.to,
+        from: p.from,
+        body: p.body,
+        idempotency_key: idempotency_key.clone(),
+        client_ref: p.client_ref,
+        message_id: Some(message_id.clone()),
+    };
+    let verdict = validate(&req, &st.limits, st.default_country);
+    // Invalid requests go to the topic too, so that the event log records the rejection.
+    let key = idempotency_key.unwrap_or_else(|| message_id.clone());
+    let rec = match OutRecord::avro(st.topics.ingest(), key, &req) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+    };
+    if let Err(e) = send(&st.producer, &rec).await {
+        tracing::error!(error = %e, "could not write to the ingest topic");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ingest topic is not writable; retry with the same idempotency key");
+    }
+    match verdict {
+        Ok(a) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": message_id, "status": "accepted", "segments": a.segments, "encoding": a.encoding})),
+        )
+            .into_response(),
+        Err(r) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"id": message_id, "status": "rejected", "reason_code": r.code, "reason": r.reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Response {
+    let found = st.shared.view.read().unwrap_or_else(|p| p.into_inner()).get(&id).map(render);
+    let resp = match found {
+        Some(v) => (StatusCode::OK, Json(v)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such message (yet): events may still be on their way"),
+    };
+    st.metrics.http.with_label_values(&["get_message", resp.status().as_str()]).inc();
+    resp
+}
+
+/// The JSON form of a message: state, essentials, and the event history.
+pub fn render(m: &Message) -> Value {
+    let history: Vec<Value> = m
+        .history()
+        .iter()
+        .map(|e| {
+            let details = match &e.payload {
+                EventPayload::Accepted(x) => serde_json::to_value(x),
+                EventPayload::Rejected(x) => serde_json::to_value(x),
+                EventPayload::CarrierSelected(x) => serde_json::to_value(x),
+                EventPayload::Blocked(x) => serde_json::to_value(x),
+                EventPayload::Submitted(x) => serde_json::to_value(x),
+                EventPayload::SubmitFailed(x) => serde_json::to_value(x),
+                EventPayload::Delivered(x) => serde_json::to_value(x),
+                EventPayload::Undeliverable(x) => serde_json::to_value(x),
+                EventPayload::Expired(x) => serde_json::to_value(x),
+            }
+            .unwrap_or(Value::Null);
+            json!({"event": e.payload.kind(), "event_id": e.event_id, "occurred_at_ms": e.occurred_at_ms, "details": details})
+        })
+        .collect();
+    json!({
+        "id": m.id(),
+        "state": m.state().as_str(),
+        "final": m.state().is_terminal(),
+        "carrier": m.carrier(),
+        "attempt": m.attempt(),
+        "carrier_message_id": m.carrier_message_id(),
+        "history": history,
+    })
+}

@@ -1,0 +1,176 @@
+//! Request validation: pure, so every rule is unit-tested.
+
+use crate::config::Limits;
+use smsgw_codec::SubmitRequest;
+use smsgw_domain::{MessageAccepted, MessageRejected};
+
+/// Why a request was refused: a stable code and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+fn reject(code: &'static str, reason: impl Into<String>) -> Rejection {
+    Rejection { code, reason: reason.into() }
+}
+
+/// Parses a recipient to E.164 (`+` and digits), or says why it is not a number we can text.
+pub fn parse_destination(raw: &str, default_country: Option<phonenumber::country::Id>) -> Result<String, Rejection> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(reject("invalid_destination", "destination is empty"));
+    }
+    let n = phonenumber::parse(default_country, raw)
+        .map_err(|e| reject("invalid_destination", format!("destination is not a phone number: {e}")))?;
+    if !phonenumber::is_valid(&n) {
+        return Err(reject("invalid_destination", "destination is not a valid number for its country"));
+    }
+    Ok(n.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// A sender id: up to 15 digits (optionally with `+`), or 1-11 letters, digits and spaces
+/// with at least one letter.
+pub fn check_sender(s: &str) -> Result<(), Rejection> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if s.is_empty() {
+        return Err(reject("invalid_sender", "sender id is empty"));
+    }
+    if digits.chars().all(|c| c.is_ascii_digit()) {
+        return if (1..=15).contains(&digits.len()) {
+            Ok(())
+        } else {
+            Err(reject("invalid_sender", "numeric sender id must have 1 to 15 digits"))
+        };
+    }
+    let ok = s.chars().count() <= 11
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+        && s.chars().any(|c| c.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err(reject("invalid_sender", "alphanumeric sender id must be 1 to 11 letters, digits or spaces"))
+    }
+}
+
+/// Validates a request into the `MessageAccepted` it becomes, or a rejection.
+pub fn validate(
+    req: &SubmitRequest,
+    limits: &Limits,
+    default_country: Option<phonenumber::country::Id>,
+) -> Result<MessageAccepted, Rejection> {
+    if req.client_id.trim().is_empty() {
+        return Err(reject("invalid_client", "client_id is empty"));
+    }
+    for (name, v) in [
+        ("client_id", Some(&req.client_id)),
+        ("idempotency_key", req.idempotency_key.as_ref()),
+        ("client_ref", req.client_ref.as_ref()),
+    ] {
+        if v.is_some_and(|v| v.len() > limits.max_id_len) {
+            return Err(reject("field_too_long", format!("{name} is longer than {} bytes", limits.max_id_len)));
+        }
+    }
+    let destination = parse_destination(&req.to, default_country)?;
+    check_sender(&req.from)?;
+    if req.body.trim().is_empty() {
+        return Err(reject("empty_body", "body is empty"));
+    }
+    let chars = req.body.chars().count();
+    if chars > limits.max_body_chars {
+        return Err(reject("body_too_long", format!("body has {chars} characters; the limit is {}", limits.max_body_chars)));
+    }
+    let a = smsgw_gsm::analyse(&req.body);
+    if a.segments > limits.max_segments {
+        return Err(reject(
+            "body_too_long",
+            format!("body needs {} {} segments; the limit is {}", a.segments, a.encoding.as_str(), limits.max_segments),
+        ));
+    }
+    Ok(MessageAccepted {
+        client_id: req.client_id.clone(),
+        idempotency_key: req.idempotency_key.clone(),
+        client_ref: req.client_ref.clone(),
+        destination,
+        sender: req.from.clone(),
+        body: req.body.clone(),
+        encoding: a.encoding.as_str().to_string(),
+        segments: a.segments as i32,
+    })
+}
+
+/// The rejected event for a request.
+pub fn rejected(req: &SubmitRequest, r: Rejection) -> MessageRejected {
+    MessageRejected {
+        client_id: req.client_id.clone(),
+        idempotency_key: req.idempotency_key.clone(),
+        reason_code: r.code.to_string(),
+        reason: r.reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(to: &str, from: &str, body: &str) -> SubmitRequest {
+        SubmitRequest {
+            client_id: "shop".into(),
+            to: to.into(),
+            from: from.into(),
+            body: body.into(),
+            idempotency_key: None,
+            client_ref: None,
+            message_id: None,
+        }
+    }
+
+    fn check(r: &SubmitRequest) -> Result<MessageAccepted, Rejection> {
+        validate(r, &Limits::default(), None)
+    }
+
+    #[test]
+    fn accepts_a_valid_request_and_normalises_the_number() {
+        let a = check(&req("+44 7911 123456", "SHOP", "hello")).unwrap();
+        assert_eq!(a.destination, "+447911123456");
+        assert_eq!((a.encoding.as_str(), a.segments), ("GSM7", 1));
+    }
+
+    #[test]
+    fn national_numbers_need_a_default_country() {
+        assert_eq!(check(&req("07911 123456", "SHOP", "x")).unwrap_err().code, "invalid_destination");
+        let gb = "GB".parse().ok();
+        assert_eq!(validate(&req("07911 123456", "SHOP", "x"), &Limits::default(), gb).unwrap().destination, "+447911123456");
+    }
+
+    #[test]
+    fn rejects_bad_numbers() {
+        for to in ["", "hello", "+1", "+44 12"] {
+            assert_eq!(check(&req(to, "SHOP", "x")).unwrap_err().code, "invalid_destination", "{to}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_senders() {
+        for from in ["", "TOOLONGSENDER", "a-b", "1234567890123456"] {
+            assert_eq!(check(&req("+447911123456", from, "x")).unwrap_err().code, "invalid_sender", "{from}");
+        }
+        assert!(check(&req("+447911123456", "+4479", "x")).is_ok());
+    }
+
+    #[test]
+    fn rejects_empty_and_oversized_bodies() {
+        assert_eq!(check(&req("+447911123456", "SHOP", "  ")).unwrap_err().code, "empty_body");
+        assert_eq!(check(&req("+447911123456", "SHOP", &"a".repeat(1601))).unwrap_err().code, "body_too_long");
+        // 700 emoji: 1400 UTF-16 units = 21 UCS-2 parts > 10.
+        assert_eq!(check(&req("+447911123456", "SHOP", &"😀".repeat(700))).unwrap_err().code, "body_too_long");
+    }
+
+    #[test]
+    fn detects_ucs2_and_counts_segments() {
+        let a = check(&req("+447911123456", "SHOP", &"é😀".repeat(40))).unwrap();
+        assert_eq!((a.encoding.as_str(), a.segments), ("UCS2", 2));
+    }
+}

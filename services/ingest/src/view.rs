@@ -1,0 +1,215 @@
+//! The status view and the idempotency index, both folded from the message event log.
+//!
+//! The view keeps the aggregate of the most recent `view_capacity` messages for
+//! `GET /v1/messages/{id}`. The index keeps a hash of the most recent `dedupe_capacity`
+//! message ids: ingest consults it so that a request whose (deterministic) id already has
+//! events is not accepted twice, even after an ingest restart, because the index is
+//! rebuilt from the event log before ingest takes new requests.
+
+use crate::metrics::Metrics;
+use futures::StreamExt;
+use smsgw_codec::AvroRecord;
+use smsgw_domain::{Event, Message};
+use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::rdkafka::Message as _;
+use smsgw_kafka::{KafkaConfig, KafkaError};
+use smsgw_runtime::Shutdown;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+/// Bounded map of message aggregates, oldest evicted first.
+#[derive(Debug)]
+pub struct View {
+    messages: HashMap<String, Message>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl View {
+    /// An empty view holding at most `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        View { messages: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    /// Folds one event in; events the aggregate refuses are ignored.
+    pub fn apply(&mut self, e: &Event) {
+        if !self.messages.contains_key(&e.message_id) {
+            if self.order.len() >= self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.messages.remove(&old);
+                }
+            }
+            self.order.push_back(e.message_id.clone());
+        }
+        let m = self.messages.entry(e.message_id.clone()).or_insert_with(|| Message::new(&e.message_id));
+        if let Err(err) = m.apply(e) {
+            tracing::debug!(event = %e.event_id, %err, "event ignored by the view");
+        }
+    }
+
+    /// The aggregate of a message, if the view holds it.
+    pub fn get(&self, id: &str) -> Option<&Message> {
+        self.messages.get(id)
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Bounded set of message-id hashes, oldest evicted first.
+#[derive(Debug)]
+pub struct Dedupe {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Dedupe {
+    /// An empty index of at most `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        Dedupe { set: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn hash(id: &str) -> u64 {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    /// Inserts an id; false if it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        let h = Self::hash(id);
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// State shared by the view task, the ingest handler and the HTTP API.
+#[derive(Debug)]
+pub struct Shared {
+    /// Status view.
+    pub view: RwLock<View>,
+    /// Idempotency index.
+    pub dedupe: Mutex<Dedupe>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Empty state.
+    pub fn new(view_capacity: usize, dedupe_capacity: usize) -> Self {
+        Shared {
+            view: RwLock::new(View::new(view_capacity)),
+            dedupe: Mutex::new(Dedupe::new(dedupe_capacity)),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once the view has read the event log up to where it ended at startup.
+    pub async fn caught_up(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    fn apply(&self, e: &Event) {
+        self.dedupe.lock().unwrap_or_else(|p| p.into_inner()).insert(&e.message_id);
+        self.view.write().unwrap_or_else(|p| p.into_inner()).apply(e);
+    }
+}
+
+/// Tails the event log into `shared` until shutdown. Reads from the beginning with a
+/// group of its own and never commits: every ingest instance holds the whole view.
+pub async fn run_view(
+    kafka: &KafkaConfig,
+    shared: &Shared,
+    metrics: &Metrics,
+    shutdown: Shutdown,
+) -> Result<(), KafkaError> {
+    let topic = kafka.topics.events();
+    let group = format!("smsgw-ingest-view-{}", uuid::Uuid::new_v4());
+    let consumer: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    consumer.subscribe(&[&topic])?;
+    // Where the log ended at startup: the view is ready once it has read that far.
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            remaining.insert(p.id(), high);
+        }
+    }
+    if remaining.is_empty() {
+        shared.ready.send_replace(true);
+    }
+    let mut stream = consumer.stream();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut stop => break,
+            m = stream.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "event log read error");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        match msg.payload().map(Event::decode) {
+            Some(Ok(e)) => shared.apply(&e),
+            Some(Err(err)) => tracing::warn!(offset = msg.offset(), %err, "undecodable event skipped by the view"),
+            None => {}
+        }
+        if let Some(high) = remaining.get(&msg.partition()) {
+            if msg.offset() + 1 >= *high {
+                remaining.remove(&msg.partition());
+                if remaining.is_empty() {
+                    tracing::info!("status view caught up with the event log");
+                    shared.ready.send_replace(true);
+                }
+            }
+        }
+        metrics.view_messages.set(shared.view.read().map(|v| v.len() as i64).unwrap_or(0));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_forgets_the_oldest_beyond_capacity() {
+        let mut d = Dedupe::new(2);
+        assert!(d.insert("a"));
+        assert!(!d.insert("a"));
+        assert!(d.insert("b"));
+        assert!(d.insert("c"));
+        assert!(d.insert("a"), "a was evicted");
+    }
+}
