@@ -14,7 +14,7 @@ mod config;
 mod consumer;
 mod producer;
 
-pub use admin::{bootstrap_topics, TopicSpec};
+pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{
     commit_stored, consumer, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,

@@ -1,0 +1,118 @@
+//! Test support for smsgw's integration and end-to-end tests.
+//!
+//! [`Broker::start`] runs a real Tansu broker (the `tansu` binary, found through
+//! `TANSU_BIN`, `PATH` or `~/.cargo/bin`) on a free loopback port with in-memory
+//! storage, and kills it when dropped. [`Broker::kafka`] hands out a [`KafkaConfig`] with
+//! a unique topic prefix, so tests never share topics. [`eventually`] polls a condition
+//! with a deadline instead of sleeping a fixed time.
+
+use anyhow::{bail, Context};
+use smsgw_kafka::{KafkaConfig, TopicLayout, Topics};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Tansu broker process.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+/// Path of the tansu binary.
+pub fn tansu_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return Ok(p.into());
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("tansu");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    let home = std::env::var_os("HOME").context("HOME unset")?;
+    let p = PathBuf::from(home).join(".cargo/bin/tansu");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!("tansu not found: run `make deps` (cargo install tansu --version 0.6.0 --locked --features dynostore,libsql)")
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Broker {
+    /// Starts Tansu with in-memory storage and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_storage("memory://tansu/")
+    }
+
+    /// Starts Tansu with the given storage engine URL.
+    pub fn start_with_storage(storage: &str) -> anyhow::Result<Self> {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu_bin()?)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning tansu")?;
+        let broker = Broker { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&broker.addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {} within 20 s", broker.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    /// A Kafka config for this broker with a unique topic prefix.
+    pub fn kafka(&self) -> KafkaConfig {
+        let mut k = KafkaConfig::new(&self.addr);
+        k.topics = Topics::with_prefix(format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        k
+    }
+
+    /// Creates every smsgw topic for `kafka`'s prefix, with `carriers`' dispatch topics.
+    pub async fn bootstrap(&self, kafka: &KafkaConfig, carriers: &[&str]) -> anyhow::Result<()> {
+        let layout = TopicLayout { events_partitions: 3, ingest_partitions: 3, receipts_partitions: 3, ..TopicLayout::default() };
+        let carriers: Vec<String> = carriers.iter().map(|s| s.to_string()).collect();
+        smsgw_kafka::bootstrap_topics(kafka, &layout.specs(&kafka.topics, &carriers)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
