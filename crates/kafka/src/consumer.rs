@@ -88,10 +88,12 @@ pub enum HandleError {
 }
 
 /// Turns one input record into output records. Must be idempotent: after a crash the
-/// same record is handled again.
+/// same record is handled again. Handling is awaited record by record, so the outputs of
+/// one partition are enqueued in input order.
+#[allow(async_fn_in_trait)]
 pub trait Handler {
     /// Handles one record at `now_ms` (the injected clock).
-    fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError>;
+    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError>;
 }
 
 /// Counters the loop keeps; each service registers them under its own names.
@@ -144,7 +146,7 @@ pub async fn run_consumer<H: Handler>(
                     }
                 };
                 let input = Incoming::from_message(&msg);
-                let outputs = match handler.handle(&input, now_ms()) {
+                let outputs = match handler.handle(&input, now_ms()).await {
                     Ok(o) => o,
                     Err(HandleError::DeadLetter(reason)) => {
                         tracing::warn!(topic = input.topic, partition = input.partition, offset = input.offset, %reason, "dead-lettering record");

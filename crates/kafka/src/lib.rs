@@ -13,6 +13,7 @@ mod admin;
 mod config;
 mod consumer;
 mod producer;
+mod tail;
 
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{KafkaConfig, Topics};
@@ -22,6 +23,7 @@ pub use consumer::{
 };
 pub use producer::{dead_letter, send, OutRecord, Producer};
 pub use rdkafka;
+pub use tail::{tail, TailState};
 
 use thiserror::Error;
 

@@ -47,7 +47,7 @@ pub struct IngestHandler {
 }
 
 impl Handler for IngestHandler {
-    fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
+    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
         let payload = input.payload.ok_or_else(|| HandleError::DeadLetter("record has no value".into()))?;
         let req = decode_submit_request(payload, input.header(smsgw_codec::CONTENT_TYPE_HEADER))
             .map_err(|e| HandleError::DeadLetter(format!("undecodable submit request: {e}")))?;
@@ -80,6 +80,7 @@ impl Handler for IngestHandler {
 mod tests {
     use super::*;
     use smsgw_codec::AvroRecord;
+    use futures::executor::block_on;
     use smsgw_domain::{Event, EventPayload};
 
     fn handler() -> IngestHandler {
@@ -113,9 +114,7 @@ mod tests {
     #[test]
     fn valid_json_is_accepted() {
         let mut h = handler();
-        let out = h
-            .handle(&input(br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi"}"#, 1), 5)
-            .unwrap();
+        let out = block_on(h.handle(&input(br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi"}"#, 1), 5)).unwrap();
         let e = decode(&out);
         assert!(matches!(e.payload, EventPayload::Accepted(_)));
         assert_eq!(out[0].key.as_deref(), Some(e.message_id.as_bytes()));
@@ -124,7 +123,7 @@ mod tests {
     #[test]
     fn invalid_request_is_rejected_with_reason() {
         let mut h = handler();
-        let out = h.handle(&input(br#"{"client_id":"c","to":"nope","from":"SHOP","body":"hi"}"#, 1), 5).unwrap();
+        let out = block_on(h.handle(&input(br#"{"client_id":"c","to":"nope","from":"SHOP","body":"hi"}"#, 1), 5)).unwrap();
         match decode(&out).payload {
             EventPayload::Rejected(r) => assert_eq!(r.reason_code, "invalid_destination"),
             p => panic!("{p:?}"),
@@ -135,15 +134,15 @@ mod tests {
     fn same_idempotency_key_yields_one_message() {
         let mut h = handler();
         let body = br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi","idempotency_key":"k"}"#;
-        let first = h.handle(&input(body, 1), 5).unwrap();
-        assert_eq!(h.handle(&input(body, 2), 6), Err(HandleError::Drop("duplicate message id")));
+        let first = block_on(h.handle(&input(body, 1), 5)).unwrap();
+        assert_eq!(block_on(h.handle(&input(body, 2), 6)), Err(HandleError::Drop("duplicate message id")));
         assert_eq!(decode(&first).message_id, id_for_key("c", "k"));
     }
 
     #[test]
     fn garbage_is_dead_lettered() {
         let mut h = handler();
-        assert!(matches!(h.handle(&input(b"{not json", 1), 5), Err(HandleError::DeadLetter(_))));
+        assert!(matches!(block_on(h.handle(&input(b"{not json", 1), 5)), Err(HandleError::DeadLetter(_))));
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     tokio::select! {
-        _ = shared.caught_up() => {}
+        _ = shared.tail.caught_up() => {}
         _ = shutdown.clone().wait() => {}
     }
     let result = if shutdown.requested() {

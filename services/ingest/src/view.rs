@@ -7,18 +7,15 @@
 //! rebuilt from the event log before ingest takes new requests.
 
 use crate::metrics::Metrics;
-use futures::StreamExt;
 use smsgw_codec::AvroRecord;
 use smsgw_domain::{Event, Message};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use smsgw_kafka::rdkafka::Message as _;
-use smsgw_kafka::{KafkaConfig, KafkaError};
+use smsgw_kafka::{tail, KafkaConfig, KafkaError, TailState};
 use smsgw_runtime::Shutdown;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
 
 /// Bounded map of message aggregates, oldest evicted first.
 #[derive(Debug)]
@@ -109,7 +106,8 @@ pub struct Shared {
     pub view: RwLock<View>,
     /// Idempotency index.
     pub dedupe: Mutex<Dedupe>,
-    ready: tokio::sync::watch::Sender<bool>,
+    /// How far the view has read the event log.
+    pub tail: TailState,
 }
 
 impl Shared {
@@ -118,14 +116,8 @@ impl Shared {
         Shared {
             view: RwLock::new(View::new(view_capacity)),
             dedupe: Mutex::new(Dedupe::new(dedupe_capacity)),
-            ready: tokio::sync::watch::channel(false).0,
+            tail: TailState::default(),
         }
-    }
-
-    /// Resolves once the view has read the event log up to where it ended at startup.
-    pub async fn caught_up(&self) {
-        let mut rx = self.ready.subscribe();
-        let _ = rx.wait_for(|r| *r).await;
     }
 
     fn apply(&self, e: &Event) {
@@ -134,69 +126,23 @@ impl Shared {
     }
 }
 
-/// Tails the event log into `shared` until shutdown. Reads from the beginning with a
-/// group of its own and never commits: every ingest instance holds the whole view.
+/// Tails the event log into `shared` until shutdown. Every ingest instance holds the
+/// whole view; `shared.tail.caught_up()` says when it has read what existed at startup.
 pub async fn run_view(
     kafka: &KafkaConfig,
     shared: &Shared,
     metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
-    let topic = kafka.topics.events();
-    let group = format!("smsgw-ingest-view-{}", uuid::Uuid::new_v4());
-    let consumer: StreamConsumer = kafka
-        .client_config(&[
-            ("group.id", &group),
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
-    consumer.subscribe(&[&topic])?;
-    // Where the log ended at startup: the view is ready once it has read that far.
-    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
-        if high > low {
-            remaining.insert(p.id(), high);
-        }
-    }
-    if remaining.is_empty() {
-        shared.ready.send_replace(true);
-    }
-    let mut stream = consumer.stream();
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        let msg = tokio::select! {
-            _ = &mut stop => break,
-            m = stream.next() => match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "event log read error");
-                    continue;
-                }
-                None => break,
-            },
-        };
+    tail(kafka, &kafka.topics.events(), None, &shared.tail, shutdown.wait(), |msg| {
         match msg.payload().map(Event::decode) {
             Some(Ok(e)) => shared.apply(&e),
             Some(Err(err)) => tracing::warn!(offset = msg.offset(), %err, "undecodable event skipped by the view"),
             None => {}
         }
-        if let Some(high) = remaining.get(&msg.partition()) {
-            if msg.offset() + 1 >= *high {
-                remaining.remove(&msg.partition());
-                if remaining.is_empty() {
-                    tracing::info!("status view caught up with the event log");
-                    shared.ready.send_replace(true);
-                }
-            }
-        }
         metrics.view_messages.set(shared.view.read().map(|v| v.len() as i64).unwrap_or(0));
-    }
-    Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

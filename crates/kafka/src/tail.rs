@@ -1,0 +1,143 @@
+//! Tailing a topic into memory: read everything from the beginning with a private group,
+//! never commit, and know how fresh the copy is.
+//!
+//! [`TailState::caught_up`] resolves once the copy holds every record that was in the
+//! topic when tailing began. With a refresh interval, the tailer also keeps a freshness
+//! barrier: [`TailState::fresh_after`]`(t)` resolves once the copy holds every record the
+//! broker had acknowledged at time `t` (it fetches high watermarks at some time
+//! `t_w >= t`, then waits until it has read up to them).
+
+use crate::{KafkaConfig, KafkaError};
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How far a tailer has read.
+#[derive(Debug)]
+pub struct TailState {
+    caught_up: watch::Sender<bool>,
+    fresh_as_of: watch::Sender<i64>,
+}
+
+impl Default for TailState {
+    fn default() -> Self {
+        TailState { caught_up: watch::channel(false).0, fresh_as_of: watch::channel(i64::MIN).0 }
+    }
+}
+
+impl TailState {
+    /// Resolves once the records present at startup have been read.
+    pub async fn caught_up(&self) {
+        let _ = self.caught_up.subscribe().wait_for(|c| *c).await;
+    }
+
+    /// Resolves once every record acknowledged by the broker at `t_ms` has been read.
+    pub async fn fresh_after(&self, t_ms: i64) {
+        let _ = self.fresh_as_of.subscribe().wait_for(|f| *f >= t_ms).await;
+    }
+
+    /// The time up to which the copy is known complete.
+    pub fn fresh_as_of(&self) -> i64 {
+        *self.fresh_as_of.borrow()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KafkaError::Config(format!("blocking task failed: {e}")))?
+        .map_err(KafkaError::from)
+}
+
+async fn watermarks(consumer: &Arc<StreamConsumer>, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    let (c, t, ps) = (consumer.clone(), topic.to_string(), partitions.to_vec());
+    blocking(move || {
+        let mut out = HashMap::new();
+        for p in ps {
+            out.insert(p, c.fetch_watermarks(&t, p, Duration::from_secs(10))?);
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Reads `topic` from the beginning into `on_record` until `shutdown`.
+/// `refresh` sets how often the freshness barrier advances (`None`: only catch up once).
+pub async fn tail<F>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    refresh: Option<Duration>,
+    state: &TailState,
+    shutdown: impl Future<Output = ()>,
+    mut on_record: F,
+) -> Result<(), KafkaError>
+where
+    F: FnMut(&BorrowedMessage<'_>),
+{
+    let group = format!("smsgw-tail-{}", uuid_like());
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        kafka
+            .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("auto.offset.reset", "earliest")])
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?,
+    );
+    consumer.subscribe(&[topic])?;
+    let partitions: Vec<i32> = {
+        let (c, t) = (consumer.clone(), topic.to_string());
+        blocking(move || {
+            let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
+            Ok(md.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect())
+        })
+        .await?
+    };
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let reached = |next: &HashMap<i32, i64>, t: &HashMap<i32, (i64, i64)>| {
+        t.iter().all(|(p, (low, high))| high <= low || next.get(p).is_some_and(|n| n >= high))
+    };
+    let start = crate::now_ms();
+    let mut target = Some((start, watermarks(&consumer, topic, &partitions).await?));
+    let mut ticker = tokio::time::interval(refresh.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream_consumer = consumer.clone();
+    let mut stream = stream_consumer.stream();
+    tokio::pin!(shutdown);
+    loop {
+        if let Some((t_w, marks)) = &target {
+            if reached(&next, marks) {
+                state.fresh_as_of.send_replace(*t_w);
+                state.caught_up.send_replace(true);
+                target = None;
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            m = stream.next() => match m {
+                Some(Ok(m)) => {
+                    on_record(&m);
+                    next.insert(m.partition(), m.offset() + 1);
+                }
+                Some(Err(e)) => tracing::warn!(topic, error = %e, "tail read error"),
+                None => break,
+            },
+            _ = ticker.tick(), if target.is_none() && refresh.is_some() => {
+                let t_w = crate::now_ms();
+                target = Some((t_w, watermarks(&consumer, topic, &partitions).await?));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}-{}", std::process::id(), crate::now_ms(), N.fetch_add(1, Ordering::Relaxed))
+}
