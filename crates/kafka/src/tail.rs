@@ -42,6 +42,12 @@ impl TailState {
         let _ = self.fresh_as_of.subscribe().wait_for(|f| *f >= t_ms).await;
     }
 
+    /// Declares the copy complete up to `t_ms` (for tests, and for copies known complete).
+    pub fn mark_fresh(&self, t_ms: i64) {
+        self.fresh_as_of.send_replace(t_ms);
+        self.caught_up.send_replace(true);
+    }
+
     /// The time up to which the copy is known complete.
     pub fn fresh_as_of(&self) -> i64 {
         *self.fresh_as_of.borrow()

@@ -1,0 +1,301 @@
+//! The event-log handler: route accepted messages, re-route failed attempts, block
+//! opted-out recipients.
+
+use crate::metrics::Metrics;
+use crate::state::RouterState;
+use crate::table::RouteTable;
+use smsgw_codec::{AvroRecord, DispatchRequested};
+use smsgw_domain::{Command, Event, EventPayload, Message, State};
+use smsgw_kafka::{HandleError, Handler, Incoming, OutRecord, TailState, Topics};
+use std::sync::{Arc, Mutex};
+
+/// Strategy name recorded on `CarrierSelected`.
+pub const STRATEGY: &str = "prefix-ordered";
+
+/// Updates router memory from any event (also used to warm up after a restart).
+pub fn observe(state: &mut RouterState, e: &Event) {
+    match &e.payload {
+        EventPayload::Accepted(a) => {
+            state.remember(&e.message_id, a.clone(), e.occurred_at_ms);
+        }
+        EventPayload::CarrierSelected(c) => {
+            state.note_routed(&e.message_id, c.attempt);
+        }
+        EventPayload::Rejected(_)
+        | EventPayload::Blocked(_)
+        | EventPayload::Delivered(_)
+        | EventPayload::Undeliverable(_)
+        | EventPayload::Expired(_) => state.forget(&e.message_id),
+        EventPayload::Submitted(_) | EventPayload::SubmitFailed(_) => {}
+    }
+}
+
+/// Handles event-log records.
+#[derive(Debug)]
+pub struct RouterHandler {
+    /// Routes.
+    pub table: RouteTable,
+    /// Topic names.
+    pub topics: Topics,
+    /// Router memory.
+    pub state: Arc<Mutex<RouterState>>,
+    /// Freshness of the opt-out copy.
+    pub optout: Arc<TailState>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// What to do with a message, decided under the state lock.
+enum Plan {
+    Nothing,
+    Decide { snapshot: Message, command: Command, dispatch: Option<DispatchRequested>, decision: &'static str },
+}
+
+impl RouterHandler {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn plan(&self, e: &Event) -> Plan {
+        let mut st = self.lock();
+        let id = &e.message_id;
+        let (state, attempt, tried) = match &e.payload {
+            EventPayload::Accepted(a) => {
+                st.remember(id, a.clone(), e.occurred_at_ms);
+                (State::Accepted, 0, vec![])
+            }
+            EventPayload::SubmitFailed(f) => (State::SubmitFailed, f.attempt, f.carriers_tried.clone()),
+            _ => {
+                observe(&mut st, e);
+                return Plan::Nothing;
+            }
+        };
+        let Some(p) = st.get(id).cloned() else {
+            // A failed attempt of a message we do not remember: it is older than the
+            // warm-up window or was evicted. Give up rather than leave it unfinished.
+            let snapshot = Message::snapshot(id.clone(), state, attempt, tried);
+            let command = Command::GiveUp { reason: "re-route context lost (message older than the router's memory)".into() };
+            return Plan::Decide { snapshot, command, dispatch: None, decision: "context_lost" };
+        };
+        if p.attempt_routed > attempt {
+            return Plan::Nothing; // duplicate input: this attempt was already routed
+        }
+        let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
+        if let Some(scope) = st.blocking_scope(&p.accepted.sender, &p.accepted.destination) {
+            st.forget(id);
+            return Plan::Decide {
+                snapshot,
+                command: Command::Block { reason: "opted_out".into(), scope },
+                dispatch: None,
+                decision: "blocked",
+            };
+        }
+        if let EventPayload::SubmitFailed(f) = &e.payload {
+            if !f.retryable {
+                return Plan::Decide {
+                    snapshot,
+                    command: Command::GiveUp { reason: format!("permanent failure on {}: {}", f.carrier, f.reason) },
+                    dispatch: None,
+                    decision: "permanent_failure",
+                };
+            }
+        }
+        let Some(carrier) = self.table.choose(&p.accepted.destination, &tried, |c| st.is_up(c)) else {
+            let (reason, decision) = match &e.payload {
+                EventPayload::SubmitFailed(f) => (format!("every carrier failed; last {}: {}", f.carrier, f.reason), "exhausted"),
+                _ => ("no route for the destination".to_string(), "no_route"),
+            };
+            return Plan::Decide { snapshot, command: Command::GiveUp { reason }, dispatch: None, decision };
+        };
+        st.note_routed(id, attempt + 1);
+        let mut carriers_tried = tried;
+        carriers_tried.push(carrier.clone());
+        let a = &p.accepted;
+        let dispatch = DispatchRequested {
+            message_id: id.clone(),
+            carrier: carrier.clone(),
+            attempt: attempt + 1,
+            carriers_tried,
+            destination: a.destination.clone(),
+            sender: a.sender.clone(),
+            body: a.body.clone(),
+            encoding: a.encoding.clone(),
+            segments: a.segments,
+            accepted_at: p.accepted_at,
+        };
+        let decision = if attempt == 0 { "routed" } else { "rerouted" };
+        Plan::Decide { snapshot, command: Command::Route { carrier, strategy: STRATEGY.into() }, dispatch: Some(dispatch), decision }
+    }
+}
+
+impl Handler for RouterHandler {
+    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
+        let payload = input.payload.ok_or_else(|| HandleError::DeadLetter("event with no value".into()))?;
+        let e = Event::decode(payload).map_err(|err| HandleError::DeadLetter(format!("undecodable event: {err}")))?;
+        if matches!(e.payload, EventPayload::Accepted(_) | EventPayload::SubmitFailed(_)) {
+            // Never route before every opt-out acknowledged before this event is known.
+            self.optout.fresh_after(e.occurred_at_ms).await;
+        }
+        let plan = self.plan(&e);
+        {
+            let st = self.lock();
+            self.metrics.pending.set(st.pending_count() as i64);
+            self.metrics.optouts.set(st.optout_count() as i64);
+        }
+        let Plan::Decide { snapshot, command, dispatch, decision } = plan else {
+            return Ok(vec![]);
+        };
+        let events = snapshot
+            .decide(command, now_ms)
+            .map_err(|err| HandleError::DeadLetter(format!("domain refused: {err}")))?;
+        self.metrics.decisions.with_label_values(&[decision]).inc();
+        let mut out = Vec::with_capacity(2);
+        for ev in &events {
+            out.push(OutRecord::avro(self.topics.events(), ev.message_id.clone(), ev).map_err(|x| HandleError::DeadLetter(x.to_string()))?);
+        }
+        if let Some(d) = dispatch {
+            out.push(
+                OutRecord::avro(self.topics.dispatch(&d.carrier), d.message_id.clone(), &d)
+                    .map_err(|x| HandleError::DeadLetter(x.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Route;
+    use futures::executor::block_on;
+    use smsgw_domain::{MessageAccepted, SubmitFailed};
+
+    fn handler() -> RouterHandler {
+        let optout = Arc::new(TailState::default());
+        optout.mark_fresh(i64::MAX);
+        RouterHandler {
+            table: RouteTable::new(vec![Route { prefix: "+44".into(), carriers: vec!["a".into(), "b".into()] }]),
+            topics: Topics::with_prefix("t"),
+            state: Arc::new(Mutex::new(RouterState::new(100))),
+            optout,
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn accepted(id: &str, to: &str) -> Event {
+        Message::new(id)
+            .decide(
+                Command::Accept(MessageAccepted {
+                    client_id: "c".into(),
+                    idempotency_key: None,
+                    client_ref: None,
+                    destination: to.into(),
+                    sender: "SHOP".into(),
+                    body: "hi".into(),
+                    encoding: "GSM7".into(),
+                    segments: 1,
+                }),
+                1,
+            )
+            .unwrap()
+            .remove(0)
+    }
+
+    fn failed(id: &str, carrier: &str, attempt: i32, tried: &[&str], retryable: bool) -> Event {
+        Event::new(
+            id,
+            EventPayload::SubmitFailed(SubmitFailed {
+                carrier: carrier.into(),
+                attempt,
+                command_status: Some(0x45),
+                reason: "ESME_RSUBMITFAIL".into(),
+                retryable,
+                ambiguous: false,
+                carriers_tried: tried.iter().map(|s| s.to_string()).collect(),
+            }),
+            attempt,
+            2,
+        )
+    }
+
+    fn handle(h: &mut RouterHandler, e: &Event) -> Vec<(String, Option<Event>)> {
+        let bytes = e.encode().unwrap();
+        let input = Incoming {
+            topic: "t.events",
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(&bytes),
+            headers: vec![],
+            timestamp_ms: None,
+        };
+        block_on(h.handle(&input, 10))
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let ev = (r.topic == "t.events").then(|| Event::decode(&r.payload).unwrap());
+                (r.topic, ev)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepted_message_is_routed_to_the_first_carrier() {
+        let mut h = handler();
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(out.len(), 2);
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "a" && c.attempt == 1));
+        assert_eq!(out[1].0, "t.dispatch.a");
+    }
+
+    #[test]
+    fn duplicate_accepted_is_routed_once() {
+        let mut h = handler();
+        assert_eq!(handle(&mut h, &accepted("m1", "+447911123456")).len(), 2);
+        assert!(handle(&mut h, &accepted("m1", "+447911123456")).is_empty());
+    }
+
+    #[test]
+    fn opted_out_recipient_is_blocked_never_dispatched() {
+        let mut h = handler();
+        h.state.lock().unwrap().set_optout(smsgw_codec::optout_key("sender:SHOP", "+447911123456"), true);
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(out.len(), 1);
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Blocked(b) if b.scope == "sender:SHOP"));
+    }
+
+    #[test]
+    fn failed_attempt_goes_to_the_next_carrier_then_gives_up() {
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        let out = handle(&mut h, &failed("m1", "a", 1, &["a"], true));
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2));
+        assert_eq!(out[1].0, "t.dispatch.b");
+        assert!(handle(&mut h, &failed("m1", "a", 1, &["a"], true)).is_empty(), "duplicate failure ignored");
+        let out = handle(&mut h, &failed("m1", "b", 2, &["a", "b"], true));
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(_)));
+    }
+
+    #[test]
+    fn permanent_failure_is_not_retried() {
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        let out = handle(&mut h, &failed("m1", "a", 1, &["a"], false));
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("permanent")));
+    }
+
+    #[test]
+    fn unknown_prefix_is_undeliverable() {
+        let mut h = handler();
+        let out = handle(&mut h, &accepted("m1", "+15551234567"));
+        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("no route")));
+    }
+
+    #[test]
+    fn down_carrier_is_skipped() {
+        let mut h = handler();
+        h.state.lock().unwrap().set_carrier_up("a", false);
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(out[1].0, "t.dispatch.b");
+    }
+}

@@ -1,0 +1,116 @@
+//! smsgw router: chooses the carrier for every message.
+//!
+//! Data flow: the router consumes the message event log. For `MessageAccepted` it waits
+//! until its copy of the opt-out log is fresh as of the acceptance time, then either
+//! emits `MessageBlocked` (the recipient opted out, globally or for this sender) or
+//! picks the first carrier for the destination prefix that is not reported down, and
+//! writes `CarrierSelected` to the event log and `DispatchRequested` to that carrier's
+//! dispatch topic. For `SubmitFailed` it picks the next untried carrier, or emits
+//! `MessageUndeliverable` when none is left. The opt-out log and the carrier-status topic
+//! are tailed into memory ([`state::RouterState`]); on startup the last
+//! `warmup_lookback_ms` of the event log is re-read so that in-flight messages can still
+//! be re-routed after a restart.
+
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod state;
+pub mod table;
+mod warmup;
+
+pub use config::{Config, Route};
+
+use smsgw_codec::{AvroRecord, CarrierStatusChanged, OptOutChanged};
+use smsgw_kafka::rdkafka::consumer::Consumer;
+use smsgw_kafka::rdkafka::Message as _;
+use smsgw_kafka::{consumer, run_consumer, tail, KafkaError, Producer, TailState};
+use smsgw_runtime::Shutdown;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why the router stopped.
+#[derive(Debug, Error)]
+pub enum RouterError {
+    /// Invalid configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// Kafka failed beyond what the loop rides out; the restart resumes from the commit.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Runtime(#[from] smsgw_runtime::RuntimeError),
+}
+
+/// Runs the router until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RouterError> {
+    config.validate().map_err(RouterError::Config)?;
+    let shutdown = Shutdown::new(shutdown);
+    let metrics = metrics::Metrics::new();
+    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let producer = Producer::new(&config.kafka)?;
+    let state = Arc::new(Mutex::new(state::RouterState::new(config.pending_capacity)));
+    let optout_tail = Arc::new(TailState::default());
+
+    let optouts = {
+        let (kafka, state, tail_state, stop) = (config.kafka.clone(), state.clone(), optout_tail.clone(), shutdown.clone());
+        let refresh = Duration::from_millis(config.optout_refresh_ms);
+        tokio::spawn(async move {
+            let topic = kafka.topics.optout();
+            let r = tail(&kafka, &topic, Some(refresh), &tail_state, stop.wait(), |m| {
+                match m.payload().map(OptOutChanged::decode) {
+                    Some(Ok(o)) => state.lock().unwrap_or_else(|p| p.into_inner()).set_optout(o.key(), o.opted_out),
+                    Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "undecodable opt-out record skipped"),
+                    None => {}
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "opt-out tail stopped; routing waits until restart");
+            }
+        })
+    };
+    let statuses = {
+        let (kafka, state, stop) = (config.kafka.clone(), state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let topic = kafka.topics.carrier_status();
+            let r = tail(&kafka, &topic, None, &TailState::default(), stop.wait(), |m| {
+                if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).set_carrier_up(&s.carrier, s.up);
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "carrier-status tail stopped");
+            }
+        })
+    };
+
+    warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
+
+    let consumer = consumer(&config.kafka, &config.group_id)?;
+    consumer.subscribe(&[&config.kafka.topics.events()]).map_err(KafkaError::from)?;
+    let mut handler = handler::RouterHandler {
+        table: table::RouteTable::new(config.routes.clone()),
+        topics: config.kafka.topics.clone(),
+        state,
+        optout: optout_tail,
+        metrics: metrics.clone(),
+    };
+    tracing::info!("router consuming");
+    let result = run_consumer(
+        &consumer,
+        &producer,
+        &config.kafka.topics.dead_letter(),
+        "router",
+        &mut handler,
+        &metrics.consumer,
+        config.max_in_flight,
+        shutdown.clone().wait(),
+    )
+    .await;
+    let _ = tokio::join!(optouts, statuses, admin);
+    Ok(result?)
+}

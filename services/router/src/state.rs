@@ -1,0 +1,116 @@
+//! What the router remembers: opt-outs, carrier status, messages in flight.
+
+use smsgw_domain::MessageAccepted;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// A message the router may have to re-route.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The request.
+    pub accepted: MessageAccepted,
+    /// When it was accepted (ms).
+    pub accepted_at: i64,
+    /// Highest attempt routed so far (0: not yet).
+    pub attempt_routed: i32,
+}
+
+/// Router memory, folded from the event log, the opt-out log and carrier status.
+#[derive(Debug)]
+pub struct RouterState {
+    optouts: HashSet<String>,
+    carriers_down: HashSet<String>,
+    pending: HashMap<String, Pending>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RouterState {
+    /// Empty state remembering at most `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        RouterState {
+            optouts: HashSet::new(),
+            carriers_down: HashSet::new(),
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Applies an opt-out log record.
+    pub fn set_optout(&mut self, key: String, opted_out: bool) {
+        if opted_out {
+            self.optouts.insert(key);
+        } else {
+            self.optouts.remove(&key);
+        }
+    }
+
+    /// The opt-out scope that blocks sending from `sender` to `destination`, if any.
+    pub fn blocking_scope(&self, sender: &str, destination: &str) -> Option<String> {
+        ["global".to_string(), format!("sender:{sender}")]
+            .into_iter()
+            .find(|scope| self.optouts.contains(&smsgw_codec::optout_key(scope, destination)))
+    }
+
+    /// Opt-outs in force.
+    pub fn optout_count(&self) -> usize {
+        self.optouts.len()
+    }
+
+    /// Applies a carrier status record.
+    pub fn set_carrier_up(&mut self, carrier: &str, up: bool) {
+        if up {
+            self.carriers_down.remove(carrier);
+        } else {
+            self.carriers_down.insert(carrier.to_string());
+        }
+    }
+
+    /// False only when the carrier reported itself down.
+    pub fn is_up(&self, carrier: &str) -> bool {
+        !self.carriers_down.contains(carrier)
+    }
+
+    /// Remembers an accepted message; false if it was already known (a duplicate).
+    pub fn remember(&mut self, id: &str, accepted: MessageAccepted, accepted_at: i64) -> bool {
+        if self.pending.contains_key(id) {
+            return false;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.pending.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.pending.insert(id.to_string(), Pending { accepted, accepted_at, attempt_routed: 0 });
+        true
+    }
+
+    /// Notes that `attempt` was routed; false if it (or a later one) already was.
+    pub fn note_routed(&mut self, id: &str, attempt: i32) -> bool {
+        match self.pending.get_mut(id) {
+            Some(p) if p.attempt_routed >= attempt => false,
+            Some(p) => {
+                p.attempt_routed = attempt;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The remembered message.
+    pub fn get(&self, id: &str) -> Option<&Pending> {
+        self.pending.get(id)
+    }
+
+    /// Forgets a message that reached a final state.
+    pub fn forget(&mut self, id: &str) {
+        self.pending.remove(id);
+        // `order` keeps the stale id; it is skipped when it reaches the front.
+    }
+
+    /// Messages remembered.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+}
