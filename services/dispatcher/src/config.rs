@@ -1,0 +1,164 @@
+//! Dispatcher configuration.
+
+use serde::Deserialize;
+use smsgw_kafka::KafkaConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the dispatcher needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Brokers, client properties and topic names.
+    pub kafka: KafkaConfig,
+    /// Address of `/metrics` and `/healthz`.
+    #[serde(default = "default_admin")]
+    pub admin_listen: SocketAddr,
+    /// The carriers this dispatcher serves; each gets its own consumer and sessions.
+    pub carriers: Vec<CarrierConfig>,
+}
+
+/// One SMPP carrier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// Name used in routes, topics and events.
+    pub name: String,
+    /// `smpp://host:port`. (TLS, `smpps://`, is not built in yet.)
+    pub url: String,
+    /// Bind `system_id`.
+    pub system_id: String,
+    /// Bind password.
+    pub password: String,
+    /// Bind `system_type`.
+    #[serde(default)]
+    pub system_type: String,
+    /// Most `submit_sm` awaiting a response at once.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// How long to wait for `submit_sm_resp` (ms). A timeout fails the attempt as
+    /// *ambiguous*; the PDU is never resent blindly.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    /// Interval of our `enquire_link` (ms).
+    #[serde(default = "default_enquire")]
+    pub enquire_link_ms: u64,
+    /// First reconnect delay (ms); doubles up to `reconnect_max_ms`, with jitter.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay (ms).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// How long work waits for a bind before the attempt fails over to another carrier (ms).
+    #[serde(default = "default_grace")]
+    pub unbound_grace_ms: u64,
+    /// Times a throttled (0x58) or queue-full (0x14) submit is retried on this carrier,
+    /// with backoff, before the attempt fails over.
+    #[serde(default = "default_throttle_retries")]
+    pub throttle_retries: u32,
+    /// Ask the carrier for delivery receipts.
+    #[serde(default = "yes")]
+    pub registered_delivery: bool,
+    /// Consumer group of this carrier's dispatch topic.
+    #[serde(default)]
+    pub group_id: Option<String>,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9102))
+}
+fn default_window() -> usize {
+    10
+}
+fn default_response_timeout() -> u64 {
+    10_000
+}
+fn default_enquire() -> u64 {
+    30_000
+}
+fn default_reconnect_min() -> u64 {
+    200
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_grace() -> u64 {
+    30_000
+}
+fn default_throttle_retries() -> u32 {
+    5
+}
+fn yes() -> bool {
+    true
+}
+
+impl CarrierConfig {
+    /// A carrier with defaults.
+    pub fn new(name: &str, url: &str, system_id: &str, password: &str) -> Self {
+        CarrierConfig {
+            name: name.into(),
+            url: url.into(),
+            system_id: system_id.into(),
+            password: password.into(),
+            system_type: String::new(),
+            window: default_window(),
+            response_timeout_ms: default_response_timeout(),
+            enquire_link_ms: default_enquire(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            unbound_grace_ms: default_grace(),
+            throttle_retries: default_throttle_retries(),
+            registered_delivery: true,
+            group_id: None,
+        }
+    }
+
+    /// The consumer group of this carrier's dispatch topic.
+    pub fn group(&self) -> String {
+        self.group_id.clone().unwrap_or_else(|| format!("smsgw-dispatcher-{}", self.name))
+    }
+
+    /// Response timeout.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("carrier name {n:?} must be [A-Za-z0-9_-]"));
+        }
+        if !self.url.starts_with("smpp://") {
+            return Err(format!("carrier {n}: url must start with smpp:// (TLS is not built in yet)"));
+        }
+        if self.system_id.is_empty() || self.system_id.len() > 15 {
+            return Err(format!("carrier {n}: system_id must be 1 to 15 characters"));
+        }
+        if self.password.len() > 8 {
+            return Err(format!("carrier {n}: password must be at most 8 characters (SMPP 3.4)"));
+        }
+        if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
+            return Err(format!("carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"));
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(format!("carrier {n}: reconnect_max_ms < reconnect_min_ms"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Fails fast on values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kafka.validate()?;
+        if self.carriers.is_empty() {
+            return Err("no carriers configured".into());
+        }
+        let mut names: Vec<&str> = self.carriers.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("carrier names must be unique".into());
+        }
+        self.carriers.iter().try_for_each(CarrierConfig::validate)
+    }
+}

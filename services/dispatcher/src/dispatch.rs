@@ -1,0 +1,202 @@
+//! The per-carrier dispatch loop: take work from the carrier's topic, submit it within the
+//! window, record the outcome, and store offsets only for work whose outcome is recorded.
+
+use crate::config::CarrierConfig;
+use crate::metrics::Metrics;
+use crate::pdu::{build_submit, classify, Attempt};
+use rusmppc::Client;
+use smsgw_codec::{AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated};
+use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
+use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::{commit_stored, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker, OutRecord, Producer, Topics};
+use smsgw_runtime::Shutdown;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// What the loop needs.
+#[derive(Debug, Clone)]
+pub struct DispatchCtx {
+    /// Carrier settings.
+    pub carrier: CarrierConfig,
+    /// Producer.
+    pub producer: Producer,
+    /// Topic names.
+    pub topics: Topics,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Runs until `shutdown`, then drains the window and commits.
+pub async fn run_dispatch(
+    ctx: DispatchCtx,
+    kafka: &smsgw_kafka::KafkaConfig,
+    bound: watch::Receiver<Option<Client>>,
+    shutdown: Shutdown,
+) -> Result<(), KafkaError> {
+    let topic = ctx.topics.dispatch(&ctx.carrier.name);
+    let consumer: StreamConsumer = consumer(kafka, &ctx.carrier.group())?;
+    consumer.subscribe(&[&topic])?;
+    let window = Arc::new(Semaphore::new(ctx.carrier.window));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
+    let mut tracker = OffsetTracker::default();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            Some((p, o)) = done_rx.recv() => {
+                if let Some(safe) = tracker.complete(&topic, p, o) {
+                    consumer.store_offset(&topic, p, safe)?;
+                }
+            }
+            _ = &mut stop => break,
+            msg = consumer.recv(), if window.available_permits() > 0 => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch consume error");
+                        continue;
+                    }
+                };
+                let input = Incoming::from_message(&msg);
+                tracker.begin(&topic, input.partition, input.offset);
+                let permit = window.clone().acquire_owned().await.expect("semaphore open");
+                let (p, o) = (input.partition, input.offset);
+                match input.payload.map(DispatchRequested::decode) {
+                    Some(Ok(req)) => {
+                        let (ctx, bound, done) = (ctx.clone(), bound.clone(), done_tx.clone());
+                        tokio::spawn(async move {
+                            submit_one(&ctx, req, bound).await;
+                            drop(permit);
+                            let _ = done.send((p, o));
+                        });
+                    }
+                    other => {
+                        let reason = match other {
+                            Some(Err(e)) => format!("undecodable dispatch request: {e}"),
+                            _ => "dispatch record has no value".to_string(),
+                        };
+                        ctx.metrics.dead_lettered.with_label_values(&[&ctx.carrier.name]).inc();
+                        let rec = dead_letter(&ctx.topics.dead_letter(), "dispatcher", &reason, &input, now_ms());
+                        let (producer, done) = (ctx.producer.clone(), done_tx.clone());
+                        tokio::spawn(async move {
+                            record_until_stored(&producer, &rec).await;
+                            drop(permit);
+                            let _ = done.send((p, o));
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // Drain: stop taking work, let the window empty, store what finished.
+    while tracker.pending() > 0 {
+        match done_rx.recv().await {
+            Some((p, o)) => {
+                if let Some(safe) = tracker.complete(&topic, p, o) {
+                    consumer.store_offset(&topic, p, safe)?;
+                }
+            }
+            None => break,
+        }
+    }
+    commit_stored(&consumer);
+    Ok(())
+}
+
+/// Keeps trying to store a record: work whose outcome is not recorded must not be
+/// acknowledged, or a restart would send it again.
+async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = send(producer, rec).await {
+        tracing::error!(topic = %rec.topic, error = %e, "could not record an outcome; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn wait_bound(bound: &mut watch::Receiver<Option<Client>>, grace: Duration) -> Option<Client> {
+    tokio::time::timeout(grace, bound.wait_for(Option::is_some)).await.ok()?.ok()?.clone()
+}
+
+/// Submits one request (retrying throttling on this carrier) and records the outcome.
+async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, mut bound: watch::Receiver<Option<Client>>) {
+    let c = &ctx.carrier;
+    let mut throttled = 0;
+    let outcome = loop {
+        let Some(client) = wait_bound(&mut bound, Duration::from_millis(c.unbound_grace_ms)).await else {
+            break SubmitOutcome::Failed {
+                command_status: None,
+                reason: format!("carrier {} not bound within {} ms", c.name, c.unbound_grace_ms),
+                retryable: true,
+                ambiguous: false,
+            };
+        };
+        let sm = match build_submit(&req, c.registered_delivery) {
+            Ok(sm) => sm,
+            Err(reason) => {
+                break SubmitOutcome::Failed { command_status: None, reason, retryable: false, ambiguous: false };
+            }
+        };
+        match classify(client.submit_sm(sm).await, req.segments) {
+            Attempt::Done(o) => break o,
+            Attempt::Throttled(_) if throttled < c.throttle_retries => {
+                throttled += 1;
+                ctx.metrics.submits.with_label_values(&[&c.name, "throttled"]).inc();
+                tokio::time::sleep(Duration::from_millis(50 << throttled.min(6))).await;
+            }
+            Attempt::Throttled(code) => {
+                break SubmitOutcome::Failed {
+                    command_status: Some(code as i32),
+                    reason: format!("throttled {throttled} times (0x{code:08X})"),
+                    retryable: true,
+                    ambiguous: false,
+                };
+            }
+        }
+    };
+    let label = match &outcome {
+        SubmitOutcome::Accepted { .. } => "ok",
+        SubmitOutcome::Failed { ambiguous, .. } => {
+            if *ambiguous {
+                ctx.metrics.ambiguous.with_label_values(&[&c.name]).inc();
+            }
+            "failed"
+        }
+    };
+    ctx.metrics.submits.with_label_values(&[&c.name, label]).inc();
+    let now = now_ms();
+    ctx.metrics.accept_to_submit.observe(((now - req.accepted_at).max(0) as f64) / 1000.0);
+    let snapshot = Message::snapshot(req.message_id.clone(), State::Routed, req.attempt, req.carriers_tried.clone());
+    let command = Command::RecordSubmit { carrier: c.name.clone(), attempt: req.attempt, outcome };
+    let events = match snapshot.decide(command, now) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "domain refused a submit outcome");
+            return;
+        }
+    };
+    for ev in &events {
+        match OutRecord::avro(ctx.topics.events(), ev.message_id.clone(), ev) {
+            Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
+            Err(e) => tracing::error!(error = %e, "event encode"),
+        }
+        if let EventPayload::Submitted(s) = &ev.payload {
+            // After the event is stored, so a receipt never overtakes its submission.
+            let corr = CarrierRecord {
+                carrier: c.name.clone(),
+                carrier_message_id: s.carrier_message_id.clone(),
+                received_at: now,
+                kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+                    message_id: ev.message_id.clone(),
+                    attempt: s.attempt,
+                }),
+            };
+            match OutRecord::avro(ctx.topics.receipts(), corr.key(), &corr) {
+                Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
+                Err(e) => tracing::error!(error = %e, "correlation encode"),
+            }
+        }
+    }
+}

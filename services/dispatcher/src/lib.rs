@@ -1,0 +1,93 @@
+//! smsgw dispatcher: the gateway's SMPP 3.4 client.
+//!
+//! Data flow, per configured carrier: a session task binds as a transceiver (reconnecting
+//! with backoff and jitter, `enquire_link` keeping it alive) and publishes the carrier's
+//! status to the carrier-status topic. A dispatch loop consumes the carrier's dispatch
+//! topic, submits each `DispatchRequested` as `submit_sm` with at most `window`
+//! outstanding, and writes `MessageSubmitted` or `SubmitFailed` to the event log; on
+//! success it then writes a `SubmitCorrelated` record (carrier id -> message id) to the
+//! receipts topic. `deliver_sm` receipts go to the receipts topic, MO messages to the
+//! inbound topic, and each is acknowledged only after Kafka holds it. Offsets of the
+//! dispatch topic are stored only once an outcome is recorded.
+//!
+//! A link that breaks (or a response that times out) after a `submit_sm` left makes the
+//! outcome unknown: the attempt fails as *ambiguous* (counted by
+//! `smsgw_dispatcher_ambiguous_submits_total` and visible on the event) and the router
+//! may try another carrier.
+
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod pdu;
+pub mod session;
+
+pub use config::{CarrierConfig, Config};
+
+use smsgw_kafka::{KafkaError, Producer};
+use smsgw_runtime::Shutdown;
+use std::future::Future;
+use thiserror::Error;
+use tokio::sync::watch;
+
+/// Why the dispatcher stopped.
+#[derive(Debug, Error)]
+pub enum DispatcherError {
+    /// Invalid configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// Kafka failed beyond what the loop rides out.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Runtime(#[from] smsgw_runtime::RuntimeError),
+}
+
+/// Runs the dispatcher until `shutdown` resolves: then it stops taking work, drains each
+/// window, and unbinds.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DispatcherError> {
+    config.validate().map_err(DispatcherError::Config)?;
+    let shutdown = Shutdown::new(shutdown);
+    let metrics = metrics::Metrics::new();
+    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let producer = Producer::new(&config.kafka)?;
+    let mut tasks = Vec::new();
+    for carrier in &config.carriers {
+        let (bound_tx, bound_rx) = watch::channel(None);
+        let (stop_session, session_stop) = watch::channel(false);
+        let session = tokio::spawn(session::run_session(
+            session::SessionCtx {
+                carrier: carrier.clone(),
+                producer: producer.clone(),
+                topics: config.kafka.topics.clone(),
+                metrics: metrics.clone(),
+            },
+            bound_tx,
+            session_stop,
+        ));
+        let ctx = dispatch::DispatchCtx {
+            carrier: carrier.clone(),
+            producer: producer.clone(),
+            topics: config.kafka.topics.clone(),
+            metrics: metrics.clone(),
+        };
+        let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = dispatch::run_dispatch(ctx, &kafka, bound_rx, stop).await;
+            // The window is drained: now unbind.
+            let _ = stop_session.send(true);
+            let _ = session.await;
+            r
+        }));
+    }
+    let mut result = Ok(());
+    for t in tasks {
+        match t.await {
+            Ok(Err(e)) => result = Err(e.into()),
+            Err(e) => tracing::error!(error = %e, "dispatch task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = admin.await;
+    result
+}

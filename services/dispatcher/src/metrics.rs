@@ -1,0 +1,57 @@
+//! Dispatcher metrics: `smsgw_dispatcher_*`. Labels: carrier names and outcomes only.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// All dispatcher metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Registry served at `/metrics`.
+    pub registry: Registry,
+    /// Submits by carrier and outcome (`ok`, `failed`, `throttled`).
+    pub submits: IntCounterVec,
+    /// Submits whose outcome is unknown (link broke or timed out after the PDU left):
+    /// a retry elsewhere may text the recipient twice.
+    pub ambiguous: IntCounterVec,
+    /// Inbound PDUs by carrier and kind (`receipt`, `mo`, `bad_receipt`).
+    pub inbound: IntCounterVec,
+    /// Bound sessions by carrier (0 or 1).
+    pub bound: IntGaugeVec,
+    /// Binds attempted by carrier and outcome.
+    pub binds: IntCounterVec,
+    /// Dispatch records dead-lettered by carrier.
+    pub dead_lettered: IntCounterVec,
+    /// Time from acceptance to `submit_sm_resp`, seconds.
+    pub accept_to_submit: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique");
+            c
+        };
+        let submits = counter("smsgw_dispatcher_submits_total", "submit_sm by carrier and outcome", &["carrier", "outcome"]);
+        let ambiguous = counter("smsgw_dispatcher_ambiguous_submits_total", "Submits with unknown outcome", &["carrier"]);
+        let inbound = counter("smsgw_dispatcher_inbound_pdus_total", "deliver_sm by carrier and kind", &["carrier", "kind"]);
+        let binds = counter("smsgw_dispatcher_binds_total", "Bind attempts by carrier and outcome", &["carrier", "outcome"]);
+        let dead_lettered = counter("smsgw_dispatcher_dead_letters_total", "Dead-lettered records by carrier", &["carrier"]);
+        let bound = IntGaugeVec::new(Opts::new("smsgw_dispatcher_bound_sessions", "Bound sessions"), &["carrier"]).expect("valid");
+        registry.register(Box::new(bound.clone())).expect("unique");
+        let accept_to_submit = Histogram::with_opts(
+            HistogramOpts::new("smsgw_dispatcher_accept_to_submit_seconds", "Acceptance to submit_sm_resp")
+                .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid");
+        registry.register(Box::new(accept_to_submit.clone())).expect("unique");
+        Metrics { registry, submits, ambiguous, inbound, bound, binds, dead_lettered, accept_to_submit }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

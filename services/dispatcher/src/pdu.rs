@@ -1,0 +1,185 @@
+//! Conversions between our records and SMPP PDUs. Pure, so every case is unit-tested.
+
+use rusmpp::pdus::{DeliverSm, SubmitSm, SubmitSmResp};
+use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
+use rusmpp::CommandStatus;
+use smsgw_codec::{CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived};
+use smsgw_domain::SubmitOutcome;
+use smsgw_gsm::Encoding;
+use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_state, status};
+
+/// Octets that fit `short_message`; longer bodies go in `message_payload`.
+const SHORT_MESSAGE_MAX: usize = 254;
+
+/// Builds the `submit_sm` for a dispatch request.
+pub fn build_submit(req: &DispatchRequested, registered_delivery: bool) -> Result<SubmitSm, String> {
+    let encoding = match req.encoding.as_str() {
+        "UCS2" => Encoding::Ucs2,
+        _ => Encoding::Gsm7,
+    };
+    let octets = smsgw_gsm::encode(&req.body, encoding);
+    let (src_ton, src_npi, source) = address(&req.sender);
+    let (dst_ton, dst_npi, dest) = address(&req.destination);
+    let source = COctetString::from_string(source).map_err(|e| format!("sender: {e}"))?;
+    let dest = COctetString::from_string(dest).map_err(|e| format!("destination: {e}"))?;
+    let rd = if registered_delivery { RegisteredDelivery::request_all() } else { RegisteredDelivery::default() };
+    let mut b = SubmitSm::builder()
+        .source_addr_ton(src_ton)
+        .source_addr_npi(src_npi)
+        .source_addr(source)
+        .dest_addr_ton(dst_ton)
+        .dest_addr_npi(dst_npi)
+        .destination_addr(dest)
+        .esm_class(EsmClass::default())
+        .registered_delivery(rd)
+        .data_coding(DataCoding::from(encoding.data_coding()));
+    if octets.len() <= SHORT_MESSAGE_MAX {
+        b = b.short_message(OctetString::from_slice(&octets).map_err(|e| format!("body: {e}"))?);
+    } else {
+        b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(MessagePayload::new(AnyOctetString::from_slice(&octets))));
+    }
+    Ok(b.build())
+}
+
+/// TON/NPI and digits for an address: international numbers, short codes, alphanumerics.
+fn address(a: &str) -> (Ton, Npi, String) {
+    if let Some(d) = a.strip_prefix('+') {
+        (Ton::International, Npi::Isdn, d.to_string())
+    } else if a.chars().all(|c| c.is_ascii_digit()) {
+        if a.len() <= 8 {
+            (Ton::NetworkSpecific, Npi::Unknown, a.to_string())
+        } else {
+            (Ton::International, Npi::Isdn, a.to_string())
+        }
+    } else {
+        (Ton::Alphanumeric, Npi::Unknown, a.to_string())
+    }
+}
+
+/// What a submit attempt came to, before any retry on the same carrier.
+#[derive(Debug, PartialEq)]
+pub enum Attempt {
+    /// Settled: success or a failure to report.
+    Done(SubmitOutcome),
+    /// The carrier asked us to slow down (0x58) or its queue is full (0x14).
+    Throttled(u32),
+}
+
+/// Classifies the result of `submit_sm`.
+pub fn classify(result: Result<SubmitSmResp, rusmppc::error::Error>, segments: i32) -> Attempt {
+    use rusmppc::error::Error as E;
+    match result {
+        Ok(resp) => Attempt::Done(SubmitOutcome::Accepted {
+            carrier_message_id: normalize_message_id(resp.message_id().as_str()),
+            segments,
+        }),
+        Err(E::UnexpectedResponse { response }) => {
+            let code = u32::from(response.status());
+            if code == status::ESME_RTHROTTLED || code == status::ESME_RMSGQFUL {
+                return Attempt::Throttled(code);
+            }
+            Attempt::Done(SubmitOutcome::Failed {
+                command_status: Some(code as i32),
+                reason: format!("{:?} (0x{code:08X})", response.status()),
+                retryable: status::is_retryable(code),
+                ambiguous: false,
+            })
+        }
+        Err(e @ (E::ResponseTimeout { .. } | E::ConnectionClosed | E::ConnectionClosedByPeer | E::Io(_))) => {
+            Attempt::Done(SubmitOutcome::Failed {
+                command_status: None,
+                reason: format!("outcome unknown: {e}"),
+                retryable: true,
+                ambiguous: true,
+            })
+        }
+        Err(e) => Attempt::Done(SubmitOutcome::Failed {
+            command_status: None,
+            reason: format!("not sent: {e}"),
+            retryable: true,
+            ambiguous: false,
+        }),
+    }
+}
+
+/// What a `deliver_sm` carried.
+#[derive(Debug, PartialEq)]
+pub enum Delivered {
+    /// A delivery receipt, ready for the receipts topic.
+    Receipt(CarrierRecord),
+    /// A mobile-originated message, ready for the inbound topic.
+    Mo(InboundMessage),
+    /// A receipt we could not read, with the reason and its text.
+    BadReceipt(String, String),
+}
+
+fn body_octets(d: &DeliverSm) -> Vec<u8> {
+    let short = d.short_message().as_ref().to_vec();
+    if !short.is_empty() {
+        return short;
+    }
+    for t in d.tlvs() {
+        if let Some(TlvValue::MessagePayload(p)) = t.value() {
+            return p.value.as_ref().to_vec();
+        }
+    }
+    short
+}
+
+/// Classifies a `deliver_sm` from `carrier`, received at `now_ms`.
+pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered {
+    let esm = u8::from(d.esm_class);
+    let octets = body_octets(d);
+    let coding = u8::from(d.data_coding);
+    let text = smsgw_gsm::decode(&octets, coding).unwrap_or_else(|_| String::from_utf8_lossy(&octets).into_owned());
+    if esm & 0x3C == 0x04 || esm & 0x3C == 0x08 {
+        let mut tlv_id = None;
+        let mut tlv_state = None;
+        let mut tlv_err = None;
+        for t in d.tlvs() {
+            match t.value() {
+                Some(TlvValue::ReceiptedMessageId(id)) => tlv_id = Some(id.as_str().to_string()),
+                Some(TlvValue::MessageState(s)) => tlv_state = Some(u8::from(*s)),
+                Some(TlvValue::NetworkErrorCode(n)) => tlv_err = Some(format!("{n:?}")),
+                _ => {}
+            }
+        }
+        let parsed = parse_receipt_text(&text);
+        let (id, stat, err) = match (tlv_id, tlv_state, parsed) {
+            (Some(id), Some(state), p) => (id, stat_from_message_state(state).to_string(), tlv_err.or(p.ok().and_then(|p| p.err))),
+            (id, _, Ok(p)) => (id.unwrap_or(p.id), p.stat, p.err),
+            (_, _, Err(e)) => return Delivered::BadReceipt(e.to_string(), text),
+        };
+        return Delivered::Receipt(CarrierRecord {
+            carrier: carrier.to_string(),
+            carrier_message_id: normalize_message_id(&id),
+            received_at: now_ms,
+            kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived {
+                stat,
+                error_code: err,
+                raw_text: (!text.is_empty()).then_some(text),
+            }),
+        });
+    }
+    let from = d.source_addr.as_str().to_string();
+    let from = if from.len() > 8 && from.chars().all(|c| c.is_ascii_digit()) { format!("+{from}") } else { from };
+    let to = d.destination_addr.as_str().to_string();
+    Delivered::Mo(InboundMessage {
+        inbound_id: uuid::Uuid::new_v4().to_string(),
+        carrier: carrier.to_string(),
+        from,
+        to,
+        body: text,
+        received_at: now_ms,
+    })
+}
+
+/// A `CommandStatus` from its numeric value (for tests and the simulator).
+pub fn command_status(code: u32) -> CommandStatus {
+    CommandStatus::from(code)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+use super::*;
+use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
+use rusmpp::values::MessageState;
+
+fn req(body: &str, encoding: &str) -> DispatchRequested {
+    DispatchRequested {
+        message_id: "m".into(),
+        carrier: "a".into(),
+        attempt: 1,
+        carriers_tried: vec!["a".into()],
+        destination: "+447911123456".into(),
+        sender: "SHOP".into(),
+        body: body.into(),
+        encoding: encoding.into(),
+        segments: 1,
+        accepted_at: 0,
+    }
+}
+
+#[test]
+fn short_gsm_message_goes_in_short_message() {
+    let s = build_submit(&req("hello €", "GSM7"), true).unwrap();
+    assert_eq!(s.short_message().as_ref(), &[0x68, 0x65, 0x6C, 0x6C, 0x6F, 0x20, 0x1B, 0x65]);
+    assert_eq!(u8::from(s.data_coding), 0);
+    assert_eq!(s.destination_addr.as_str(), "447911123456");
+    assert_eq!(s.source_addr_ton, Ton::Alphanumeric);
+}
+
+#[test]
+fn ucs2_uses_data_coding_8_and_long_bodies_use_message_payload() {
+    let s = build_submit(&req(&"😀".repeat(100), "UCS2"), true).unwrap();
+    assert_eq!(u8::from(s.data_coding), 8);
+    assert!(s.short_message().as_ref().is_empty());
+    assert!(s.tlvs().iter().any(|t| matches!(t.value(), Some(TlvValue::MessagePayload(p)) if p.value.as_ref().len() == 400)));
+}
+
+#[test]
+fn throttling_is_distinguished_from_failure() {
+    use rusmpp::{Command, Pdu};
+    let resp = |code: u32| {
+        Err(rusmppc::error::Error::UnexpectedResponse {
+            response: Box::new(Command::new(command_status(code), 1, Pdu::GenericNack)),
+        })
+    };
+    assert_eq!(classify(resp(0x58), 1), Attempt::Throttled(0x58));
+    match classify(resp(0x45), 1) {
+        Attempt::Done(SubmitOutcome::Failed { command_status, retryable, ambiguous, .. }) => {
+            assert_eq!((command_status, retryable, ambiguous), (Some(0x45), true, false));
+        }
+        other => panic!("{other:?}"),
+    }
+    match classify(resp(0x0B), 1) {
+        Attempt::Done(SubmitOutcome::Failed { retryable, .. }) => assert!(!retryable),
+        other => panic!("{other:?}"),
+    }
+    match classify(Err(rusmppc::error::Error::ConnectionClosedByPeer), 1) {
+        Attempt::Done(SubmitOutcome::Failed { ambiguous, .. }) => assert!(ambiguous),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn deliver(esm: u8, text: &str) -> DeliverSm {
+    DeliverSm::builder()
+        .source_addr(COctetString::from_string("447911123456".to_string()).unwrap())
+        .destination_addr(COctetString::from_string("SHOP".to_string()).unwrap())
+        .esm_class(EsmClass::from(esm))
+        .short_message(OctetString::from_slice(text.as_bytes()).unwrap())
+        .build()
+}
+
+#[test]
+fn text_receipt_is_parsed_and_id_normalised() {
+    let d = deliver(0x04, "id:00AB12 sub:001 dlvrd:001 submit date:2611261200 done date:2611261201 stat:DELIVRD err:000 text:hi");
+    match classify_deliver("a", &d, 5) {
+        Delivered::Receipt(r) => {
+            assert_eq!(r.key(), "a:ab12");
+            assert!(matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "DELIVRD"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tlv_receipt_wins_over_text() {
+    let mut d = deliver(0x04, "");
+    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(COctetString::from_string("77".to_string()).unwrap()));
+    d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(MessageState::Undeliverable));
+    match classify_deliver("a", &d, 5) {
+        Delivered::Receipt(r) => {
+            assert_eq!(r.carrier_message_id, "77");
+            assert!(matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "UNDELIV"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unreadable_receipt_is_reported_not_dropped() {
+    assert!(matches!(classify_deliver("a", &deliver(0x04, "garbage"), 5), Delivered::BadReceipt(_, _)));
+}
+
+#[test]
+fn plain_deliver_is_an_mo() {
+    match classify_deliver("a", &deliver(0x00, "STOP"), 5) {
+        Delivered::Mo(m) => assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_str()), ("+447911123456", "SHOP", "STOP")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,178 @@
+//! One SMPP transceiver session per carrier: bind, keep alive, forward what the carrier
+//! sends, reconnect with backoff and jitter.
+
+use crate::config::CarrierConfig;
+use crate::metrics::Metrics;
+use crate::pdu::{classify_deliver, Delivered};
+use futures::StreamExt;
+use rusmpp::pdus::{BindTransceiver, DeliverSmResp};
+use rusmpp::types::COctetString;
+use rusmpp::values::{InterfaceVersion, Npi, Ton};
+use rusmpp::Pdu;
+use rusmppc::{Client, ConnectionBuilder, Event};
+use smsgw_codec::{CarrierStatusChanged, DeadLetter};
+use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a session needs.
+#[derive(Debug, Clone)]
+pub struct SessionCtx {
+    /// Carrier settings.
+    pub carrier: CarrierConfig,
+    /// Producer for receipts, MO, status and dead letters.
+    pub producer: Producer,
+    /// Topic names.
+    pub topics: Topics,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, MAX>, String> {
+    COctetString::from_string(s.to_string()).map_err(|e| e.to_string())
+}
+
+type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
+
+async fn connect(c: &CarrierConfig) -> Result<(Client, Events), String> {
+    let (client, events) = ConnectionBuilder::new()
+        .disable_interface_version_check()
+        .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
+        .response_timeout(c.response_timeout())
+        .max_command_length(65_536)
+        .connect(&c.url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let bind = BindTransceiver::builder()
+        .system_id(cstr(&c.system_id)?)
+        .password(cstr(&c.password)?)
+        .system_type(cstr(&c.system_type)?)
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .addr_ton(Ton::Unknown)
+        .addr_npi(Npi::Unknown)
+        .address_range(COctetString::empty())
+        .build();
+    if let Err(e) = client.bind_transceiver(bind).await {
+        let _ = client.close().await;
+        return Err(format!("bind: {e}"));
+    }
+    Ok((client, Box::new(events)))
+}
+
+async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
+    let s = CarrierStatusChanged { carrier: ctx.carrier.name.clone(), up, detail: detail.into(), changed_at: now_ms() };
+    match OutRecord::avro(ctx.topics.carrier_status(), ctx.carrier.name.clone(), &s) {
+        Ok(rec) => {
+            if let Err(e) = send(&ctx.producer, &rec).await {
+                tracing::warn!(carrier = %ctx.carrier.name, error = %e, "could not publish carrier status");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "carrier status encode"),
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the session until `stop` turns true; then unbinds. Publishes the bound client
+/// (or `None`) on `bound`.
+pub async fn run_session(ctx: SessionCtx, bound: watch::Sender<Option<Client>>, mut stop: watch::Receiver<bool>) {
+    let name = ctx.carrier.name.clone();
+    let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
+    let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
+    while !*stop.borrow() {
+        let (client, mut events) = match connect(&ctx.carrier).await {
+            Ok(x) => x,
+            Err(e) => {
+                ctx.metrics.binds.with_label_values(&[&name, "failed"]).inc();
+                tracing::warn!(carrier = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "bind failed");
+                let jitter = rand::random_range(0.5..1.5);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay.mul_f64(jitter)) => {}
+                    _ = stopped(&mut stop) => break,
+                }
+                delay = (delay * 2).min(max);
+                continue;
+            }
+        };
+        ctx.metrics.binds.with_label_values(&[&name, "ok"]).inc();
+        ctx.metrics.bound.with_label_values(&[&name]).set(1);
+        tracing::info!(carrier = %name, "bound as transceiver");
+        delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
+        bound.send_replace(Some(client.clone()));
+        publish_status(&ctx, true, "bound").await;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    let _ = client.unbind().await;
+                    let _ = client.close().await;
+                    break;
+                }
+                ev = events.next() => match ev {
+                    Some(Event::Incoming(cmd)) => {
+                        // Each PDU is stored and acknowledged on its own, so one slow
+                        // Kafka write never holds up the rest of the session.
+                        tokio::spawn(on_incoming(ctx.clone(), client.clone(), cmd));
+                    }
+                    Some(Event::Error(e)) => tracing::warn!(carrier = %name, error = %e, "session error"),
+                    None => break,
+                }
+            }
+        }
+        bound.send_replace(None);
+        ctx.metrics.bound.with_label_values(&[&name]).set(0);
+        tracing::warn!(carrier = %name, "session closed");
+        publish_status(&ctx, false, "session closed").await;
+    }
+}
+
+async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
+    let ctx = &ctx;
+    let seq = cmd.sequence_number();
+    match cmd.pdu() {
+        Some(Pdu::DeliverSm(d)) => {
+            let (rec, kind) = match classify_deliver(&ctx.carrier.name, d, now_ms()) {
+                Delivered::Receipt(r) => (OutRecord::avro(ctx.topics.receipts(), r.key(), &r), "receipt"),
+                Delivered::Mo(m) => (OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m), "mo"),
+                Delivered::BadReceipt(reason, text) => (bad_receipt(ctx, &reason, &text), "bad_receipt"),
+            };
+            ctx.metrics.inbound.with_label_values(&[&ctx.carrier.name, kind]).inc();
+            let stored = match rec {
+                Ok(rec) => send(&ctx.producer, &rec).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                // Acknowledge only what Kafka holds: otherwise the carrier redelivers.
+                Ok(()) => {
+                    let _ = client.deliver_sm_resp(seq, DeliverSmResp::default()).await;
+                }
+                Err(e) => tracing::error!(carrier = %ctx.carrier.name, error = %e, "deliver_sm not stored; not acknowledged"),
+            }
+        }
+        Some(Pdu::Unbind) => {
+            let _ = client.unbind_resp(seq).await;
+            let _ = client.close().await;
+        }
+        Some(Pdu::EnquireLink) => {}
+        other => {
+            tracing::debug!(carrier = %ctx.carrier.name, pdu = ?other.map(|p| p.command_id()), "unexpected PDU; generic_nack");
+            let _ = client.generic_nack(seq).await;
+        }
+    }
+}
+
+fn bad_receipt(ctx: &SessionCtx, reason: &str, text: &str) -> Result<OutRecord, smsgw_kafka::KafkaError> {
+    let dl = DeadLetter {
+        service: "dispatcher".into(),
+        reason: format!("unreadable delivery receipt: {reason}"),
+        topic: format!("smpp:{}", ctx.carrier.name),
+        partition: -1,
+        offset: -1,
+        key: None,
+        payload: Some(text.as_bytes().to_vec()),
+        headers: Default::default(),
+        failed_at: now_ms(),
+    };
+    OutRecord::avro(ctx.topics.dead_letter(), ctx.carrier.name.clone(), &dl)
+}
