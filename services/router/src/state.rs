@@ -47,7 +47,7 @@ impl RouterState {
 
     /// The opt-out scope that blocks sending from `sender` to `destination`, if any.
     pub fn blocking_scope(&self, sender: &str, destination: &str) -> Option<String> {
-        ["global".to_string(), format!("sender:{sender}")]
+        [smsgw_codec::GLOBAL_SCOPE.to_string(), smsgw_codec::sender_scope(sender)]
             .into_iter()
             .find(|scope| self.optouts.contains(&smsgw_codec::optout_key(scope, destination)))
     }

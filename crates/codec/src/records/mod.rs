@@ -153,6 +153,15 @@ impl OptOutChanged {
     }
 }
 
+/// The opt-out scope of one sender id (`sender:<id>`, a leading `+` ignored), so an MO
+/// sent to `447700900000` and a message sent from `+447700900000` meet.
+pub fn sender_scope(sender: &str) -> String {
+    format!("sender:{}", sender.trim().trim_start_matches('+'))
+}
+
+/// The scope of opt-outs that apply to every sender.
+pub const GLOBAL_SCOPE: &str = "global";
+
 /// The opt-out log key for a scope and number.
 pub fn optout_key(scope: &str, number: &str) -> String {
     format!("{scope}|{number}")

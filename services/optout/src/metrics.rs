@@ -1,0 +1,40 @@
+//! Optout metrics: `smsgw_optout_*`.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use smsgw_kafka::ConsumerMetrics;
+
+/// All optout metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Registry served at `/metrics`.
+    pub registry: Registry,
+    /// Inbound records by outcome.
+    pub consumer: ConsumerMetrics,
+    /// Opt-out log changes by kind (`opt_out`, `opt_in`).
+    pub changes: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let records = IntCounterVec::new(Opts::new("smsgw_optout_records_total", "Inbound records by outcome"), &["outcome"])
+            .expect("valid metric");
+        let changes = IntCounterVec::new(Opts::new("smsgw_optout_changes_total", "Opt-out log changes"), &["kind"])
+            .expect("valid metric");
+        registry.register(Box::new(records.clone())).expect("unique");
+        registry.register(Box::new(changes.clone())).expect("unique");
+        let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
+        Metrics {
+            consumer: ConsumerMetrics { processed: get("processed"), dead_lettered: get("dead_lettered"), dropped: get("dropped") },
+            registry,
+            changes,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
