@@ -1,0 +1,246 @@
+//! The correlation core: pure, driven by records and an injected clock.
+//!
+//! The receipts topic is keyed `<carrier>:<carrier message id>`, so a receipt and the
+//! `SubmitCorrelated` it needs share a partition. Each record stays *pending* (its
+//! offset is not committed) for as long as it is still needed: a correlation until its
+//! final receipt arrives or it expires; a receipt until its correlation arrives or it is
+//! given up as an orphan. After a restart the partition is re-read from the oldest
+//! pending record, which rebuilds exactly this state; events emitted again carry the
+//! same ids and are harmless.
+
+use smsgw_codec::{CarrierRecord, CarrierRecordKind, ReceiptReceived};
+use smsgw_domain::{classify_stat, Command, Event, Message, ReceiptOutcome, State};
+use std::collections::HashMap;
+
+/// What the loop must do after a record or a tick.
+#[derive(Debug, Default, PartialEq)]
+pub struct Actions {
+    /// Events to write to the event log.
+    pub events: Vec<Event>,
+    /// Receipts nobody claimed in time: `(partition, offset, reason)` to dead-letter.
+    pub orphans: Vec<(i32, i64, String)>,
+    /// `(partition, offset)` of records no longer needed, once the above are stored.
+    pub done: Vec<(i32, i64)>,
+}
+
+#[derive(Debug)]
+struct Correlation {
+    carrier: String,
+    carrier_message_id: String,
+    message_id: String,
+    attempt: i32,
+    partition: i32,
+    offset: i64,
+    expires_at: i64,
+}
+
+#[derive(Debug)]
+struct Orphan {
+    receipt: ReceiptReceived,
+    carrier: String,
+    carrier_message_id: String,
+    partition: i32,
+    offset: i64,
+    give_up_at: i64,
+}
+
+/// Correlation state of the partitions this instance reads.
+#[derive(Debug)]
+pub struct Correlator {
+    correlations: HashMap<String, Correlation>,
+    orphans: HashMap<String, Vec<Orphan>>,
+    receipt_timeout_ms: i64,
+    orphan_timeout_ms: i64,
+}
+
+impl Correlator {
+    /// `receipt_timeout_ms`: how long a submitted message waits for its final receipt
+    /// before it is expired; `orphan_timeout_ms`: how long a receipt waits for its
+    /// correlation before it is dead-lettered.
+    pub fn new(receipt_timeout_ms: i64, orphan_timeout_ms: i64) -> Self {
+        Correlator { correlations: HashMap::new(), orphans: HashMap::new(), receipt_timeout_ms, orphan_timeout_ms }
+    }
+
+    /// Records waiting for their counterpart.
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.correlations.len(), self.orphans.values().map(Vec::len).sum())
+    }
+
+    /// Takes one record of the receipts topic.
+    pub fn on_record(&mut self, partition: i32, offset: i64, rec: CarrierRecord, now_ms: i64) -> Actions {
+        let key = rec.key();
+        let mut a = Actions::default();
+        match rec.kind {
+            CarrierRecordKind::SubmitCorrelated(c) => {
+                if let Some(old) = self.correlations.remove(&key) {
+                    // The carrier reused an id: the older correlation can no longer be matched.
+                    a.done.push((old.partition, old.offset));
+                }
+                let corr = Correlation {
+                    carrier: rec.carrier,
+                    carrier_message_id: rec.carrier_message_id,
+                    message_id: c.message_id,
+                    attempt: c.attempt,
+                    partition,
+                    offset,
+                    expires_at: now_ms + self.receipt_timeout_ms,
+                };
+                let mut settled = false;
+                for o in self.orphans.remove(&key).unwrap_or_default() {
+                    settled |= apply_receipt(&corr, &o.receipt, now_ms, &mut a);
+                    a.done.push((o.partition, o.offset));
+                }
+                if settled {
+                    a.done.push((partition, offset));
+                } else {
+                    self.correlations.insert(key, corr);
+                }
+            }
+            CarrierRecordKind::ReceiptReceived(r) => match self.correlations.get(&key) {
+                Some(corr) => {
+                    if apply_receipt(corr, &r, now_ms, &mut a) {
+                        let corr = self.correlations.remove(&key).expect("present");
+                        a.done.push((corr.partition, corr.offset));
+                    }
+                    a.done.push((partition, offset));
+                }
+                None => self.orphans.entry(key).or_default().push(Orphan {
+                    receipt: r,
+                    carrier: rec.carrier,
+                    carrier_message_id: rec.carrier_message_id,
+                    partition,
+                    offset,
+                    give_up_at: now_ms + self.orphan_timeout_ms,
+                }),
+            },
+        }
+        a
+    }
+
+    /// Expires what waited too long.
+    pub fn on_tick(&mut self, now_ms: i64) -> Actions {
+        let mut a = Actions::default();
+        let expired: Vec<String> =
+            self.correlations.iter().filter(|(_, c)| c.expires_at <= now_ms).map(|(k, _)| k.clone()).collect();
+        for k in expired {
+            let c = self.correlations.remove(&k).expect("present");
+            let snapshot = Message::snapshot(c.message_id.clone(), State::Submitted, c.attempt, vec![c.carrier.clone()]);
+            let reason = format!("no final receipt within {} s", self.receipt_timeout_ms / 1000);
+            if let Ok(events) = snapshot.decide(Command::Expire { reason }, now_ms) {
+                a.events.extend(events);
+            }
+            a.done.push((c.partition, c.offset));
+        }
+        for list in self.orphans.values_mut() {
+            list.retain(|o| {
+                if o.give_up_at > now_ms {
+                    return true;
+                }
+                let reason = format!(
+                    "receipt for unknown carrier message id {} of {} (stat {})",
+                    o.carrier_message_id, o.carrier, o.receipt.stat
+                );
+                a.orphans.push((o.partition, o.offset, reason));
+                a.done.push((o.partition, o.offset));
+                false
+            });
+        }
+        self.orphans.retain(|_, l| !l.is_empty());
+        a
+    }
+}
+
+/// Emits the event a receipt implies; true if it was final.
+fn apply_receipt(c: &Correlation, r: &ReceiptReceived, now_ms: i64, a: &mut Actions) -> bool {
+    let snapshot = Message::snapshot(c.message_id.clone(), State::Submitted, c.attempt, vec![c.carrier.clone()]);
+    let command = Command::RecordReceipt {
+        carrier: c.carrier.clone(),
+        carrier_message_id: c.carrier_message_id.clone(),
+        stat: r.stat.clone(),
+        error_code: r.error_code.clone(),
+    };
+    if let Ok(events) = snapshot.decide(command, now_ms) {
+        a.events.extend(events);
+    }
+    classify_stat(&r.stat) != ReceiptOutcome::Intermediate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_codec::SubmitCorrelated;
+    use smsgw_domain::EventPayload;
+
+    fn corr(id: &str) -> CarrierRecord {
+        CarrierRecord {
+            carrier: "a".into(),
+            carrier_message_id: id.into(),
+            received_at: 0,
+            kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated { message_id: format!("m-{id}"), attempt: 1 }),
+        }
+    }
+
+    fn dlr(id: &str, stat: &str) -> CarrierRecord {
+        CarrierRecord {
+            carrier: "a".into(),
+            carrier_message_id: id.into(),
+            received_at: 0,
+            kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived { stat: stat.into(), error_code: None, raw_text: None }),
+        }
+    }
+
+    #[test]
+    fn receipt_after_correlation_delivers() {
+        let mut c = Correlator::new(1000, 100);
+        assert_eq!(c.on_record(0, 1, corr("x"), 0), Actions::default());
+        let a = c.on_record(0, 2, dlr("x", "DELIVRD"), 5);
+        assert!(matches!(a.events[0].payload, EventPayload::Delivered(_)));
+        assert_eq!(a.events[0].message_id, "m-x");
+        assert_eq!(a.done, vec![(0, 1), (0, 2)]);
+        assert_eq!(c.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn receipt_before_correlation_is_kept_then_matched() {
+        let mut c = Correlator::new(1000, 100);
+        assert_eq!(c.on_record(0, 1, dlr("x", "UNDELIV"), 0), Actions::default());
+        assert_eq!(c.waiting(), (0, 1));
+        let a = c.on_record(0, 2, corr("x"), 5);
+        assert!(matches!(a.events[0].payload, EventPayload::Undeliverable(_)));
+        assert_eq!(a.done, vec![(0, 1), (0, 2)]);
+    }
+
+    #[test]
+    fn intermediate_receipt_keeps_waiting() {
+        let mut c = Correlator::new(1000, 100);
+        c.on_record(0, 1, corr("x"), 0);
+        let a = c.on_record(0, 2, dlr("x", "ENROUTE"), 1);
+        assert!(a.events.is_empty());
+        assert_eq!(a.done, vec![(0, 2)]);
+        assert_eq!(c.waiting(), (1, 0));
+    }
+
+    #[test]
+    fn silence_expires_and_orphans_are_given_up() {
+        let mut c = Correlator::new(1000, 100);
+        c.on_record(0, 1, corr("x"), 0);
+        c.on_record(0, 2, dlr("y", "DELIVRD"), 0);
+        assert_eq!(c.on_tick(50), Actions::default());
+        let a = c.on_tick(100);
+        assert_eq!(a.orphans.len(), 1);
+        assert_eq!(a.done, vec![(0, 2)]);
+        let a = c.on_tick(1000);
+        assert!(matches!(a.events[0].payload, EventPayload::Expired(_)));
+        assert_eq!(a.done, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn replaying_the_same_records_emits_the_same_event_ids() {
+        let run = || {
+            let mut c = Correlator::new(1000, 100);
+            c.on_record(0, 1, corr("x"), 0);
+            c.on_record(0, 2, dlr("x", "DELIVRD"), 7).events
+        };
+        assert_eq!(run()[0].event_id, run()[0].event_id);
+    }
+}

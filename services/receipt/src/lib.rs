@@ -1,0 +1,244 @@
+//! smsgw receipt: turns carrier receipts into final states.
+//!
+//! Data flow: the dispatcher writes two kinds of record to the receipts topic, both keyed
+//! `<carrier>:<carrier message id>`: a `SubmitCorrelated` when `submit_sm_resp` names the
+//! carrier's id, and a `ReceiptReceived` for each delivery receipt. This service reads
+//! the topic, pairs them in a [`correlator::Correlator`] (in either order: a receipt that
+//! beats its `submit_sm_resp` waits for it), and writes `MessageDelivered`,
+//! `MessageUndeliverable` or `MessageExpired` to the event log. A message with no final
+//! receipt within `receipt_timeout_ms` is expired; a receipt nobody claims within
+//! `orphan_timeout_ms` is dead-lettered. Offsets are stored only up to the oldest record
+//! still needed, so a restart rebuilds the pairing state by re-reading.
+
+pub mod correlator;
+pub mod metrics;
+
+use correlator::{Actions, Correlator};
+use serde::Deserialize;
+use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
+use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::{commit_stored, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker, OutRecord, Producer, Topics};
+use smsgw_runtime::Shutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Everything the receipt service needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Brokers, client properties and topic names.
+    pub kafka: KafkaConfig,
+    /// Address of `/metrics` and `/healthz`.
+    #[serde(default = "default_admin")]
+    pub admin_listen: SocketAddr,
+    /// Consumer group on the receipts topic.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// How long a submitted message waits for a final receipt before it expires (ms).
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_ms: i64,
+    /// How long a receipt waits for its submission to be correlated (ms).
+    #[serde(default = "default_orphan_timeout")]
+    pub orphan_timeout_ms: i64,
+    /// How often timeouts are checked (ms).
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9103))
+}
+fn default_group() -> String {
+    "smsgw-receipt".into()
+}
+fn default_receipt_timeout() -> i64 {
+    72 * 3600 * 1000
+}
+fn default_orphan_timeout() -> i64 {
+    10 * 60 * 1000
+}
+fn default_tick() -> u64 {
+    1000
+}
+
+impl Config {
+    /// A config with defaults.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        Config {
+            kafka,
+            admin_listen: default_admin(),
+            group_id: default_group(),
+            receipt_timeout_ms: default_receipt_timeout(),
+            orphan_timeout_ms: default_orphan_timeout(),
+            tick_ms: default_tick(),
+        }
+    }
+
+    /// Fails fast on values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kafka.validate()?;
+        if self.receipt_timeout_ms <= 0 || self.orphan_timeout_ms <= 0 || self.tick_ms == 0 {
+            return Err("receipt_timeout_ms, orphan_timeout_ms and tick_ms must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the receipt service stopped.
+#[derive(Debug, Error)]
+pub enum ReceiptError {
+    /// Invalid configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// Kafka failed beyond what the loop rides out.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Runtime(#[from] smsgw_runtime::RuntimeError),
+}
+
+struct Loop {
+    topics: Topics,
+    topic: String,
+    producer: Producer,
+    tracker: OffsetTracker,
+    done_tx: mpsc::UnboundedSender<Vec<(i32, i64)>>,
+    metrics: metrics::Metrics,
+}
+
+impl Loop {
+    /// Enqueues the outputs in order, then completes the offsets once all are acknowledged.
+    async fn act(&mut self, a: Actions) -> Result<(), KafkaError> {
+        let mut out = Vec::new();
+        for e in &a.events {
+            self.metrics.events.with_label_values(&[e.payload.kind()]).inc();
+            out.push(OutRecord::avro(self.topics.events(), e.message_id.clone(), e)?);
+        }
+        for (p, o, reason) in &a.orphans {
+            self.metrics.orphans.inc();
+            let dl = DeadLetter {
+                service: "receipt".into(),
+                reason: reason.clone(),
+                topic: self.topic.clone(),
+                partition: *p,
+                offset: *o,
+                key: None,
+                payload: None,
+                headers: Default::default(),
+                failed_at: now_ms(),
+            };
+            out.push(OutRecord::avro(self.topics.dead_letter(), format!("{p}:{o}"), &dl)?);
+        }
+        self.send_then_done(out, a.done).await
+    }
+
+    async fn send_then_done(&mut self, out: Vec<OutRecord>, done: Vec<(i32, i64)>) -> Result<(), KafkaError> {
+        let mut acks = Vec::with_capacity(out.len());
+        for r in &out {
+            acks.push(self.producer.enqueue(r).await?);
+        }
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            for a in acks {
+                if !matches!(a.await, Ok(Ok(_))) {
+                    tracing::error!("an output was not acknowledged; its inputs stay uncommitted");
+                    return;
+                }
+            }
+            let _ = tx.send(done);
+        });
+        Ok(())
+    }
+}
+
+/// Runs the receipt service until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ReceiptError> {
+    config.validate().map_err(ReceiptError::Config)?;
+    let shutdown = Shutdown::new(shutdown);
+    let metrics = metrics::Metrics::new();
+    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let topics = config.kafka.topics.clone();
+    let topic = topics.receipts();
+    let consumer: StreamConsumer = consumer(&config.kafka, &config.group_id)?;
+    consumer.subscribe(&[&topic]).map_err(KafkaError::from)?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut lp = Loop {
+        topics,
+        topic: topic.clone(),
+        producer: Producer::new(&config.kafka)?,
+        tracker: OffsetTracker::default(),
+        done_tx,
+        metrics: metrics.clone(),
+    };
+    let mut correlator = Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let result: Result<(), KafkaError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = done_rx.recv() => {
+                    for (p, o) in done {
+                        if let Some(safe) = lp.tracker.complete(&topic, p, o) {
+                            consumer.store_offset(&topic, p, safe)?;
+                        }
+                    }
+                }
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    let a = correlator.on_tick(now_ms());
+                    lp.act(a).await?;
+                    let (c, o) = correlator.waiting();
+                    metrics.waiting.with_label_values(&["correlation"]).set(c as i64);
+                    metrics.waiting.with_label_values(&["receipt"]).set(o as i64);
+                }
+                msg = consumer.recv() => {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "receipts consume error");
+                            continue;
+                        }
+                    };
+                    let input = Incoming::from_message(&msg);
+                    let (p, o) = (input.partition, input.offset);
+                    lp.tracker.begin(&topic, p, o);
+                    match input.payload.map(CarrierRecord::decode) {
+                        Some(Ok(rec)) => {
+                            let a = correlator.on_record(p, o, rec, now_ms());
+                            lp.act(a).await?;
+                        }
+                        other => {
+                            let reason = match other {
+                                Some(Err(e)) => format!("undecodable receipts record: {e}"),
+                                _ => "receipts record has no value".into(),
+                            };
+                            metrics.dead_lettered.inc();
+                            let dl = dead_letter(&lp.topics.dead_letter(), "receipt", &reason, &input, now_ms());
+                            lp.send_then_done(vec![dl], vec![(p, o)]).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // Store what finished; records still waiting stay uncommitted and are re-read.
+    while let Ok(done) = tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await {
+        let Some(done) = done else { break };
+        for (p, o) in done {
+            if let Some(safe) = lp.tracker.complete(&topic, p, o) {
+                let _ = consumer.store_offset(&topic, p, safe);
+            }
+        }
+    }
+    commit_stored(&consumer);
+    let _ = admin.await;
+    Ok(result?)
+}
