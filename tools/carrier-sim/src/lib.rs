@@ -1,0 +1,458 @@
+//! An SMPP 3.4 SMSC simulator: smsgw's own carrier for demos and load tests (interop
+//! tests use third-party peers instead).
+//!
+//! Data flow: an ESME binds (TX, RX or TRX; `system_id`/`password` checked when set) and
+//! sends `submit_sm`. The first [`Rule`] whose prefix matches the destination decides:
+//! after `latency_ms` the simulator answers `submit_sm_resp` (or `ESME_RSUBMITFAIL` with
+//! probability `reject_rate`, or `ESME_RTHROTTLED` above `throttle_per_sec`), then after
+//! `dlr_delay_ms` sends a `deliver_sm` receipt, `DELIVRD` with probability `success_rate`
+//! and `UNDELIV` otherwise, with both the text form and the `receipted_message_id` /
+//! `message_state` TLVs. A control HTTP endpoint injects MO messages (`POST /mo`) and
+//! reports counters (`GET /stats`).
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rusmpp::pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSmResp};
+use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
+use rusmpp::tokio_codec::CommandCodec;
+use rusmpp::types::{COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, MessageState, Npi, Ton};
+use rusmpp::{Command, CommandStatus, Pdu};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+
+/// Simulator settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SMPP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Control HTTP address (`POST /mo`, `GET /stats`).
+    #[serde(default = "default_control")]
+    pub control_listen: SocketAddr,
+    /// Required `system_id` (any when unset).
+    #[serde(default)]
+    pub system_id: Option<String>,
+    /// Required password (any when unset).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// RNG seed, so runs are repeatable.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Behaviour by destination prefix (digits, no `+`); first match wins, so put the
+    /// catch-all (`""`) last.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<Rule>,
+}
+
+/// Behaviour for destinations starting with `prefix`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Destination prefix, digits only (`""` matches all).
+    #[serde(default)]
+    pub prefix: String,
+    /// Delay before `submit_sm_resp`.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Delay between `submit_sm_resp` and the receipt.
+    #[serde(default = "default_dlr_delay")]
+    pub dlr_delay_ms: u64,
+    /// Probability of `DELIVRD` (else `UNDELIV`).
+    #[serde(default = "one")]
+    pub success_rate: f64,
+    /// Probability of refusing the submit with `ESME_RSUBMITFAIL`.
+    #[serde(default)]
+    pub reject_rate: f64,
+    /// Submits per second accepted on one connection; above it `ESME_RTHROTTLED` (0: no limit).
+    #[serde(default)]
+    pub throttle_per_sec: u32,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2775))
+}
+fn default_control() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2776))
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_dlr_delay() -> u64 {
+    500
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_rules() -> Vec<Rule> {
+    vec![Rule::default()]
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Rule { prefix: String::new(), latency_ms: 0, dlr_delay_ms: default_dlr_delay(), success_rate: 1.0, reject_rate: 0.0, throttle_per_sec: 0 }
+    }
+}
+
+impl Config {
+    /// Defaults on the given addresses.
+    pub fn new(listen: SocketAddr, control_listen: SocketAddr) -> Self {
+        Config { listen, control_listen, system_id: None, password: None, seed: default_seed(), rules: default_rules() }
+    }
+
+    fn rule(&self, destination: &str) -> Rule {
+        let d = destination.trim_start_matches('+');
+        self.rules.iter().find(|r| d.starts_with(&r.prefix)).cloned().unwrap_or_default()
+    }
+}
+
+/// Counters, as `GET /stats` shows them.
+#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Binds accepted.
+    pub binds: u64,
+    /// Binds refused.
+    pub bind_failures: u64,
+    /// `submit_sm` received.
+    pub submits: u64,
+    /// Submits refused (reject or throttle).
+    pub refused: u64,
+    /// Receipts sent.
+    pub receipts: u64,
+    /// MO messages sent.
+    pub mo: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    binds: AtomicU64,
+    bind_failures: AtomicU64,
+    submits: AtomicU64,
+    refused: AtomicU64,
+    receipts: AtomicU64,
+    mo: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Stats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            binds: g(&self.binds),
+            bind_failures: g(&self.bind_failures),
+            submits: g(&self.submits),
+            refused: g(&self.refused),
+            receipts: g(&self.receipts),
+            mo: g(&self.mo),
+        }
+    }
+}
+
+struct Shared {
+    config: Config,
+    counters: Counters,
+    next_id: AtomicU64,
+    next_seq: AtomicU64,
+    rng: Mutex<StdRng>,
+    /// Senders of connections bound to receive.
+    receivers: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
+}
+
+impl Shared {
+    fn chance(&self, p: f64) -> bool {
+        p > 0.0 && (p >= 1.0 || self.rng.lock().unwrap_or_else(|e| e.into_inner()).random_bool(p.clamp(0.0, 1.0)))
+    }
+    fn seq(&self) -> u32 {
+        (self.next_seq.fetch_add(1, Ordering::Relaxed) % 0x7FFF_FFFF) as u32 + 1
+    }
+}
+
+/// A running simulator.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// SMPP address actually bound.
+    pub smpp_addr: SocketAddr,
+    /// Control address actually bound.
+    pub control_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").field("smpp_addr", &self.smpp_addr).finish()
+    }
+}
+
+/// An MO message to inject.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Mo {
+    /// Handset number (digits, optional `+`).
+    pub from: String,
+    /// Our number or short code.
+    pub to: String,
+    /// Text (sent as GSM-7 when it fits, else UCS-2).
+    pub body: String,
+}
+
+impl Simulator {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let smpp = TcpListener::bind(config.listen).await?;
+        let control = TcpListener::bind(config.control_listen).await?;
+        let (smpp_addr, control_addr) = (smpp.local_addr()?, control.local_addr()?);
+        let shared = Arc::new(Shared {
+            rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            config,
+            counters: Counters::default(),
+            next_id: AtomicU64::new(0x1000),
+            next_seq: AtomicU64::new(1),
+            receivers: Mutex::new(Vec::new()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        {
+            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut stop_wait = stop_rx.clone();
+                loop {
+                    tokio::select! {
+                        _ = stopped(&mut stop_wait) => break,
+                        acc = smpp.accept() => if let Ok((sock, _)) = acc {
+                            let _ = sock.set_nodelay(true);
+                            tokio::spawn(serve(shared.clone(), sock, stop_rx.clone()));
+                        }
+                    }
+                }
+            }));
+        }
+        {
+            let app = Router::new()
+                .route("/mo", post(inject_mo))
+                .route("/stats", get(|State(s): State<Arc<Shared>>| async move { Json(s.counters.snapshot()) }))
+                .with_state(shared.clone());
+            let mut stop_rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(control, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
+        tracing::info!(%smpp_addr, %control_addr, "carrier simulator listening");
+        Ok(Simulator { shared, stop, tasks, smpp_addr, control_addr })
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Sends an MO to every connection bound to receive; returns how many got it.
+    pub fn send_mo(&self, mo: &Mo) -> usize {
+        send_mo(&self.shared, mo)
+    }
+
+    /// Stops listening and closes every connection.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn inject_mo(State(s): State<Arc<Shared>>, Json(mo): Json<Mo>) -> Json<serde_json::Value> {
+    let n = send_mo(&s, &mo);
+    Json(serde_json::json!({"delivered_to_sessions": n}))
+}
+
+fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
+    COctetString::from_string(s.chars().filter(|c| c.is_ascii() && *c != '\0').take(MAX - 1).collect())
+        .unwrap_or_else(|_| COctetString::empty())
+}
+
+fn send_mo(s: &Shared, mo: &Mo) -> usize {
+    let gsm = !mo.body.chars().any(|c| !c.is_ascii());
+    let (coding, bytes) = if gsm {
+        (DataCoding::McSpecific, mo.body.as_bytes().to_vec())
+    } else {
+        (DataCoding::Ucs2, mo.body.encode_utf16().flat_map(u16::to_be_bytes).collect())
+    };
+    let d = DeliverSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr_npi(Npi::Isdn)
+        .source_addr(cstr(mo.from.trim_start_matches('+')))
+        .destination_addr(cstr(&mo.to))
+        .esm_class(EsmClass::default())
+        .data_coding(coding)
+        .short_message(OctetString::from_slice(&bytes[..bytes.len().min(254)]).unwrap_or_else(|_| OctetString::empty()))
+        .build();
+    let mut rx = s.receivers.lock().unwrap_or_else(|e| e.into_inner());
+    rx.retain(|tx| !tx.is_closed());
+    let mut n = 0;
+    for tx in rx.iter() {
+        if tx.send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone())).is_ok() {
+            n += 1;
+        }
+    }
+    s.counters.mo.fetch_add(n as u64, Ordering::Relaxed);
+    n
+}
+
+fn yymmddhhmm() -> String {
+    // A fixed date keeps receipts deterministic; the gateway does not use it.
+    "2611261200".to_string()
+}
+
+async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<bool>) {
+    let (mut sink, mut stream) = Framed::new(sock, CommandCodec::new().with_max_length(65_536)).split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
+    let writer = tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if sink.send(cmd).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut window_start = Instant::now();
+    let mut in_window = 0u32;
+    loop {
+        let cmd = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            c = stream.next() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "undecodable PDU; generic_nack");
+                    let _ = tx.send(Command::new(CommandStatus::EsmeRinvcmdlen, 0, Pdu::GenericNack));
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let seq = cmd.sequence_number();
+        let reply = |status: CommandStatus, pdu: Pdu| {
+            let _ = tx.send(Command::new(status, seq, pdu));
+        };
+        match cmd.pdu() {
+            Some(Pdu::BindTransceiver(b)) => {
+                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
+                let resp = BindTransceiverResp::builder().system_id(cstr("smsgw-sim")).build();
+                reply(bind_status(ok), resp.into());
+                if ok {
+                    shared.receivers.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+                }
+            }
+            Some(Pdu::BindReceiver(b)) => {
+                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
+                reply(bind_status(ok), BindReceiverResp::builder().system_id(cstr("smsgw-sim")).build().into());
+                if ok {
+                    shared.receivers.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+                }
+            }
+            Some(Pdu::BindTransmitter(b)) => {
+                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
+                reply(bind_status(ok), BindTransmitterResp::builder().system_id(cstr("smsgw-sim")).build().into());
+            }
+            Some(Pdu::SubmitSm(sm)) => {
+                shared.counters.submits.fetch_add(1, Ordering::Relaxed);
+                let dest = sm.destination_addr.as_str().to_string();
+                let rule = shared.config.rule(&dest);
+                if rule.throttle_per_sec > 0 {
+                    if window_start.elapsed() >= Duration::from_secs(1) {
+                        window_start = Instant::now();
+                        in_window = 0;
+                    }
+                    in_window += 1;
+                    if in_window > rule.throttle_per_sec {
+                        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        reply(CommandStatus::EsmeRthrottled, SubmitSmResp::builder().message_id(COctetString::empty()).build().into());
+                        continue;
+                    }
+                }
+                let rejected = shared.chance(rule.reject_rate);
+                let delivered = shared.chance(rule.success_rate);
+                let wants_receipt = u8::from(sm.registered_delivery) & 0x03 != 0;
+                let text: String = String::from_utf8_lossy(sm.short_message().as_ref()).chars().take(20).collect();
+                let (shared, tx) = (shared.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if rule.latency_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(rule.latency_ms)).await;
+                    }
+                    if rejected {
+                        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(Command::new(
+                            CommandStatus::EsmeRsubmitfail,
+                            seq,
+                            SubmitSmResp::builder().message_id(COctetString::empty()).build(),
+                        ));
+                        return;
+                    }
+                    let id = format!("{:X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
+                    let _ = tx.send(Command::new(CommandStatus::EsmeRok, seq, SubmitSmResp::builder().message_id(cstr(&id)).build()));
+                    if !wants_receipt {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rule.dlr_delay_ms)).await;
+                    let (stat, state) = if delivered { ("DELIVRD", MessageState::Delivered) } else { ("UNDELIV", MessageState::Undeliverable) };
+                    let err = if delivered { "000" } else { "001" };
+                    let receipt = smsgw_smpp::format_receipt_text(&id, stat, err, &yymmddhhmm(), &yymmddhhmm(), &text);
+                    let mut d = DeliverSm::builder()
+                        .source_addr(cstr(&dest))
+                        .destination_addr(cstr(""))
+                        .esm_class(EsmClass::from(0x04))
+                        .short_message(OctetString::from_slice(receipt.as_bytes()).unwrap_or_else(|_| OctetString::empty()))
+                        .build();
+                    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(cstr(&id)));
+                    d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(state));
+                    if tx.send(Command::new(CommandStatus::EsmeRok, shared.seq(), d)).is_ok() {
+                        shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            Some(Pdu::EnquireLink) => reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp),
+            Some(Pdu::Unbind) => {
+                reply(CommandStatus::EsmeRok, Pdu::UnbindResp);
+                break;
+            }
+            Some(Pdu::DeliverSmResp(_)) | Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
+            _ => reply(CommandStatus::EsmeRinvcmdid, Pdu::GenericNack),
+        }
+    }
+    drop(tx);
+    // Give queued responses a moment to flush before the socket closes.
+    let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn bind_ok(s: &Shared, system_id: &str, password: &str) -> bool {
+    let ok = s.config.system_id.as_deref().is_none_or(|id| id == system_id)
+        && s.config.password.as_deref().is_none_or(|p| p == password);
+    if ok {
+        s.counters.binds.fetch_add(1, Ordering::Relaxed);
+    } else {
+        s.counters.bind_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+fn bind_status(ok: bool) -> CommandStatus {
+    if ok {
+        CommandStatus::EsmeRok
+    } else {
+        CommandStatus::EsmeRbindfail
+    }
+}
