@@ -32,7 +32,7 @@ pub fn build_submit(req: &DispatchRequested, registered_delivery: bool) -> Resul
         .dest_addr_ton(dst_ton)
         .dest_addr_npi(dst_npi)
         .destination_addr(dest)
-        .esm_class(EsmClass::default())
+        .esm_class(EsmClass::from(0x00))
         .registered_delivery(rd)
         .data_coding(DataCoding::from(encoding.data_coding()));
     if octets.len() <= SHORT_MESSAGE_MAX {
@@ -134,7 +134,9 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
     let octets = body_octets(d);
     let coding = u8::from(d.data_coding);
     let text = smsgw_gsm::decode(&octets, coding).unwrap_or_else(|_| String::from_utf8_lossy(&octets).into_owned());
-    if esm & 0x3C == 0x04 || esm & 0x3C == 0x08 {
+    // esm_class bits 5-2: 0001 is an SMSC delivery receipt, 1000 an intermediate
+    // notification. (0010, an SME delivery acknowledgement, is handset traffic.)
+    if esm & 0x3C == 0x04 || esm & 0x3C == 0x20 {
         let mut tlv_id = None;
         let mut tlv_state = None;
         let mut tlv_err = None;

@@ -138,6 +138,7 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
                 Delivered::BadReceipt(reason, text) => (bad_receipt(ctx, &reason, &text), "bad_receipt"),
             };
             ctx.metrics.inbound.with_label_values(&[&ctx.carrier.name, kind]).inc();
+            tracing::debug!(carrier = %ctx.carrier.name, kind, seq, "deliver_sm received");
             let stored = match rec {
                 Ok(rec) => send(&ctx.producer, &rec).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

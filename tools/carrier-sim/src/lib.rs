@@ -294,7 +294,7 @@ fn send_mo(s: &Shared, mo: &Mo) -> usize {
         .source_addr_npi(Npi::Isdn)
         .source_addr(cstr(mo.from.trim_start_matches('+')))
         .destination_addr(cstr(&mo.to))
-        .esm_class(EsmClass::default())
+        .esm_class(EsmClass::from(0x00))
         .data_coding(coding)
         .short_message(OctetString::from_slice(&bytes[..bytes.len().min(254)]).unwrap_or_else(|_| OctetString::empty()))
         .build();

@@ -1,0 +1,234 @@
+//! End-to-end harness: a real Tansu broker, a real SMPP SMSC (our simulator or a
+//! third-party one on the npm `smpp` package), and the five services running in-process
+//! through their `run(config, shutdown)` entry points, each with its own ports and a
+//! unique topic prefix.
+
+use anyhow::Context;
+use smsgw_kafka::KafkaConfig;
+use smsgw_testkit::{eventually, free_port, Broker};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The carrier name every scenario uses.
+pub const CARRIER: &str = "alpha";
+
+/// An SMSC the gateway binds to, with a control port (`POST /mo`, `GET /stats`).
+pub enum Smsc {
+    /// Our simulator, in-process.
+    Sim(smsgw_carrier_sim::Simulator),
+    /// The npm `smpp` SMSC in `tests/peers`, as a node process.
+    Npm {
+        /// The node process.
+        child: Child,
+        /// SMPP address.
+        smpp: SocketAddr,
+        /// Control address.
+        control: SocketAddr,
+    },
+}
+
+/// Destinations starting with this are refused by the SMSC at submit.
+pub const REJECT_PREFIX: &str = "4474002";
+/// Destinations starting with this get an `UNDELIV` receipt.
+pub const UNDELIV_PREFIX: &str = "4474003";
+
+impl Smsc {
+    /// Starts our simulator with the scenario rules.
+    pub async fn sim() -> anyhow::Result<Self> {
+        use smsgw_carrier_sim::{Config, Rule, Simulator};
+        let mut c = Config::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+        c.rules = vec![
+            Rule { prefix: REJECT_PREFIX.into(), reject_rate: 1.0, ..Rule::default() },
+            Rule { prefix: UNDELIV_PREFIX.into(), success_rate: 0.0, dlr_delay_ms: 100, ..Rule::default() },
+            Rule { dlr_delay_ms: 100, ..Rule::default() },
+        ];
+        Ok(Smsc::Sim(Simulator::start(c).await?))
+    }
+
+    /// Starts the npm `smpp` SMSC (needs `npm ci` in `tests/peers`).
+    pub async fn npm() -> anyhow::Result<Self> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers");
+        anyhow::ensure!(dir.join("node_modules/smpp").exists(), "run `npm ci` in tests/peers (make deps does)");
+        let (p, c) = (free_port(), free_port());
+        let rules = format!(r#"[{{"prefix":"{REJECT_PREFIX}","reject":true}},{{"prefix":"{UNDELIV_PREFIX}","stat":"UNDELIV"}}]"#);
+        let child = Command::new("node")
+            .arg(dir.join("npm-smpp-smsc.js"))
+            .args(["--port", &p.to_string(), "--control", &c.to_string(), "--dlr-delay-ms", "100", "--rules", &rules])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting node")?;
+        let control: SocketAddr = format!("127.0.0.1:{c}").parse()?;
+        eventually("npm SMSC control port", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(control).await.ok()
+        })
+        .await?;
+        Ok(Smsc::Npm { child, smpp: format!("127.0.0.1:{p}").parse()?, control })
+    }
+
+    /// `smpp://` URL.
+    pub fn url(&self) -> String {
+        match self {
+            Smsc::Sim(s) => format!("smpp://{}", s.smpp_addr),
+            Smsc::Npm { smpp, .. } => format!("smpp://{smpp}"),
+        }
+    }
+
+    fn control(&self) -> SocketAddr {
+        match self {
+            Smsc::Sim(s) => s.control_addr,
+            Smsc::Npm { control, .. } => *control,
+        }
+    }
+
+    /// Injects an MO; returns the number of sessions that got it.
+    pub async fn send_mo(&self, from: &str, to: &str, body: &str) -> anyhow::Result<u64> {
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{}/mo", self.control()))
+            .json(&serde_json::json!({"from": from, "to": to, "body": body}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(r["delivered_to_sessions"].as_u64().unwrap_or(0))
+    }
+
+    /// The SMSC's counters (`submits`, `receipts`, ...).
+    pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::Client::new().get(format!("http://{}/stats", self.control())).send().await?.json().await?)
+    }
+
+    /// Stops the SMSC.
+    pub async fn stop(self) {
+        match self {
+            Smsc::Sim(s) => s.stop().await,
+            Smsc::Npm { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The five services running against one broker.
+pub struct Gateway {
+    /// The broker (dropped last).
+    pub broker: Broker,
+    /// Kafka config with this gateway's topic prefix.
+    pub kafka: KafkaConfig,
+    /// Base URL of the HTTP API.
+    pub api: String,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn stopper() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+fn local() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("address")
+}
+
+impl Gateway {
+    /// Starts a broker, creates the topics and starts the services, routing `+44` to
+    /// [`CARRIER`] at `smsc_url`.
+    pub async fn start(smsc_url: &str) -> anyhow::Result<Self> {
+        let broker = Broker::start()?;
+        let kafka = broker.kafka();
+        broker.bootstrap(&kafka, &[CARRIER]).await?;
+        let mut stops = Vec::new();
+        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+
+        let mut ingest = smsgw_ingest::Config::new(kafka.clone());
+        ingest.listen = local();
+        let api = format!("http://{}", ingest.listen);
+        let (tx, sd) = stopper();
+        stops.push(tx);
+        tasks.push(("ingest", tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) })));
+
+        let routes = vec![smsgw_router::Route { prefix: "+44".into(), carriers: vec![CARRIER.into()] }];
+        let mut router = smsgw_router::Config::new(kafka.clone(), routes);
+        router.admin_listen = local();
+        let (tx, sd) = stopper();
+        stops.push(tx);
+        tasks.push(("router", tokio::spawn(async move { Ok(smsgw_router::run(router, sd).await?) })));
+
+        let mut carrier = smsgw_dispatcher::CarrierConfig::new(CARRIER, smsc_url, "smsgw", "secret");
+        carrier.reconnect_min_ms = 100;
+        carrier.reconnect_max_ms = 1000;
+        carrier.response_timeout_ms = 5000;
+        let dispatcher =
+            smsgw_dispatcher::Config { kafka: kafka.clone(), admin_listen: local(), carriers: vec![carrier] };
+        let (tx, sd) = stopper();
+        stops.push(tx);
+        tasks.push(("dispatcher", tokio::spawn(async move { Ok(smsgw_dispatcher::run(dispatcher, sd).await?) })));
+
+        let mut receipt = smsgw_receipt::Config::new(kafka.clone());
+        receipt.admin_listen = local();
+        receipt.tick_ms = 100;
+        let (tx, sd) = stopper();
+        stops.push(tx);
+        tasks.push(("receipt", tokio::spawn(async move { Ok(smsgw_receipt::run(receipt, sd).await?) })));
+
+        let mut optout = smsgw_optout::Config::new(kafka.clone());
+        optout.admin_listen = local();
+        let (tx, sd) = stopper();
+        stops.push(tx);
+        tasks.push(("optout", tokio::spawn(async move { Ok(smsgw_optout::run(optout, sd).await?) })));
+
+        let gw = Gateway { broker, kafka, api, stops, tasks };
+        let http = reqwest::Client::new();
+        eventually("ingest HTTP API", Duration::from_secs(30), || async {
+            http.get(format!("{}/healthz", gw.api)).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await?;
+        Ok(gw)
+    }
+
+    /// `POST /v1/messages`; returns (status, body).
+    pub async fn post(&self, body: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+        let r = reqwest::Client::new().post(format!("{}/v1/messages", self.api)).json(&body).send().await?;
+        Ok((r.status().as_u16(), r.json().await?))
+    }
+
+    /// `GET /v1/messages/{id}`, if found.
+    pub async fn status(&self, id: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let r = reqwest::Client::new().get(format!("{}/v1/messages/{id}", self.api)).send().await?;
+        if r.status() == 404 {
+            return Ok(None);
+        }
+        Ok(Some(r.json().await?))
+    }
+
+    /// Waits until the message reaches a final state and returns its status.
+    pub async fn final_status(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        eventually(&format!("final state of {id}"), Duration::from_secs(60), || async {
+            self.status(id).await.ok().flatten().filter(|s| s["final"] == true)
+        })
+        .await
+    }
+
+    /// Stops every service and reports any that failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for (name, t) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), t).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => anyhow::bail!("{name} failed: {e:#}"),
+                Ok(Err(e)) => anyhow::bail!("{name} panicked: {e}"),
+                Err(_) => anyhow::bail!("{name} did not stop within 30 s"),
+            }
+        }
+        Ok(())
+    }
+}
