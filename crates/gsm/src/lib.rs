@@ -232,7 +232,7 @@ pub fn decode(data: &[u8], data_coding: u8) -> Result<String, GsmError> {
             Ok(out)
         }
         0x08 => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return Err(GsmError::OddUcs2Length(data.len()));
             }
             let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();

@@ -161,6 +161,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn env_overrides_file_and_unknown_fields_fail() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "name = \"a\"\n[inner]\nport = 1\n")?;

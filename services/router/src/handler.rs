@@ -48,7 +48,18 @@ pub struct RouterHandler {
 /// What to do with a message, decided under the state lock.
 enum Plan {
     Nothing,
-    Decide { snapshot: Message, command: Command, dispatch: Option<DispatchRequested>, decision: &'static str },
+    Decide(Box<Decision>),
+}
+
+struct Decision {
+    snapshot: Message,
+    command: Command,
+    dispatch: Option<DispatchRequested>,
+    decision: &'static str,
+}
+
+fn decide(snapshot: Message, command: Command, dispatch: Option<DispatchRequested>, decision: &'static str) -> Plan {
+    Plan::Decide(Box::new(Decision { snapshot, command, dispatch, decision }))
 }
 
 impl RouterHandler {
@@ -75,7 +86,7 @@ impl RouterHandler {
             // warm-up window or was evicted. Give up rather than leave it unfinished.
             let snapshot = Message::snapshot(id.clone(), state, attempt, tried);
             let command = Command::GiveUp { reason: "re-route context lost (message older than the router's memory)".into() };
-            return Plan::Decide { snapshot, command, dispatch: None, decision: "context_lost" };
+            return decide(snapshot, command, None, "context_lost");
         };
         if p.attempt_routed > attempt {
             return Plan::Nothing; // duplicate input: this attempt was already routed
@@ -83,21 +94,12 @@ impl RouterHandler {
         let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
         if let Some(scope) = st.blocking_scope(&p.accepted.sender, &p.accepted.destination) {
             st.forget(id);
-            return Plan::Decide {
-                snapshot,
-                command: Command::Block { reason: "opted_out".into(), scope },
-                dispatch: None,
-                decision: "blocked",
-            };
+            return decide(snapshot, Command::Block { reason: "opted_out".into(), scope }, None, "blocked");
         }
         if let EventPayload::SubmitFailed(f) = &e.payload {
             if !f.retryable {
-                return Plan::Decide {
-                    snapshot,
-                    command: Command::GiveUp { reason: format!("permanent failure on {}: {}", f.carrier, f.reason) },
-                    dispatch: None,
-                    decision: "permanent_failure",
-                };
+                let reason = format!("permanent failure on {}: {}", f.carrier, f.reason);
+                return decide(snapshot, Command::GiveUp { reason }, None, "permanent_failure");
             }
         }
         let Some(carrier) = self.table.choose(&p.accepted.destination, &tried, |c| st.is_up(c)) else {
@@ -105,7 +107,7 @@ impl RouterHandler {
                 EventPayload::SubmitFailed(f) => (format!("every carrier failed; last {}: {}", f.carrier, f.reason), "exhausted"),
                 _ => ("no route for the destination".to_string(), "no_route"),
             };
-            return Plan::Decide { snapshot, command: Command::GiveUp { reason }, dispatch: None, decision };
+            return decide(snapshot, Command::GiveUp { reason }, None, decision);
         };
         st.note_routed(id, attempt + 1);
         let mut carriers_tried = tried;
@@ -124,7 +126,7 @@ impl RouterHandler {
             accepted_at: p.accepted_at,
         };
         let decision = if attempt == 0 { "routed" } else { "rerouted" };
-        Plan::Decide { snapshot, command: Command::Route { carrier, strategy: STRATEGY.into() }, dispatch: Some(dispatch), decision }
+        decide(snapshot, Command::Route { carrier, strategy: STRATEGY.into() }, Some(dispatch), decision)
     }
 }
 
@@ -142,9 +144,10 @@ impl Handler for RouterHandler {
             self.metrics.pending.set(st.pending_count() as i64);
             self.metrics.optouts.set(st.optout_count() as i64);
         }
-        let Plan::Decide { snapshot, command, dispatch, decision } = plan else {
+        let Plan::Decide(d) = plan else {
             return Ok(vec![]);
         };
+        let Decision { snapshot, command, dispatch, decision } = *d;
         let events = snapshot
             .decide(command, now_ms)
             .map_err(|err| HandleError::DeadLetter(format!("domain refused: {err}")))?;

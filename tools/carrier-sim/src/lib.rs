@@ -283,7 +283,7 @@ fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
 }
 
 fn send_mo(s: &Shared, mo: &Mo) -> usize {
-    let gsm = !mo.body.chars().any(|c| !c.is_ascii());
+    let gsm = mo.body.is_ascii();
     let (coding, bytes) = if gsm {
         (DataCoding::McSpecific, mo.body.as_bytes().to_vec())
     } else {
