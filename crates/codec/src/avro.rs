@@ -36,7 +36,12 @@ impl SchemaSet {
             current = Some(schema);
         }
         let current = current.ok_or(CodecError::Invalid(format!("{name}: no schema versions")))?;
-        Ok(SchemaSet { name, current_fp: fingerprint(&current), current, writers })
+        Ok(SchemaSet {
+            name,
+            current_fp: fingerprint(&current),
+            current,
+            writers,
+        })
     }
 
     /// The schema new records are written with.
@@ -67,7 +72,9 @@ impl SchemaSet {
     /// records whose fields are a subset of another's; names never do.)
     pub fn decode(&self, bytes: &[u8]) -> Result<(Value, &Schema), CodecError> {
         if bytes.len() < HEADER_LEN {
-            return Err(CodecError::NotSingleObject("shorter than the 10-byte header"));
+            return Err(CodecError::NotSingleObject(
+                "shorter than the 10-byte header",
+            ));
         }
         if bytes[..2] != SINGLE_OBJECT_MAGIC {
             return Err(CodecError::NotSingleObject("missing C3 01 marker"));
@@ -75,11 +82,17 @@ impl SchemaSet {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&bytes[2..HEADER_LEN]);
         let fp = u64::from_le_bytes(fp);
-        let writer = self.writers.get(&fp).ok_or(CodecError::UnknownSchema(fp, self.name))?;
+        let writer = self
+            .writers
+            .get(&fp)
+            .ok_or(CodecError::UnknownSchema(fp, self.name))?;
         let mut body = &bytes[HEADER_LEN..];
         let value = apache_avro::from_avro_datum(writer, &mut body, None)?;
         if !body.is_empty() {
-            return Err(CodecError::Avro(format!("{} trailing bytes after the datum", body.len())));
+            return Err(CodecError::Avro(format!(
+                "{} trailing bytes after the datum",
+                body.len()
+            )));
         }
         Ok((value, writer))
     }
@@ -92,7 +105,9 @@ impl Fields {
     pub(crate) fn from_value(v: Value) -> Result<Self, CodecError> {
         match v {
             Value::Record(f) => Ok(Fields(f)),
-            other => Err(CodecError::Avro(format!("expected a record, got {other:?}"))),
+            other => Err(CodecError::Avro(format!(
+                "expected a record, got {other:?}"
+            ))),
         }
     }
 
@@ -108,19 +123,27 @@ impl Fields {
     pub(crate) fn string(&mut self, name: &str) -> Result<String, CodecError> {
         match self.take(name)? {
             Value::String(s) => Ok(s),
-            other => Err(CodecError::Avro(format!("field {name}: expected string, got {other:?}"))),
+            other => Err(CodecError::Avro(format!(
+                "field {name}: expected string, got {other:?}"
+            ))),
         }
     }
 
     pub(crate) fn millis(&mut self, name: &str) -> Result<i64, CodecError> {
         match self.take(name)? {
             Value::TimestampMillis(t) | Value::Long(t) => Ok(t),
-            other => Err(CodecError::Avro(format!("field {name}: expected timestamp, got {other:?}"))),
+            other => Err(CodecError::Avro(format!(
+                "field {name}: expected timestamp, got {other:?}"
+            ))),
         }
     }
 
     /// A union of records: returns the chosen record's name and value.
-    pub(crate) fn union_record(&mut self, name: &str, schema: &Schema) -> Result<(String, Value), CodecError> {
+    pub(crate) fn union_record(
+        &mut self,
+        name: &str,
+        schema: &Schema,
+    ) -> Result<(String, Value), CodecError> {
         let field_schema = match schema {
             Schema::Record(r) => r
                 .fields
@@ -145,7 +168,9 @@ impl Fields {
                 };
                 Ok((rec_name, *inner))
             }
-            other => Err(CodecError::Avro(format!("field {name}: expected union, got {other:?}"))),
+            other => Err(CodecError::Avro(format!(
+                "field {name}: expected union, got {other:?}"
+            ))),
         }
     }
 }
@@ -176,5 +201,7 @@ pub(crate) fn union_value(
             }
         }
     }
-    Err(CodecError::Avro(format!("union {field} has no record {record_name}")))
+    Err(CodecError::Avro(format!(
+        "union {field} has no record {record_name}"
+    )))
 }

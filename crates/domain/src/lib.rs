@@ -53,7 +53,11 @@ impl State {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            State::Rejected | State::Delivered | State::Undeliverable | State::Expired | State::Blocked
+            State::Rejected
+                | State::Delivered
+                | State::Undeliverable
+                | State::Expired
+                | State::Blocked
         )
     }
 
@@ -297,7 +301,9 @@ impl Message {
                 self.carrier = Some(c.carrier.clone());
                 self.carriers_tried.push(c.carrier.clone());
             }
-            EventPayload::Submitted(s) => self.carrier_message_id = Some(s.carrier_message_id.clone()),
+            EventPayload::Submitted(s) => {
+                self.carrier_message_id = Some(s.carrier_message_id.clone())
+            }
             _ => {}
         }
         self.state = next;
@@ -310,17 +316,26 @@ impl Message {
     fn transition(&self, payload: &EventPayload) -> Result<State, DomainError> {
         use EventPayload as P;
         use State as S;
-        let illegal = || DomainError::IllegalTransition { state: self.state, what: payload.kind() };
+        let illegal = || DomainError::IllegalTransition {
+            state: self.state,
+            what: payload.kind(),
+        };
         let same_attempt = |carrier: &str, attempt: i32| {
             attempt == self.attempt && self.carrier.as_deref() == Some(carrier)
         };
         let next = match (self.state, payload) {
             (S::New, P::Accepted(_)) => S::Accepted,
             (S::New, P::Rejected(_)) => S::Rejected,
-            (S::Accepted | S::SubmitFailed, P::CarrierSelected(c)) if c.attempt == self.attempt + 1 => S::Routed,
+            (S::Accepted | S::SubmitFailed, P::CarrierSelected(c))
+                if c.attempt == self.attempt + 1 =>
+            {
+                S::Routed
+            }
             (S::Accepted | S::SubmitFailed | S::Routed, P::Blocked(_)) => S::Blocked,
             (S::Routed, P::Submitted(s)) if same_attempt(&s.carrier, s.attempt) => S::Submitted,
-            (S::Routed, P::SubmitFailed(f)) if same_attempt(&f.carrier, f.attempt) => S::SubmitFailed,
+            (S::Routed, P::SubmitFailed(f)) if same_attempt(&f.carrier, f.attempt) => {
+                S::SubmitFailed
+            }
             (S::Submitted, P::Delivered(_)) => S::Delivered,
             (S::Accepted | S::SubmitFailed | S::Submitted, P::Undeliverable(_)) => S::Undeliverable,
             (S::Routed | S::Submitted, P::Expired(_)) => S::Expired,
@@ -336,17 +351,36 @@ impl Message {
         let payload = match command {
             Command::Accept(a) => EventPayload::Accepted(a),
             Command::Reject(r) => EventPayload::Rejected(r),
-            Command::Route { carrier, strategy } => EventPayload::CarrierSelected(CarrierSelected {
+            Command::Route { carrier, strategy } => {
+                EventPayload::CarrierSelected(CarrierSelected {
+                    carrier,
+                    attempt: attempt + 1,
+                    strategy,
+                })
+            }
+            Command::Block { reason, scope } => {
+                EventPayload::Blocked(MessageBlocked { reason, scope })
+            }
+            Command::RecordSubmit {
                 carrier,
-                attempt: attempt + 1,
-                strategy,
-            }),
-            Command::Block { reason, scope } => EventPayload::Blocked(MessageBlocked { reason, scope }),
-            Command::RecordSubmit { carrier, attempt, outcome } => match outcome {
-                SubmitOutcome::Accepted { carrier_message_id, segments } => {
-                    EventPayload::Submitted(MessageSubmitted { carrier, attempt, carrier_message_id, segments })
-                }
-                SubmitOutcome::Failed { command_status, reason, retryable, ambiguous } => {
+                attempt,
+                outcome,
+            } => match outcome {
+                SubmitOutcome::Accepted {
+                    carrier_message_id,
+                    segments,
+                } => EventPayload::Submitted(MessageSubmitted {
+                    carrier,
+                    attempt,
+                    carrier_message_id,
+                    segments,
+                }),
+                SubmitOutcome::Failed {
+                    command_status,
+                    reason,
+                    retryable,
+                    ambiguous,
+                } => {
                     let mut carriers_tried = self.carriers_tried.clone();
                     if carriers_tried.last() != Some(&carrier) {
                         carriers_tried.push(carrier.clone());
@@ -362,26 +396,31 @@ impl Message {
                     })
                 }
             },
-            Command::RecordReceipt { carrier, carrier_message_id, stat, error_code } => {
-                match classify_stat(&stat) {
-                    ReceiptOutcome::Delivered => EventPayload::Delivered(MessageDelivered {
-                        carrier,
-                        carrier_message_id,
-                        stat,
-                    }),
-                    ReceiptOutcome::Undeliverable => EventPayload::Undeliverable(MessageUndeliverable {
+            Command::RecordReceipt {
+                carrier,
+                carrier_message_id,
+                stat,
+                error_code,
+            } => match classify_stat(&stat) {
+                ReceiptOutcome::Delivered => EventPayload::Delivered(MessageDelivered {
+                    carrier,
+                    carrier_message_id,
+                    stat,
+                }),
+                ReceiptOutcome::Undeliverable => {
+                    EventPayload::Undeliverable(MessageUndeliverable {
                         carrier: Some(carrier),
                         reason: format!("carrier receipt {stat}"),
                         stat: Some(stat),
                         error_code,
-                    }),
-                    ReceiptOutcome::Expired => EventPayload::Expired(MessageExpired {
-                        carrier: Some(carrier),
-                        reason: format!("carrier receipt {stat}"),
-                    }),
-                    ReceiptOutcome::Intermediate => return Ok(vec![]),
+                    })
                 }
-            }
+                ReceiptOutcome::Expired => EventPayload::Expired(MessageExpired {
+                    carrier: Some(carrier),
+                    reason: format!("carrier receipt {stat}"),
+                }),
+                ReceiptOutcome::Intermediate => return Ok(vec![]),
+            },
             Command::Expire { reason } => EventPayload::Expired(MessageExpired {
                 carrier: self.carrier.clone(),
                 reason,

@@ -30,14 +30,20 @@ fn given(commands: Vec<Command>) -> Message {
 }
 
 fn route(c: &str) -> Command {
-    Command::Route { carrier: c.into(), strategy: "prefix".into() }
+    Command::Route {
+        carrier: c.into(),
+        strategy: "prefix".into(),
+    }
 }
 
 fn submit_ok(c: &str, attempt: i32) -> Command {
     Command::RecordSubmit {
         carrier: c.into(),
         attempt,
-        outcome: SubmitOutcome::Accepted { carrier_message_id: "abc".into(), segments: 1 },
+        outcome: SubmitOutcome::Accepted {
+            carrier_message_id: "abc".into(),
+            segments: 1,
+        },
     }
 }
 
@@ -65,7 +71,12 @@ fn receipt(stat: &str) -> Command {
 
 #[test]
 fn accepted_routed_submitted_delivered() {
-    let m = given(vec![Command::Accept(accepted()), route("a"), submit_ok("a", 1), receipt("DELIVRD")]);
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_ok("a", 1),
+        receipt("DELIVRD"),
+    ]);
     assert_eq!(m.state(), State::Delivered);
     assert_eq!(m.carrier_message_id(), Some("abc"));
     assert_eq!(m.history().len(), 4);
@@ -73,7 +84,12 @@ fn accepted_routed_submitted_delivered() {
 
 #[test]
 fn failed_attempt_is_rerouted_to_second_carrier() {
-    let m = given(vec![Command::Accept(accepted()), route("a"), submit_failed("a", 1), route("b")]);
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_failed("a", 1),
+        route("b"),
+    ]);
     assert_eq!(m.state(), State::Routed);
     assert_eq!(m.attempt(), 2);
     assert_eq!(m.carriers_tried(), ["a".to_string(), "b".to_string()]);
@@ -91,14 +107,23 @@ fn submit_failed_lists_carriers_tried() {
 
 #[test]
 fn undeliv_receipt_is_terminal() {
-    let m = given(vec![Command::Accept(accepted()), route("a"), submit_ok("a", 1), receipt("undeliv")]);
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_ok("a", 1),
+        receipt("undeliv"),
+    ]);
     assert_eq!(m.state(), State::Undeliverable);
     assert!(m.state().is_terminal());
 }
 
 #[test]
 fn intermediate_receipt_changes_nothing() {
-    let m = given(vec![Command::Accept(accepted()), route("a"), submit_ok("a", 1)]);
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_ok("a", 1),
+    ]);
     assert_eq!(m.decide(receipt("ENROUTE"), 5).unwrap(), vec![]);
 }
 
@@ -106,7 +131,10 @@ fn intermediate_receipt_changes_nothing() {
 fn blocked_before_routing() {
     let m = given(vec![
         Command::Accept(accepted()),
-        Command::Block { reason: "opted_out".into(), scope: "global".into() },
+        Command::Block {
+            reason: "opted_out".into(),
+            scope: "global".into(),
+        },
     ]);
     assert_eq!(m.state(), State::Blocked);
 }
@@ -121,13 +149,21 @@ fn cannot_route_a_rejected_message() {
     })]);
     assert_eq!(
         m.decide(route("a"), 1),
-        Err(DomainError::IllegalTransition { state: State::Rejected, what: "CarrierSelected" })
+        Err(DomainError::IllegalTransition {
+            state: State::Rejected,
+            what: "CarrierSelected"
+        })
     );
 }
 
 #[test]
 fn submit_result_for_a_stale_attempt_is_refused() {
-    let m = given(vec![Command::Accept(accepted()), route("a"), submit_failed("a", 1), route("b")]);
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_failed("a", 1),
+        route("b"),
+    ]);
     assert!(m.decide(submit_ok("a", 1), 9).is_err());
 }
 
@@ -150,8 +186,13 @@ fn snapshot_lets_a_stateless_service_decide() {
 #[test]
 fn events_of_another_message_are_refused() {
     let mut m = Message::new("other");
-    let e = Message::new(ID).decide(Command::Accept(accepted()), 0).unwrap();
-    assert!(matches!(m.apply(&e[0]), Err(DomainError::WrongMessage { .. })));
+    let e = Message::new(ID)
+        .decide(Command::Accept(accepted()), 0)
+        .unwrap();
+    assert!(matches!(
+        m.apply(&e[0]),
+        Err(DomainError::WrongMessage { .. })
+    ));
 }
 
 fn any_command() -> impl Strategy<Value = Command> {
@@ -164,14 +205,30 @@ fn any_command() -> impl Strategy<Value = Command> {
             reason_code: "x".into(),
             reason: "x".into(),
         })),
-        carrier.clone().prop_map(|c| Command::Route { carrier: c, strategy: "prefix".into() }),
-        Just(Command::Block { reason: "opted_out".into(), scope: "global".into() }),
+        carrier.clone().prop_map(|c| Command::Route {
+            carrier: c,
+            strategy: "prefix".into()
+        }),
+        Just(Command::Block {
+            reason: "opted_out".into(),
+            scope: "global".into()
+        }),
         (carrier.clone(), 0..4i32).prop_map(|(c, a)| submit_ok(&c, a)),
         (carrier.clone(), 0..4i32).prop_map(|(c, a)| submit_failed(&c, a)),
-        prop_oneof![Just("DELIVRD"), Just("UNDELIV"), Just("EXPIRED"), Just("REJECTD"), Just("ENROUTE")]
-            .prop_map(receipt),
-        Just(Command::Expire { reason: "timeout".into() }),
-        Just(Command::GiveUp { reason: "no carrier".into() }),
+        prop_oneof![
+            Just("DELIVRD"),
+            Just("UNDELIV"),
+            Just("EXPIRED"),
+            Just("REJECTD"),
+            Just("ENROUTE")
+        ]
+        .prop_map(receipt),
+        Just(Command::Expire {
+            reason: "timeout".into()
+        }),
+        Just(Command::GiveUp {
+            reason: "no carrier".into()
+        }),
     ]
 }
 

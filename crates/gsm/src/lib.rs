@@ -108,7 +108,10 @@ fn basic_code(c: char) -> Option<u8> {
 }
 
 fn extension_code(c: char) -> Option<u8> {
-    EXTENSION.iter().find(|(_, ch)| *ch == c).map(|(code, _)| *code)
+    EXTENSION
+        .iter()
+        .find(|(_, ch)| *ch == c)
+        .map(|(code, _)| *code)
 }
 
 /// Septets a character costs in GSM-7, or `None` if it is outside the alphabet.
@@ -144,7 +147,12 @@ pub fn analyse(text: &str) -> Analysis {
 
 /// Splits into per-part character runs, each costing at most `limit` units, without
 /// splitting a character (an escape pair or a surrogate pair is one character here).
-fn split_by_cost(text: &str, single: usize, multi: usize, cost: impl Fn(char) -> usize) -> Vec<&str> {
+fn split_by_cost(
+    text: &str,
+    single: usize,
+    multi: usize,
+    cost: impl Fn(char) -> usize,
+) -> Vec<&str> {
     let total: usize = text.chars().map(&cost).sum();
     if total <= single {
         return if text.is_empty() { vec![] } else { vec![text] };
@@ -235,7 +243,10 @@ pub fn decode(data: &[u8], data_coding: u8) -> Result<String, GsmError> {
             if !data.len().is_multiple_of(2) {
                 return Err(GsmError::OddUcs2Length(data.len()));
             }
-            let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             Ok(String::from_utf16_lossy(&units))
         }
         _ => Ok(data.iter().map(|&b| b as char).collect()),
@@ -250,7 +261,14 @@ mod tests {
     #[test]
     fn plain_ascii_is_gsm7_single_segment() {
         let a = analyse("Hello world");
-        assert_eq!(a, Analysis { encoding: Encoding::Gsm7, units: 11, segments: 1 });
+        assert_eq!(
+            a,
+            Analysis {
+                encoding: Encoding::Gsm7,
+                units: 11,
+                segments: 1
+            }
+        );
     }
 
     #[test]

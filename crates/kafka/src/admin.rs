@@ -27,18 +27,26 @@ pub async fn bootstrap_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> Resul
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+            let mut t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication),
+            );
             for (k, v) in &s.configs {
                 t = t.set(k, v);
             }
             t
         })
         .collect();
-    let results = admin.create_topics(new.iter(), &AdminOptions::new()).await?;
+    let results = admin
+        .create_topics(new.iter(), &AdminOptions::new())
+        .await?;
     for r in results {
         match r {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %name, "topic exists"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "topic exists")
+            }
             Err((name, code)) => {
                 return Err(KafkaError::Config(format!("creating topic {name}: {code}")));
             }
@@ -108,7 +116,10 @@ impl TopicLayout {
             name,
             partitions,
             replication: self.replication,
-            configs: configs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         let compact = [("cleanup.policy", "compact".to_string())];
         let retention = [("retention.ms", self.events_retention_ms.to_string())];

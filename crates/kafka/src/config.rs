@@ -22,7 +22,11 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// A config for `brokers` with default topics and no extra properties.
     pub fn new(brokers: impl Into<String>) -> Self {
-        KafkaConfig { brokers: brokers.into(), properties: BTreeMap::new(), topics: Topics::default() }
+        KafkaConfig {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+            topics: Topics::default(),
+        }
     }
 
     /// A librdkafka client config with smsgw's defaults, then `properties` on top.
@@ -62,14 +66,18 @@ fn default_prefix() -> String {
 
 impl Default for Topics {
     fn default() -> Self {
-        Topics { prefix: default_prefix() }
+        Topics {
+            prefix: default_prefix(),
+        }
     }
 }
 
 impl Topics {
     /// With a given prefix.
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Topics { prefix: prefix.into() }
+        Topics {
+            prefix: prefix.into(),
+        }
     }
     fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
@@ -109,11 +117,17 @@ impl Topics {
 
     fn validate(&self) -> Result<(), String> {
         let ok = !self.prefix.is_empty()
-            && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if ok {
             Ok(())
         } else {
-            Err(format!("kafka.topics.prefix {:?} must be non-empty [A-Za-z0-9._-]", self.prefix))
+            Err(format!(
+                "kafka.topics.prefix {:?} must be non-empty [A-Za-z0-9._-]",
+                self.prefix
+            ))
         }
     }
 }

@@ -53,7 +53,12 @@ impl<'a> Incoming<'a> {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -93,7 +98,11 @@ pub enum HandleError {
 #[allow(async_fn_in_trait)]
 pub trait Handler {
     /// Handles one record at `now_ms` (the injected clock).
-    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError>;
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<OutRecord>, HandleError>;
 }
 
 /// Counters the loop keeps; each service registers them under its own names.
@@ -109,7 +118,10 @@ pub struct ConsumerMetrics {
 
 /// Wall clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Runs the at-least-once loop until `shutdown` resolves, then drains what is in flight
@@ -207,11 +219,14 @@ struct Part {
 impl OffsetTracker {
     /// Records that `offset` was taken and is not done yet.
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self.parts.entry((topic.to_string(), partition)).or_insert_with(|| Part {
-            pending: BTreeSet::new(),
-            max_seen: offset - 1,
-            stored: offset - 1,
-        });
+        let p = self
+            .parts
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Part {
+                pending: BTreeSet::new(),
+                max_seen: offset - 1,
+                stored: offset - 1,
+            });
         p.pending.insert(offset);
         p.max_seen = p.max_seen.max(offset);
     }

@@ -48,9 +48,14 @@ impl Producer {
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
             for (k, v) in &rec.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
-            let mut fr = FutureRecord::to(&rec.topic).payload(&rec.payload).headers(headers);
+            let mut fr = FutureRecord::to(&rec.topic)
+                .payload(&rec.payload)
+                .headers(headers);
             if let Some(k) = &rec.key {
                 fr = fr.key(k);
             }
@@ -62,7 +67,12 @@ impl Producer {
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => return Err(KafkaError::Produce { topic: rec.topic.clone(), source: e }),
+                Err((e, _)) => {
+                    return Err(KafkaError::Produce {
+                        topic: rec.topic.clone(),
+                        source: e,
+                    })
+                }
             }
         }
     }
@@ -77,7 +87,10 @@ pub async fn send(producer: &Producer, rec: &OutRecord) -> Result<(), KafkaError
 pub(crate) async fn await_delivery(f: DeliveryFuture, topic: &str) -> Result<(), KafkaError> {
     match f.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(KafkaError::Produce { topic: topic.to_string(), source: e }),
+        Ok(Err((e, _))) => Err(KafkaError::Produce {
+            topic: topic.to_string(),
+            source: e,
+        }),
         Err(_) => Err(KafkaError::Produce {
             topic: topic.to_string(),
             source: RdError::Canceled,
@@ -102,7 +115,11 @@ pub struct OutRecord {
 
 impl OutRecord {
     /// An Avro single-object record with a string key.
-    pub fn avro<T: AvroRecord>(topic: impl Into<String>, key: impl Into<String>, value: &T) -> Result<Self, KafkaError> {
+    pub fn avro<T: AvroRecord>(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<Self, KafkaError> {
         Ok(OutRecord {
             topic: topic.into(),
             key: Some(key.into().into_bytes()),
@@ -117,7 +134,13 @@ impl OutRecord {
 }
 
 /// The dead-letter record for an input the service gave up on.
-pub fn dead_letter(dlq_topic: &str, service: &str, reason: &str, input: &Incoming<'_>, now_ms: i64) -> OutRecord {
+pub fn dead_letter(
+    dlq_topic: &str,
+    service: &str,
+    reason: &str,
+    input: &Incoming<'_>,
+    now_ms: i64,
+) -> OutRecord {
     let dl = DeadLetter {
         service: service.to_string(),
         reason: reason.to_string(),
@@ -144,7 +167,10 @@ pub fn dead_letter(dlq_topic: &str, service: &str, reason: &str, input: &Incomin
         payload,
         headers: vec![
             ("smsgw-reason".to_string(), reason.to_string()),
-            (smsgw_codec::CONTENT_TYPE_HEADER.to_string(), smsgw_codec::CONTENT_TYPE_AVRO.to_string()),
+            (
+                smsgw_codec::CONTENT_TYPE_HEADER.to_string(),
+                smsgw_codec::CONTENT_TYPE_AVRO.to_string(),
+            ),
         ],
     }
 }

@@ -27,7 +27,10 @@ pub struct TailState {
 
 impl Default for TailState {
     fn default() -> Self {
-        TailState { caught_up: watch::channel(false).0, fresh_as_of: watch::channel(i64::MIN).0 }
+        TailState {
+            caught_up: watch::channel(false).0,
+            fresh_as_of: watch::channel(i64::MIN).0,
+        }
     }
 }
 
@@ -63,7 +66,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(KafkaError::from)
 }
 
-async fn watermarks(consumer: &Arc<StreamConsumer>, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+async fn watermarks(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
     let (c, t, ps) = (consumer.clone(), topic.to_string(), partitions.to_vec());
     blocking(move || {
         let mut out = HashMap::new();
@@ -91,7 +98,11 @@ where
     let group = format!("smsgw-tail-{}", uuid_like());
     let consumer: Arc<StreamConsumer> = Arc::new(
         kafka
-            .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("auto.offset.reset", "earliest")])
+            .client_config(&[
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+            ])
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?,
     );
@@ -100,13 +111,19 @@ where
         let (c, t) = (consumer.clone(), topic.to_string());
         blocking(move || {
             let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
-            Ok(md.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect())
+            Ok(md
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .map(|p| p.id())
+                .collect())
         })
         .await?
     };
     let mut next: HashMap<i32, i64> = HashMap::new();
     let reached = |next: &HashMap<i32, i64>, t: &HashMap<i32, (i64, i64)>| {
-        t.iter().all(|(p, (low, high))| high <= low || next.get(p).is_some_and(|n| n >= high))
+        t.iter()
+            .all(|(p, (low, high))| high <= low || next.get(p).is_some_and(|n| n >= high))
     };
     let start = crate::now_ms();
     let mut target = Some((start, watermarks(&consumer, topic, &partitions).await?));
@@ -145,5 +162,10 @@ where
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}-{}", std::process::id(), crate::now_ms(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        crate::now_ms(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

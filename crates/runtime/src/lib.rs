@@ -37,11 +37,15 @@ pub fn load_config<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, Runtim
     let mut fig = Figment::new();
     if let Some(p) = path {
         if !p.exists() {
-            return Err(RuntimeError::Config(format!("{} does not exist", p.display())));
+            return Err(RuntimeError::Config(format!(
+                "{} does not exist",
+                p.display()
+            )));
         }
         fig = fig.merge(Toml::file(p));
     }
-    fig.merge(Env::prefixed("SMSGW_").split("__"))
+    // SMSGW_CONFIG and SMSGW_LOG_FORMAT steer the process, not the config.
+    fig.merge(Env::prefixed("SMSGW_").ignore(&["config", "log_format"]).split("__"))
         .extract()
         .map_err(|e| RuntimeError::Config(e.to_string()))
 }
@@ -58,7 +62,9 @@ pub fn config_path_from_args() -> Option<std::path::PathBuf> {
 pub fn init_telemetry() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SMSGW_LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();
     } else {
@@ -101,7 +107,10 @@ pub async fn serve_admin(
         .map_err(|source| RuntimeError::Bind { addr, source })?;
     let app = admin_router(registry);
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::warn!(error = %e, "admin endpoint stopped");
         }
     }))
@@ -134,7 +143,13 @@ pub fn mask_number(n: &str) -> String {
     chars
         .iter()
         .enumerate()
-        .map(|(i, c)| if i < 4 || i >= chars.len() - 2 { *c } else { '*' })
+        .map(|(i, c)| {
+            if i < 4 || i >= chars.len() - 2 {
+                *c
+            } else {
+                '*'
+            }
+        })
         .collect()
 }
 
@@ -166,6 +181,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "name = \"a\"\n[inner]\nport = 1\n")?;
             jail.set_env("SMSGW_INNER__PORT", "2");
+            jail.set_env("SMSGW_CONFIG", "c.toml");
+            jail.set_env("SMSGW_LOG_FORMAT", "json");
             let d: Demo = load_config(Some(Path::new("c.toml"))).unwrap();
             assert_eq!((d.name.as_str(), d.inner.port), ("a", 2));
             jail.create_file("bad.toml", "name = \"a\"\nbogus = 1\n[inner]\nport = 1\n")?;

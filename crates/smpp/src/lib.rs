@@ -43,7 +43,16 @@ pub enum ReceiptError {
     },
 }
 
-const KEYS: [&str; 8] = ["id", "sub", "dlvrd", "submit date", "done date", "stat", "err", "text"];
+const KEYS: [&str; 8] = [
+    "id",
+    "sub",
+    "dlvrd",
+    "submit date",
+    "done date",
+    "stat",
+    "err",
+    "text",
+];
 
 /// Parses `id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`.
 /// Keys are matched case-insensitively; `text:` takes the rest of the line.
@@ -78,12 +87,20 @@ pub fn parse_receipt_text(s: &str) -> Result<ReceiptText, ReceiptError> {
     let date = |field: &'static str| -> Result<Option<String>, ReceiptError> {
         match value(field) {
             None => Ok(None),
-            Some(v) if (v.len() == 10 || v.len() == 12) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
+            Some(v)
+                if (v.len() == 10 || v.len() == 12) && v.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(Some(v))
+            }
             Some(v) => Err(ReceiptError::BadDate { field, value: v }),
         }
     };
-    let id = value("id").filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingId)?;
-    let stat = value("stat").filter(|v| !v.is_empty()).ok_or(ReceiptError::MissingStat)?;
+    let id = value("id")
+        .filter(|v| !v.is_empty())
+        .ok_or(ReceiptError::MissingId)?;
+    let stat = value("stat")
+        .filter(|v| !v.is_empty())
+        .ok_or(ReceiptError::MissingStat)?;
     Ok(ReceiptText {
         id,
         stat: stat.to_ascii_uppercase(),
@@ -94,7 +111,14 @@ pub fn parse_receipt_text(s: &str) -> Result<ReceiptText, ReceiptError> {
 }
 
 /// Builds a receipt text in the Appendix B format.
-pub fn format_receipt_text(id: &str, stat: &str, err: &str, submit_date: &str, done_date: &str, text: &str) -> String {
+pub fn format_receipt_text(
+    id: &str,
+    stat: &str,
+    err: &str,
+    submit_date: &str,
+    done_date: &str,
+    text: &str,
+) -> String {
     let dlvrd = if stat == "DELIVRD" { "001" } else { "000" };
     let text: String = text.chars().take(20).collect();
     format!("id:{id} sub:001 dlvrd:{dlvrd} submit date:{submit_date} done date:{done_date} stat:{stat} err:{err} text:{text}")
@@ -168,19 +192,38 @@ mod tests {
     #[test]
     fn keys_are_case_insensitive_and_stat_is_upper_cased() {
         let r = parse_receipt_text("ID:7 STAT:undeliv ERR:012").unwrap();
-        assert_eq!((r.id.as_str(), r.stat.as_str(), r.err.as_deref()), ("7", "UNDELIV", Some("012")));
+        assert_eq!(
+            (r.id.as_str(), r.stat.as_str(), r.err.as_deref()),
+            ("7", "UNDELIV", Some("012"))
+        );
     }
 
     #[test]
     fn missing_fields_are_errors() {
-        assert_eq!(parse_receipt_text("stat:DELIVRD"), Err(ReceiptError::MissingId));
-        assert_eq!(parse_receipt_text("id:1 text:stat:DELIVRD"), Err(ReceiptError::MissingStat));
-        assert!(matches!(parse_receipt_text("id:1 submit date:26 stat:DELIVRD"), Err(ReceiptError::BadDate { .. })));
+        assert_eq!(
+            parse_receipt_text("stat:DELIVRD"),
+            Err(ReceiptError::MissingId)
+        );
+        assert_eq!(
+            parse_receipt_text("id:1 text:stat:DELIVRD"),
+            Err(ReceiptError::MissingStat)
+        );
+        assert!(matches!(
+            parse_receipt_text("id:1 submit date:26 stat:DELIVRD"),
+            Err(ReceiptError::BadDate { .. })
+        ));
     }
 
     #[test]
     fn formatted_receipts_parse_back() {
-        let s = format_receipt_text("abc", "DELIVRD", "000", "2611261200", "2611261201", "hi there");
+        let s = format_receipt_text(
+            "abc",
+            "DELIVRD",
+            "000",
+            "2611261200",
+            "2611261201",
+            "hi there",
+        );
         let r = parse_receipt_text(&s).unwrap();
         assert_eq!((r.id.as_str(), r.stat.as_str()), ("abc", "DELIVRD"));
     }

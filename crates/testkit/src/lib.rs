@@ -45,7 +45,10 @@ pub fn tansu_bin() -> anyhow::Result<PathBuf> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Broker {
@@ -60,7 +63,15 @@ impl Broker {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu_bin()?)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,13 +90,21 @@ impl Broker {
     /// A Kafka config for this broker with a unique topic prefix.
     pub fn kafka(&self) -> KafkaConfig {
         let mut k = KafkaConfig::new(&self.addr);
-        k.topics = Topics::with_prefix(format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        k.topics = Topics::with_prefix(format!(
+            "t{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
         k
     }
 
     /// Creates every smsgw topic for `kafka`'s prefix, with `carriers`' dispatch topics.
     pub async fn bootstrap(&self, kafka: &KafkaConfig, carriers: &[&str]) -> anyhow::Result<()> {
-        let layout = TopicLayout { events_partitions: 3, ingest_partitions: 3, receipts_partitions: 3, ..TopicLayout::default() };
+        let layout = TopicLayout {
+            events_partitions: 3,
+            ingest_partitions: 3,
+            receipts_partitions: 3,
+            ..TopicLayout::default()
+        };
         let carriers: Vec<String> = carriers.iter().map(|s| s.to_string()).collect();
         smsgw_kafka::bootstrap_topics(kafka, &layout.specs(&kafka.topics, &carriers)).await?;
         Ok(())

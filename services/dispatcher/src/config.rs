@@ -115,7 +115,9 @@ impl CarrierConfig {
 
     /// The consumer group of this carrier's dispatch topic.
     pub fn group(&self) -> String {
-        self.group_id.clone().unwrap_or_else(|| format!("smsgw-dispatcher-{}", self.name))
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("smsgw-dispatcher-{}", self.name))
     }
 
     /// Response timeout.
@@ -125,20 +127,30 @@ impl CarrierConfig {
 
     fn validate(&self) -> Result<(), String> {
         let n = &self.name;
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(format!("carrier name {n:?} must be [A-Za-z0-9_-]"));
         }
         if !self.url.starts_with("smpp://") {
-            return Err(format!("carrier {n}: url must start with smpp:// (TLS is not built in yet)"));
+            return Err(format!(
+                "carrier {n}: url must start with smpp:// (TLS is not built in yet)"
+            ));
         }
         if self.system_id.is_empty() || self.system_id.len() > 15 {
             return Err(format!("carrier {n}: system_id must be 1 to 15 characters"));
         }
         if self.password.len() > 8 {
-            return Err(format!("carrier {n}: password must be at most 8 characters (SMPP 3.4)"));
+            return Err(format!(
+                "carrier {n}: password must be at most 8 characters (SMPP 3.4)"
+            ));
         }
         if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
-            return Err(format!("carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"));
+            return Err(format!(
+                "carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"
+            ));
         }
         if self.reconnect_max_ms < self.reconnect_min_ms {
             return Err(format!("carrier {n}: reconnect_max_ms < reconnect_min_ms"));

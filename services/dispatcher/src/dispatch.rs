@@ -5,10 +5,15 @@ use crate::config::CarrierConfig;
 use crate::metrics::Metrics;
 use crate::pdu::{build_submit, classify, Attempt};
 use rusmppc::Client;
-use smsgw_codec::{AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated};
+use smsgw_codec::{
+    AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated,
+};
 use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
 use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use smsgw_kafka::{commit_stored, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker, OutRecord, Producer, Topics};
+use smsgw_kafka::{
+    commit_stored, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker,
+    OutRecord, Producer, Topics,
+};
 use smsgw_runtime::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,19 +121,34 @@ async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
     }
 }
 
-async fn wait_bound(bound: &mut watch::Receiver<Option<Client>>, grace: Duration) -> Option<Client> {
-    tokio::time::timeout(grace, bound.wait_for(Option::is_some)).await.ok()?.ok()?.clone()
+async fn wait_bound(
+    bound: &mut watch::Receiver<Option<Client>>,
+    grace: Duration,
+) -> Option<Client> {
+    tokio::time::timeout(grace, bound.wait_for(Option::is_some))
+        .await
+        .ok()?
+        .ok()?
+        .clone()
 }
 
 /// Submits one request (retrying throttling on this carrier) and records the outcome.
-async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, mut bound: watch::Receiver<Option<Client>>) {
+async fn submit_one(
+    ctx: &DispatchCtx,
+    req: DispatchRequested,
+    mut bound: watch::Receiver<Option<Client>>,
+) {
     let c = &ctx.carrier;
     let mut throttled = 0;
     let outcome = loop {
-        let Some(client) = wait_bound(&mut bound, Duration::from_millis(c.unbound_grace_ms)).await else {
+        let Some(client) = wait_bound(&mut bound, Duration::from_millis(c.unbound_grace_ms)).await
+        else {
             break SubmitOutcome::Failed {
                 command_status: None,
-                reason: format!("carrier {} not bound within {} ms", c.name, c.unbound_grace_ms),
+                reason: format!(
+                    "carrier {} not bound within {} ms",
+                    c.name, c.unbound_grace_ms
+                ),
                 retryable: true,
                 ambiguous: false,
             };
@@ -136,14 +156,22 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, mut bound: watch:
         let sm = match build_submit(&req, c.registered_delivery) {
             Ok(sm) => sm,
             Err(reason) => {
-                break SubmitOutcome::Failed { command_status: None, reason, retryable: false, ambiguous: false };
+                break SubmitOutcome::Failed {
+                    command_status: None,
+                    reason,
+                    retryable: false,
+                    ambiguous: false,
+                };
             }
         };
         match classify(client.submit_sm(sm).await, req.segments) {
             Attempt::Done(o) => break o,
             Attempt::Throttled(_) if throttled < c.throttle_retries => {
                 throttled += 1;
-                ctx.metrics.submits.with_label_values(&[&c.name, "throttled"]).inc();
+                ctx.metrics
+                    .submits
+                    .with_label_values(&[&c.name, "throttled"])
+                    .inc();
                 tokio::time::sleep(Duration::from_millis(50 << throttled.min(6))).await;
             }
             Attempt::Throttled(code) => {
@@ -165,11 +193,25 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, mut bound: watch:
             "failed"
         }
     };
-    ctx.metrics.submits.with_label_values(&[&c.name, label]).inc();
+    ctx.metrics
+        .submits
+        .with_label_values(&[&c.name, label])
+        .inc();
     let now = now_ms();
-    ctx.metrics.accept_to_submit.observe(((now - req.accepted_at).max(0) as f64) / 1000.0);
-    let snapshot = Message::snapshot(req.message_id.clone(), State::Routed, req.attempt, req.carriers_tried.clone());
-    let command = Command::RecordSubmit { carrier: c.name.clone(), attempt: req.attempt, outcome };
+    ctx.metrics
+        .accept_to_submit
+        .observe(((now - req.accepted_at).max(0) as f64) / 1000.0);
+    let snapshot = Message::snapshot(
+        req.message_id.clone(),
+        State::Routed,
+        req.attempt,
+        req.carriers_tried.clone(),
+    );
+    let command = Command::RecordSubmit {
+        carrier: c.name.clone(),
+        attempt: req.attempt,
+        outcome,
+    };
     let events = match snapshot.decide(command, now) {
         Ok(e) => e,
         Err(e) => {

@@ -45,11 +45,19 @@ pub enum DispatcherError {
 
 /// Runs the dispatcher until `shutdown` resolves: then it stops taking work, drains each
 /// window, and unbinds.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DispatcherError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DispatcherError> {
     config.validate().map_err(DispatcherError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
-    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let admin = smsgw_runtime::serve_admin(
+        config.admin_listen,
+        metrics.registry.clone(),
+        shutdown.clone().wait(),
+    )
+    .await?;
     let producer = Producer::new(&config.kafka)?;
     let mut tasks = Vec::new();
     for carrier in &config.carriers {

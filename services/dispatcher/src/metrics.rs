@@ -33,20 +33,58 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique");
             c
         };
-        let submits = counter("smsgw_dispatcher_submits_total", "submit_sm by carrier and outcome", &["carrier", "outcome"]);
-        let ambiguous = counter("smsgw_dispatcher_ambiguous_submits_total", "Submits with unknown outcome", &["carrier"]);
-        let inbound = counter("smsgw_dispatcher_inbound_pdus_total", "deliver_sm by carrier and kind", &["carrier", "kind"]);
-        let binds = counter("smsgw_dispatcher_binds_total", "Bind attempts by carrier and outcome", &["carrier", "outcome"]);
-        let dead_lettered = counter("smsgw_dispatcher_dead_letters_total", "Dead-lettered records by carrier", &["carrier"]);
-        let bound = IntGaugeVec::new(Opts::new("smsgw_dispatcher_bound_sessions", "Bound sessions"), &["carrier"]).expect("valid");
-        registry.register(Box::new(bound.clone())).expect("unique");
-        let accept_to_submit = Histogram::with_opts(
-            HistogramOpts::new("smsgw_dispatcher_accept_to_submit_seconds", "Acceptance to submit_sm_resp")
-                .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        let submits = counter(
+            "smsgw_dispatcher_submits_total",
+            "submit_sm by carrier and outcome",
+            &["carrier", "outcome"],
+        );
+        let ambiguous = counter(
+            "smsgw_dispatcher_ambiguous_submits_total",
+            "Submits with unknown outcome",
+            &["carrier"],
+        );
+        let inbound = counter(
+            "smsgw_dispatcher_inbound_pdus_total",
+            "deliver_sm by carrier and kind",
+            &["carrier", "kind"],
+        );
+        let binds = counter(
+            "smsgw_dispatcher_binds_total",
+            "Bind attempts by carrier and outcome",
+            &["carrier", "outcome"],
+        );
+        let dead_lettered = counter(
+            "smsgw_dispatcher_dead_letters_total",
+            "Dead-lettered records by carrier",
+            &["carrier"],
+        );
+        let bound = IntGaugeVec::new(
+            Opts::new("smsgw_dispatcher_bound_sessions", "Bound sessions"),
+            &["carrier"],
         )
         .expect("valid");
-        registry.register(Box::new(accept_to_submit.clone())).expect("unique");
-        Metrics { registry, submits, ambiguous, inbound, bound, binds, dead_lettered, accept_to_submit }
+        registry.register(Box::new(bound.clone())).expect("unique");
+        let accept_to_submit = Histogram::with_opts(
+            HistogramOpts::new(
+                "smsgw_dispatcher_accept_to_submit_seconds",
+                "Acceptance to submit_sm_resp",
+            )
+            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(accept_to_submit.clone()))
+            .expect("unique");
+        Metrics {
+            registry,
+            submits,
+            ambiguous,
+            inbound,
+            bound,
+            binds,
+            dead_lettered,
+            accept_to_submit,
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
 use rusmpp::CommandStatus;
-use smsgw_codec::{CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived};
+use smsgw_codec::{
+    CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived,
+};
 use smsgw_domain::SubmitOutcome;
 use smsgw_gsm::Encoding;
 use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_state, status};
@@ -14,7 +16,10 @@ use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_sta
 const SHORT_MESSAGE_MAX: usize = 254;
 
 /// Builds the `submit_sm` for a dispatch request.
-pub fn build_submit(req: &DispatchRequested, registered_delivery: bool) -> Result<SubmitSm, String> {
+pub fn build_submit(
+    req: &DispatchRequested,
+    registered_delivery: bool,
+) -> Result<SubmitSm, String> {
     let encoding = match req.encoding.as_str() {
         "UCS2" => Encoding::Ucs2,
         _ => Encoding::Gsm7,
@@ -24,7 +29,11 @@ pub fn build_submit(req: &DispatchRequested, registered_delivery: bool) -> Resul
     let (dst_ton, dst_npi, dest) = address(&req.destination);
     let source = COctetString::from_string(source).map_err(|e| format!("sender: {e}"))?;
     let dest = COctetString::from_string(dest).map_err(|e| format!("destination: {e}"))?;
-    let rd = if registered_delivery { RegisteredDelivery::request_all() } else { RegisteredDelivery::default() };
+    let rd = if registered_delivery {
+        RegisteredDelivery::request_all()
+    } else {
+        RegisteredDelivery::default()
+    };
     let mut b = SubmitSm::builder()
         .source_addr_ton(src_ton)
         .source_addr_npi(src_npi)
@@ -38,7 +47,9 @@ pub fn build_submit(req: &DispatchRequested, registered_delivery: bool) -> Resul
     if octets.len() <= SHORT_MESSAGE_MAX {
         b = b.short_message(OctetString::from_slice(&octets).map_err(|e| format!("body: {e}"))?);
     } else {
-        b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(MessagePayload::new(AnyOctetString::from_slice(&octets))));
+        b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+            MessagePayload::new(AnyOctetString::from_slice(&octets)),
+        ));
     }
     Ok(b.build())
 }
@@ -87,14 +98,17 @@ pub fn classify(result: Result<SubmitSmResp, rusmppc::error::Error>, segments: i
                 ambiguous: false,
             })
         }
-        Err(e @ (E::ResponseTimeout { .. } | E::ConnectionClosed | E::ConnectionClosedByPeer | E::Io(_))) => {
-            Attempt::Done(SubmitOutcome::Failed {
-                command_status: None,
-                reason: format!("outcome unknown: {e}"),
-                retryable: true,
-                ambiguous: true,
-            })
-        }
+        Err(
+            e @ (E::ResponseTimeout { .. }
+            | E::ConnectionClosed
+            | E::ConnectionClosedByPeer
+            | E::Io(_)),
+        ) => Attempt::Done(SubmitOutcome::Failed {
+            command_status: None,
+            reason: format!("outcome unknown: {e}"),
+            retryable: true,
+            ambiguous: true,
+        }),
         Err(e) => Attempt::Done(SubmitOutcome::Failed {
             command_status: None,
             reason: format!("not sent: {e}"),
@@ -133,7 +147,8 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
     let esm = u8::from(d.esm_class);
     let octets = body_octets(d);
     let coding = u8::from(d.data_coding);
-    let text = smsgw_gsm::decode(&octets, coding).unwrap_or_else(|_| String::from_utf8_lossy(&octets).into_owned());
+    let text = smsgw_gsm::decode(&octets, coding)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&octets).into_owned());
     // esm_class bits 5-2: 0001 is an SMSC delivery receipt, 1000 an intermediate
     // notification. (0010, an SME delivery acknowledgement, is handset traffic.)
     if esm & 0x3C == 0x04 || esm & 0x3C == 0x20 {
@@ -150,7 +165,11 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
         }
         let parsed = parse_receipt_text(&text);
         let (id, stat, err) = match (tlv_id, tlv_state, parsed) {
-            (Some(id), Some(state), p) => (id, stat_from_message_state(state).to_string(), tlv_err.or(p.ok().and_then(|p| p.err))),
+            (Some(id), Some(state), p) => (
+                id,
+                stat_from_message_state(state).to_string(),
+                tlv_err.or(p.ok().and_then(|p| p.err)),
+            ),
             (id, _, Ok(p)) => (id.unwrap_or(p.id), p.stat, p.err),
             (_, _, Err(e)) => return Delivered::BadReceipt(e.to_string(), text),
         };
@@ -166,7 +185,11 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
         });
     }
     let from = d.source_addr.as_str().to_string();
-    let from = if from.len() > 8 && from.chars().all(|c| c.is_ascii_digit()) { format!("+{from}") } else { from };
+    let from = if from.len() > 8 && from.chars().all(|c| c.is_ascii_digit()) {
+        format!("+{from}")
+    } else {
+        from
+    };
     let to = d.destination_addr.as_str().to_string();
     Delivered::Mo(InboundMessage {
         inbound_id: uuid::Uuid::new_v4().to_string(),

@@ -60,7 +60,12 @@ async fn connect(c: &CarrierConfig) -> Result<(Client, Events), String> {
 }
 
 async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
-    let s = CarrierStatusChanged { carrier: ctx.carrier.name.clone(), up, detail: detail.into(), changed_at: now_ms() };
+    let s = CarrierStatusChanged {
+        carrier: ctx.carrier.name.clone(),
+        up,
+        detail: detail.into(),
+        changed_at: now_ms(),
+    };
     match OutRecord::avro(ctx.topics.carrier_status(), ctx.carrier.name.clone(), &s) {
         Ok(rec) => {
             if let Err(e) = send(&ctx.producer, &rec).await {
@@ -77,7 +82,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Runs the session until `stop` turns true; then unbinds. Publishes the bound client
 /// (or `None`) on `bound`.
-pub async fn run_session(ctx: SessionCtx, bound: watch::Sender<Option<Client>>, mut stop: watch::Receiver<bool>) {
+pub async fn run_session(
+    ctx: SessionCtx,
+    bound: watch::Sender<Option<Client>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let name = ctx.carrier.name.clone();
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
@@ -85,7 +94,10 @@ pub async fn run_session(ctx: SessionCtx, bound: watch::Sender<Option<Client>>, 
         let (client, mut events) = match connect(&ctx.carrier).await {
             Ok(x) => x,
             Err(e) => {
-                ctx.metrics.binds.with_label_values(&[&name, "failed"]).inc();
+                ctx.metrics
+                    .binds
+                    .with_label_values(&[&name, "failed"])
+                    .inc();
                 tracing::warn!(carrier = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "bind failed");
                 let jitter = rand::random_range(0.5..1.5);
                 tokio::select! {
@@ -133,11 +145,22 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
     match cmd.pdu() {
         Some(Pdu::DeliverSm(d)) => {
             let (rec, kind) = match classify_deliver(&ctx.carrier.name, d, now_ms()) {
-                Delivered::Receipt(r) => (OutRecord::avro(ctx.topics.receipts(), r.key(), &r), "receipt"),
-                Delivered::Mo(m) => (OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m), "mo"),
-                Delivered::BadReceipt(reason, text) => (bad_receipt(ctx, &reason, &text), "bad_receipt"),
+                Delivered::Receipt(r) => (
+                    OutRecord::avro(ctx.topics.receipts(), r.key(), &r),
+                    "receipt",
+                ),
+                Delivered::Mo(m) => (
+                    OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m),
+                    "mo",
+                ),
+                Delivered::BadReceipt(reason, text) => {
+                    (bad_receipt(ctx, &reason, &text), "bad_receipt")
+                }
             };
-            ctx.metrics.inbound.with_label_values(&[&ctx.carrier.name, kind]).inc();
+            ctx.metrics
+                .inbound
+                .with_label_values(&[&ctx.carrier.name, kind])
+                .inc();
             tracing::debug!(carrier = %ctx.carrier.name, kind, seq, "deliver_sm received");
             let stored = match rec {
                 Ok(rec) => send(&ctx.producer, &rec).await.map_err(|e| e.to_string()),
@@ -148,7 +171,9 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
                 Ok(()) => {
                     let _ = client.deliver_sm_resp(seq, DeliverSmResp::default()).await;
                 }
-                Err(e) => tracing::error!(carrier = %ctx.carrier.name, error = %e, "deliver_sm not stored; not acknowledged"),
+                Err(e) => {
+                    tracing::error!(carrier = %ctx.carrier.name, error = %e, "deliver_sm not stored; not acknowledged")
+                }
             }
         }
         Some(Pdu::Unbind) => {
@@ -163,7 +188,11 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
     }
 }
 
-fn bad_receipt(ctx: &SessionCtx, reason: &str, text: &str) -> Result<OutRecord, smsgw_kafka::KafkaError> {
+fn bad_receipt(
+    ctx: &SessionCtx,
+    reason: &str,
+    text: &str,
+) -> Result<OutRecord, smsgw_kafka::KafkaError> {
     let dl = DeadLetter {
         service: "dispatcher".into(),
         reason: format!("unreadable delivery receipt: {reason}"),

@@ -51,7 +51,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_chars: default_max_chars(), max_segments: default_max_segments(), max_id_len: default_max_id() }
+        Limits {
+            max_body_chars: default_max_chars(),
+            max_segments: default_max_segments(),
+            max_id_len: default_max_id(),
+        }
     }
 }
 
@@ -99,7 +103,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
         if let Some(c) = &self.default_country {
-            c.parse::<phonenumber::country::Id>().map_err(|_| format!("default_country {c:?} is not a country code"))?;
+            c.parse::<phonenumber::country::Id>()
+                .map_err(|_| format!("default_country {c:?} is not a country code"))?;
         }
         if self.limits.max_segments == 0 || self.limits.max_body_chars == 0 {
             return Err("limits must be positive".into());

@@ -27,7 +27,10 @@ pub fn message_id(req: &SubmitRequest, input: &Incoming<'_>) -> String {
     if let Some(key) = req.idempotency_key.as_ref().filter(|s| !s.is_empty()) {
         return id_for_key(&req.client_id, key);
     }
-    let pos = format!("pos\0{}\0{}\0{}", input.topic, input.partition, input.offset);
+    let pos = format!(
+        "pos\0{}\0{}\0{}",
+        input.topic, input.partition, input.offset
+    );
     Uuid::new_v5(&ID_NAMESPACE, pos.as_bytes()).to_string()
 }
 
@@ -47,17 +50,37 @@ pub struct IngestHandler {
 }
 
 impl Handler for IngestHandler {
-    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input.payload.ok_or_else(|| HandleError::DeadLetter("record has no value".into()))?;
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<OutRecord>, HandleError> {
+        let payload = input
+            .payload
+            .ok_or_else(|| HandleError::DeadLetter("record has no value".into()))?;
         let req = decode_submit_request(payload, input.header(smsgw_codec::CONTENT_TYPE_HEADER))
             .map_err(|e| HandleError::DeadLetter(format!("undecodable submit request: {e}")))?;
-        if req.message_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 64) {
-            return Err(HandleError::DeadLetter("message_id must be 1 to 64 characters".into()));
+        if req
+            .message_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > 64)
+        {
+            return Err(HandleError::DeadLetter(
+                "message_id must be 1 to 64 characters".into(),
+            ));
         }
         let id = message_id(&req, input);
-        let fresh = self.shared.dedupe.lock().unwrap_or_else(|p| p.into_inner()).insert(&id);
+        let fresh = self
+            .shared
+            .dedupe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&id);
         if !fresh {
-            self.metrics.messages.with_label_values(&["duplicate"]).inc();
+            self.metrics
+                .messages
+                .with_label_values(&["duplicate"])
+                .inc();
             return Err(HandleError::Drop("duplicate message id"));
         }
         let (command, result) = match validate(&req, &self.limits, self.default_country) {
@@ -79,8 +102,8 @@ impl Handler for IngestHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smsgw_codec::AvroRecord;
     use futures::executor::block_on;
+    use smsgw_codec::AvroRecord;
     use smsgw_domain::{Event, EventPayload};
 
     fn handler() -> IngestHandler {
@@ -114,7 +137,14 @@ mod tests {
     #[test]
     fn valid_json_is_accepted() {
         let mut h = handler();
-        let out = block_on(h.handle(&input(br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi"}"#, 1), 5)).unwrap();
+        let out = block_on(h.handle(
+            &input(
+                br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi"}"#,
+                1,
+            ),
+            5,
+        ))
+        .unwrap();
         let e = decode(&out);
         assert!(matches!(e.payload, EventPayload::Accepted(_)));
         assert_eq!(out[0].key.as_deref(), Some(e.message_id.as_bytes()));
@@ -123,7 +153,14 @@ mod tests {
     #[test]
     fn invalid_request_is_rejected_with_reason() {
         let mut h = handler();
-        let out = block_on(h.handle(&input(br#"{"client_id":"c","to":"nope","from":"SHOP","body":"hi"}"#, 1), 5)).unwrap();
+        let out = block_on(h.handle(
+            &input(
+                br#"{"client_id":"c","to":"nope","from":"SHOP","body":"hi"}"#,
+                1,
+            ),
+            5,
+        ))
+        .unwrap();
         match decode(&out).payload {
             EventPayload::Rejected(r) => assert_eq!(r.reason_code, "invalid_destination"),
             p => panic!("{p:?}"),
@@ -135,21 +172,34 @@ mod tests {
         let mut h = handler();
         let body = br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"hi","idempotency_key":"k"}"#;
         let first = block_on(h.handle(&input(body, 1), 5)).unwrap();
-        assert_eq!(block_on(h.handle(&input(body, 2), 6)), Err(HandleError::Drop("duplicate message id")));
+        assert_eq!(
+            block_on(h.handle(&input(body, 2), 6)),
+            Err(HandleError::Drop("duplicate message id"))
+        );
         assert_eq!(decode(&first).message_id, id_for_key("c", "k"));
     }
 
     #[test]
     fn garbage_is_dead_lettered() {
         let mut h = handler();
-        assert!(matches!(block_on(h.handle(&input(b"{not json", 1), 5)), Err(HandleError::DeadLetter(_))));
+        assert!(matches!(
+            block_on(h.handle(&input(b"{not json", 1), 5)),
+            Err(HandleError::DeadLetter(_))
+        ));
     }
 
     #[test]
     fn ids_without_key_depend_on_position_only() {
         let req: SubmitRequest =
-            serde_json::from_str(r#"{"client_id":"c","to":"+447911123456","from":"S","body":"b"}"#).unwrap();
-        assert_eq!(message_id(&req, &input(b"", 7)), message_id(&req, &input(b"", 7)));
-        assert_ne!(message_id(&req, &input(b"", 7)), message_id(&req, &input(b"", 8)));
+            serde_json::from_str(r#"{"client_id":"c","to":"+447911123456","from":"S","body":"b"}"#)
+                .unwrap();
+        assert_eq!(
+            message_id(&req, &input(b"", 7)),
+            message_id(&req, &input(b"", 7))
+        );
+        assert_ne!(
+            message_id(&req, &input(b"", 7)),
+            message_id(&req, &input(b"", 8))
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The HTTP API: `POST /v1/messages`, `GET /v1/messages/{id}`.
 
+use crate::config::Limits;
 use crate::handler::id_for_key;
 use crate::metrics::Metrics;
 use crate::validate::validate;
 use crate::view::Shared;
-use crate::config::Limits;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
-    (status, Json(json!({"error": code, "reason": reason.into()}))).into_response()
+    (
+        status,
+        Json(json!({"error": code, "reason": reason.into()})),
+    )
+        .into_response()
 }
 
 async fn post_message(
@@ -73,7 +77,10 @@ async fn post_message(
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let resp = post_inner(&st, &headers, body).await;
-    st.metrics.http.with_label_values(&["post_message", resp.status().as_str()]).inc();
+    st.metrics
+        .http
+        .with_label_values(&["post_message", resp.status().as_str()])
+        .inc();
     resp
 }
 
@@ -86,8 +93,16 @@ async fn post_inner(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
     };
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let client_id = p.client_id.or_else(|| header("x-client-id")).unwrap_or_else(|| "http".into());
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let client_id = p
+        .client_id
+        .or_else(|| header("x-client-id"))
+        .unwrap_or_else(|| "http".into());
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
     let message_id = match &idempotency_key {
         Some(k) => id_for_key(&client_id, k),
@@ -111,7 +126,11 @@ async fn post_inner(
     };
     if let Err(e) = send(&st.producer, &rec).await {
         tracing::error!(error = %e, "could not write to the ingest topic");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ingest topic is not writable; retry with the same idempotency key");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the ingest topic is not writable; retry with the same idempotency key",
+        );
     }
     match verdict {
         Ok(a) => (
@@ -128,12 +147,25 @@ async fn post_inner(
 }
 
 async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Response {
-    let found = st.shared.view.read().unwrap_or_else(|p| p.into_inner()).get(&id).map(render);
+    let found = st
+        .shared
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .map(render);
     let resp = match found {
         Some(v) => (StatusCode::OK, Json(v)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such message (yet): events may still be on their way"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such message (yet): events may still be on their way",
+        ),
     };
-    st.metrics.http.with_label_values(&["get_message", resp.status().as_str()]).inc();
+    st.metrics
+        .http
+        .with_label_values(&["get_message", resp.status().as_str()])
+        .inc();
     resp
 }
 

@@ -44,16 +44,30 @@ pub enum IngestError {
 }
 
 /// Runs ingest until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), IngestError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), IngestError> {
     config.validate().map_err(IngestError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
     let producer = Producer::new(&config.kafka)?;
-    let shared = Arc::new(view::Shared::new(config.view_capacity, config.dedupe_capacity));
-    let default_country = config.default_country.as_deref().and_then(|c| c.parse().ok());
+    let shared = Arc::new(view::Shared::new(
+        config.view_capacity,
+        config.dedupe_capacity,
+    ));
+    let default_country = config
+        .default_country
+        .as_deref()
+        .and_then(|c| c.parse().ok());
 
     let view_task = {
-        let (kafka, shared, metrics, stop) = (config.kafka.clone(), shared.clone(), metrics.clone(), shutdown.clone());
+        let (kafka, shared, metrics, stop) = (
+            config.kafka.clone(),
+            shared.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = view::run_view(&kafka, &shared, &metrics, stop).await {
                 tracing::error!(error = %e, "status view stopped");
@@ -75,7 +89,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let http_task = {
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, api).with_graceful_shutdown(stop.wait()).await {
+            if let Err(e) = axum::serve(listener, api)
+                .with_graceful_shutdown(stop.wait())
+                .await
+            {
                 tracing::error!(error = %e, "HTTP API stopped");
             }
         })
@@ -89,7 +106,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Ok(())
     } else {
         let consumer = consumer(&config.kafka, &config.group_id)?;
-        consumer.subscribe(&[&config.kafka.topics.ingest()]).map_err(KafkaError::from)?;
+        consumer
+            .subscribe(&[&config.kafka.topics.ingest()])
+            .map_err(KafkaError::from)?;
         let mut handler = handler::IngestHandler {
             topics: config.kafka.topics.clone(),
             limits: config.limits.clone(),

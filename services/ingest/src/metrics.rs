@@ -23,7 +23,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let records = IntCounterVec::new(
-            Opts::new("smsgw_ingest_records_total", "Ingest-topic records by outcome"),
+            Opts::new(
+                "smsgw_ingest_records_total",
+                "Ingest-topic records by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -33,18 +36,33 @@ impl Metrics {
         )
         .expect("valid metric");
         let http = IntCounterVec::new(
-            Opts::new("smsgw_ingest_http_responses_total", "HTTP responses by route and status"),
+            Opts::new(
+                "smsgw_ingest_http_responses_total",
+                "HTTP responses by route and status",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
-        let view_messages =
-            IntGauge::new("smsgw_ingest_view_messages", "Messages held by the status view").expect("valid metric");
-        for c in [Box::new(records.clone()) as Box<dyn prometheus::core::Collector>, Box::new(messages.clone()), Box::new(http.clone()), Box::new(view_messages.clone())] {
+        let view_messages = IntGauge::new(
+            "smsgw_ingest_view_messages",
+            "Messages held by the status view",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(messages.clone()),
+            Box::new(http.clone()),
+            Box::new(view_messages.clone()),
+        ] {
             registry.register(c).expect("unique metric");
         }
         let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics { processed: get("processed"), dead_lettered: get("dead_lettered"), dropped: get("dropped") },
+            consumer: ConsumerMetrics {
+                processed: get("processed"),
+                dead_lettered: get("dead_lettered"),
+                dropped: get("dropped"),
+            },
             registry,
             messages,
             http,

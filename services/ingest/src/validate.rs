@@ -14,19 +14,32 @@ pub struct Rejection {
 }
 
 fn reject(code: &'static str, reason: impl Into<String>) -> Rejection {
-    Rejection { code, reason: reason.into() }
+    Rejection {
+        code,
+        reason: reason.into(),
+    }
 }
 
 /// Parses a recipient to E.164 (`+` and digits), or says why it is not a number we can text.
-pub fn parse_destination(raw: &str, default_country: Option<phonenumber::country::Id>) -> Result<String, Rejection> {
+pub fn parse_destination(
+    raw: &str,
+    default_country: Option<phonenumber::country::Id>,
+) -> Result<String, Rejection> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(reject("invalid_destination", "destination is empty"));
     }
-    let n = phonenumber::parse(default_country, raw)
-        .map_err(|e| reject("invalid_destination", format!("destination is not a phone number: {e}")))?;
+    let n = phonenumber::parse(default_country, raw).map_err(|e| {
+        reject(
+            "invalid_destination",
+            format!("destination is not a phone number: {e}"),
+        )
+    })?;
     if !phonenumber::is_valid(&n) {
-        return Err(reject("invalid_destination", "destination is not a valid number for its country"));
+        return Err(reject(
+            "invalid_destination",
+            "destination is not a valid number for its country",
+        ));
     }
     Ok(n.format().mode(phonenumber::Mode::E164).to_string())
 }
@@ -42,7 +55,10 @@ pub fn check_sender(s: &str) -> Result<(), Rejection> {
         return if (1..=15).contains(&digits.len()) {
             Ok(())
         } else {
-            Err(reject("invalid_sender", "numeric sender id must have 1 to 15 digits"))
+            Err(reject(
+                "invalid_sender",
+                "numeric sender id must have 1 to 15 digits",
+            ))
         };
     }
     let ok = s.chars().count() <= 11
@@ -51,7 +67,10 @@ pub fn check_sender(s: &str) -> Result<(), Rejection> {
     if ok {
         Ok(())
     } else {
-        Err(reject("invalid_sender", "alphanumeric sender id must be 1 to 11 letters, digits or spaces"))
+        Err(reject(
+            "invalid_sender",
+            "alphanumeric sender id must be 1 to 11 letters, digits or spaces",
+        ))
     }
 }
 
@@ -70,7 +89,10 @@ pub fn validate(
         ("client_ref", req.client_ref.as_ref()),
     ] {
         if v.is_some_and(|v| v.len() > limits.max_id_len) {
-            return Err(reject("field_too_long", format!("{name} is longer than {} bytes", limits.max_id_len)));
+            return Err(reject(
+                "field_too_long",
+                format!("{name} is longer than {} bytes", limits.max_id_len),
+            ));
         }
     }
     let destination = parse_destination(&req.to, default_country)?;
@@ -80,13 +102,24 @@ pub fn validate(
     }
     let chars = req.body.chars().count();
     if chars > limits.max_body_chars {
-        return Err(reject("body_too_long", format!("body has {chars} characters; the limit is {}", limits.max_body_chars)));
+        return Err(reject(
+            "body_too_long",
+            format!(
+                "body has {chars} characters; the limit is {}",
+                limits.max_body_chars
+            ),
+        ));
     }
     let a = smsgw_gsm::analyse(&req.body);
     if a.segments > limits.max_segments {
         return Err(reject(
             "body_too_long",
-            format!("body needs {} {} segments; the limit is {}", a.segments, a.encoding.as_str(), limits.max_segments),
+            format!(
+                "body needs {} {} segments; the limit is {}",
+                a.segments,
+                a.encoding.as_str(),
+                limits.max_segments
+            ),
         ));
     }
     Ok(MessageAccepted {
@@ -140,32 +173,61 @@ mod tests {
 
     #[test]
     fn national_numbers_need_a_default_country() {
-        assert_eq!(check(&req("07911 123456", "SHOP", "x")).unwrap_err().code, "invalid_destination");
+        assert_eq!(
+            check(&req("07911 123456", "SHOP", "x")).unwrap_err().code,
+            "invalid_destination"
+        );
         let gb = "GB".parse().ok();
-        assert_eq!(validate(&req("07911 123456", "SHOP", "x"), &Limits::default(), gb).unwrap().destination, "+447911123456");
+        assert_eq!(
+            validate(&req("07911 123456", "SHOP", "x"), &Limits::default(), gb)
+                .unwrap()
+                .destination,
+            "+447911123456"
+        );
     }
 
     #[test]
     fn rejects_bad_numbers() {
         for to in ["", "hello", "+1", "+44 12"] {
-            assert_eq!(check(&req(to, "SHOP", "x")).unwrap_err().code, "invalid_destination", "{to}");
+            assert_eq!(
+                check(&req(to, "SHOP", "x")).unwrap_err().code,
+                "invalid_destination",
+                "{to}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_senders() {
         for from in ["", "TOOLONGSENDER", "a-b", "1234567890123456"] {
-            assert_eq!(check(&req("+447911123456", from, "x")).unwrap_err().code, "invalid_sender", "{from}");
+            assert_eq!(
+                check(&req("+447911123456", from, "x")).unwrap_err().code,
+                "invalid_sender",
+                "{from}"
+            );
         }
         assert!(check(&req("+447911123456", "+4479", "x")).is_ok());
     }
 
     #[test]
     fn rejects_empty_and_oversized_bodies() {
-        assert_eq!(check(&req("+447911123456", "SHOP", "  ")).unwrap_err().code, "empty_body");
-        assert_eq!(check(&req("+447911123456", "SHOP", &"a".repeat(1601))).unwrap_err().code, "body_too_long");
+        assert_eq!(
+            check(&req("+447911123456", "SHOP", "  ")).unwrap_err().code,
+            "empty_body"
+        );
+        assert_eq!(
+            check(&req("+447911123456", "SHOP", &"a".repeat(1601)))
+                .unwrap_err()
+                .code,
+            "body_too_long"
+        );
         // 700 emoji: 1400 UTF-16 units = 21 UCS-2 parts > 10.
-        assert_eq!(check(&req("+447911123456", "SHOP", &"😀".repeat(700))).unwrap_err().code, "body_too_long");
+        assert_eq!(
+            check(&req("+447911123456", "SHOP", &"😀".repeat(700)))
+                .unwrap_err()
+                .code,
+            "body_too_long"
+        );
     }
 
     #[test]

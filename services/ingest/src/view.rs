@@ -28,7 +28,11 @@ pub struct View {
 impl View {
     /// An empty view holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
-        View { messages: HashMap::new(), order: VecDeque::new(), capacity }
+        View {
+            messages: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
     }
 
     /// Folds one event in; events the aggregate refuses are ignored.
@@ -41,7 +45,10 @@ impl View {
             }
             self.order.push_back(e.message_id.clone());
         }
-        let m = self.messages.entry(e.message_id.clone()).or_insert_with(|| Message::new(&e.message_id));
+        let m = self
+            .messages
+            .entry(e.message_id.clone())
+            .or_insert_with(|| Message::new(&e.message_id));
         if let Err(err) = m.apply(e) {
             tracing::debug!(event = %e.event_id, %err, "event ignored by the view");
         }
@@ -74,7 +81,11 @@ pub struct Dedupe {
 impl Dedupe {
     /// An empty index of at most `capacity` ids.
     pub fn new(capacity: usize) -> Self {
-        Dedupe { set: HashSet::new(), order: VecDeque::new(), capacity }
+        Dedupe {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
     }
 
     fn hash(id: &str) -> u64 {
@@ -121,8 +132,14 @@ impl Shared {
     }
 
     fn apply(&self, e: &Event) {
-        self.dedupe.lock().unwrap_or_else(|p| p.into_inner()).insert(&e.message_id);
-        self.view.write().unwrap_or_else(|p| p.into_inner()).apply(e);
+        self.dedupe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&e.message_id);
+        self.view
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(e);
     }
 }
 

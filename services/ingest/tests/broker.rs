@@ -10,13 +10,19 @@ use std::time::Duration;
 
 async fn read_all(kafka: &smsgw_kafka::KafkaConfig, topic: &str, n: usize) -> Vec<Vec<u8>> {
     let c: StreamConsumer = kafka
-        .client_config(&[("group.id", &uuid::Uuid::new_v4().to_string()), ("auto.offset.reset", "earliest")])
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("auto.offset.reset", "earliest"),
+        ])
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     while out.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), c.recv()).await.expect("records in time").unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("records in time")
+            .unwrap();
         out.push(m.payload().unwrap_or_default().to_vec());
     }
     out
@@ -54,15 +60,29 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
         topic: kafka.topics.ingest(),
         key: Some(b"k".to_vec()),
         partition: Some(0),
-        payload: br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"behind the poison"}"#.to_vec(),
+        payload:
+            br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"behind the poison"}"#
+                .to_vec(),
         headers: vec![("content-type".into(), "application/json".into())],
     };
     send(&producer, &good).await?;
 
     // The same idempotency key twice over HTTP: one id, one event.
     let body = serde_json::json!({"to": "+447911123457", "from": "SHOP", "body": "hi", "idempotency_key": "dup-1"});
-    let r1: serde_json::Value = http.post(format!("{base}/v1/messages")).json(&body).send().await?.json().await?;
-    let r2: serde_json::Value = http.post(format!("{base}/v1/messages")).json(&body).send().await?.json().await?;
+    let r1: serde_json::Value = http
+        .post(format!("{base}/v1/messages"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let r2: serde_json::Value = http
+        .post(format!("{base}/v1/messages"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(r1["id"], r2["id"]);
     let bad = http
         .post(format!("{base}/v1/messages"))
@@ -74,10 +94,19 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     assert_eq!(bad["reason_code"], "invalid_destination");
 
     // Three events: the JSON record accepted, the HTTP message accepted once, the bad one rejected.
-    let events: Vec<Event> =
-        read_all(&kafka, &kafka.topics.events(), 3).await.iter().map(|b| Event::decode(b).unwrap()).collect();
-    let accepted = events.iter().filter(|e| matches!(e.payload, EventPayload::Accepted(_))).count();
-    let rejected = events.iter().filter(|e| matches!(e.payload, EventPayload::Rejected(_))).count();
+    let events: Vec<Event> = read_all(&kafka, &kafka.topics.events(), 3)
+        .await
+        .iter()
+        .map(|b| Event::decode(b).unwrap())
+        .collect();
+    let accepted = events
+        .iter()
+        .filter(|e| matches!(e.payload, EventPayload::Accepted(_)))
+        .count();
+    let rejected = events
+        .iter()
+        .filter(|e| matches!(e.payload, EventPayload::Rejected(_)))
+        .count();
     assert_eq!((accepted, rejected), (2, 1));
     let dl = read_all(&kafka, &kafka.topics.dead_letter(), 1).await;
     let dl = DeadLetter::decode(&dl[0])?;
@@ -86,15 +115,27 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
 
     // The status API folds the event log.
     let id = r1["id"].as_str().unwrap().to_string();
-    let status = eventually("status of the HTTP message", Duration::from_secs(20), || async {
-        let r = http.get(format!("{base}/v1/messages/{id}")).send().await.ok()?;
-        (r.status() == 200).then_some(())?;
-        r.json::<serde_json::Value>().await.ok()
-    })
+    let status = eventually(
+        "status of the HTTP message",
+        Duration::from_secs(20),
+        || async {
+            let r = http
+                .get(format!("{base}/v1/messages/{id}"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())?;
+            r.json::<serde_json::Value>().await.ok()
+        },
+    )
     .await?;
     assert_eq!(status["state"], "accepted");
     // No duplicate was written for the second POST: wait for more events briefly, expect none.
-    let extra = tokio::time::timeout(Duration::from_secs(2), read_all(&kafka, &kafka.topics.events(), 4)).await;
+    let extra = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_all(&kafka, &kafka.topics.events(), 4),
+    )
+    .await;
     assert!(extra.is_err(), "a fourth event appeared");
 
     let _ = stop.send(());

@@ -12,7 +12,10 @@ pub mod metrics;
 use serde::Deserialize;
 use smsgw_codec::{sender_scope, AvroRecord, InboundMessage, OptOutChanged, GLOBAL_SCOPE};
 use smsgw_kafka::rdkafka::consumer::Consumer;
-use smsgw_kafka::{consumer, run_consumer, HandleError, Handler, Incoming, KafkaConfig, KafkaError, OutRecord, Producer, Topics};
+use smsgw_kafka::{
+    consumer, run_consumer, HandleError, Handler, Incoming, KafkaConfig, KafkaError, OutRecord,
+    Producer, Topics,
+};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,7 +84,11 @@ impl Config {
     /// Fails fast on values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
-        let upper = |v: &[String]| v.iter().map(|w| w.trim().to_uppercase()).collect::<Vec<_>>();
+        let upper = |v: &[String]| {
+            v.iter()
+                .map(|w| w.trim().to_uppercase())
+                .collect::<Vec<_>>()
+        };
         let (stop, start) = (upper(&self.stop_words), upper(&self.start_words));
         if stop.is_empty() || stop.iter().chain(&start).any(String::is_empty) {
             return Err("stop_words must be non-empty and no word may be blank".into());
@@ -122,7 +129,13 @@ pub fn interpret(m: &InboundMessage, config: &Config, now_ms: i64) -> Option<Opt
         Scope::Global => GLOBAL_SCOPE.to_string(),
         Scope::Sender => sender_scope(&m.to),
     };
-    Some(OptOutChanged { scope, number: m.from.clone(), opted_out, source: format!("mo:{}", m.inbound_id), changed_at: now_ms })
+    Some(OptOutChanged {
+        scope,
+        number: m.from.clone(),
+        opted_out,
+        source: format!("mo:{}", m.inbound_id),
+        changed_at: now_ms,
+    })
 }
 
 struct OptOutHandler {
@@ -132,33 +145,69 @@ struct OptOutHandler {
 }
 
 impl Handler for OptOutHandler {
-    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input.payload.ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
-        let m = InboundMessage::decode(payload).map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))?;
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<OutRecord>, HandleError> {
+        let payload = input
+            .payload
+            .ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
+        let m = InboundMessage::decode(payload)
+            .map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))?;
         let Some(change) = interpret(&m, &self.config, now_ms) else {
             return Ok(vec![]);
         };
-        let kind = if change.opted_out { "opt_out" } else { "opt_in" };
+        let kind = if change.opted_out {
+            "opt_out"
+        } else {
+            "opt_in"
+        };
         self.metrics.changes.with_label_values(&[kind]).inc();
         tracing::info!(number = %smsgw_runtime::mask_number(&change.number), scope = %change.scope, kind, "opt-out log updated");
-        let rec = OutRecord::avro(self.topics.optout(), change.key(), &change).map_err(|e| HandleError::DeadLetter(e.to_string()))?;
+        let rec = OutRecord::avro(self.topics.optout(), change.key(), &change)
+            .map_err(|e| HandleError::DeadLetter(e.to_string()))?;
         Ok(vec![rec])
     }
 }
 
 /// Runs optout until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), OptOutError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OptOutError> {
     config.validate().map_err(OptOutError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
-    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let admin = smsgw_runtime::serve_admin(
+        config.admin_listen,
+        metrics.registry.clone(),
+        shutdown.clone().wait(),
+    )
+    .await?;
     let producer = Producer::new(&config.kafka)?;
     let consumer = consumer(&config.kafka, &config.group_id)?;
-    consumer.subscribe(&[&config.kafka.topics.inbound()]).map_err(KafkaError::from)?;
+    consumer
+        .subscribe(&[&config.kafka.topics.inbound()])
+        .map_err(KafkaError::from)?;
     let topics = config.kafka.topics.clone();
     let dlq = topics.dead_letter();
-    let mut handler = OptOutHandler { config, topics, metrics: metrics.clone() };
-    let r = run_consumer(&consumer, &producer, &dlq, "optout", &mut handler, &metrics.consumer, 1_000, shutdown.wait()).await;
+    let mut handler = OptOutHandler {
+        config,
+        topics,
+        metrics: metrics.clone(),
+    };
+    let r = run_consumer(
+        &consumer,
+        &producer,
+        &dlq,
+        "optout",
+        &mut handler,
+        &metrics.consumer,
+        1_000,
+        shutdown.wait(),
+    )
+    .await;
     let _ = admin.await;
     Ok(r?)
 }

@@ -18,15 +18,29 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let records = IntCounterVec::new(Opts::new("smsgw_optout_records_total", "Inbound records by outcome"), &["outcome"])
-            .expect("valid metric");
-        let changes = IntCounterVec::new(Opts::new("smsgw_optout_changes_total", "Opt-out log changes"), &["kind"])
-            .expect("valid metric");
-        registry.register(Box::new(records.clone())).expect("unique");
-        registry.register(Box::new(changes.clone())).expect("unique");
+        let records = IntCounterVec::new(
+            Opts::new("smsgw_optout_records_total", "Inbound records by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let changes = IntCounterVec::new(
+            Opts::new("smsgw_optout_changes_total", "Opt-out log changes"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(records.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(changes.clone()))
+            .expect("unique");
         let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics { processed: get("processed"), dead_lettered: get("dead_lettered"), dropped: get("dropped") },
+            consumer: ConsumerMetrics {
+                processed: get("processed"),
+                dead_lettered: get("dead_lettered"),
+                dropped: get("dropped"),
+            },
             registry,
             changes,
         }

@@ -58,16 +58,30 @@ impl Correlator {
     /// before it is expired; `orphan_timeout_ms`: how long a receipt waits for its
     /// correlation before it is dead-lettered.
     pub fn new(receipt_timeout_ms: i64, orphan_timeout_ms: i64) -> Self {
-        Correlator { correlations: HashMap::new(), orphans: HashMap::new(), receipt_timeout_ms, orphan_timeout_ms }
+        Correlator {
+            correlations: HashMap::new(),
+            orphans: HashMap::new(),
+            receipt_timeout_ms,
+            orphan_timeout_ms,
+        }
     }
 
     /// Records waiting for their counterpart.
     pub fn waiting(&self) -> (usize, usize) {
-        (self.correlations.len(), self.orphans.values().map(Vec::len).sum())
+        (
+            self.correlations.len(),
+            self.orphans.values().map(Vec::len).sum(),
+        )
     }
 
     /// Takes one record of the receipts topic.
-    pub fn on_record(&mut self, partition: i32, offset: i64, rec: CarrierRecord, now_ms: i64) -> Actions {
+    pub fn on_record(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        rec: CarrierRecord,
+        now_ms: i64,
+    ) -> Actions {
         let key = rec.key();
         let mut a = Actions::default();
         match rec.kind {
@@ -120,12 +134,24 @@ impl Correlator {
     /// Expires what waited too long.
     pub fn on_tick(&mut self, now_ms: i64) -> Actions {
         let mut a = Actions::default();
-        let expired: Vec<String> =
-            self.correlations.iter().filter(|(_, c)| c.expires_at <= now_ms).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<String> = self
+            .correlations
+            .iter()
+            .filter(|(_, c)| c.expires_at <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in expired {
             let c = self.correlations.remove(&k).expect("present");
-            let snapshot = Message::snapshot(c.message_id.clone(), State::Submitted, c.attempt, vec![c.carrier.clone()]);
-            let reason = format!("no final receipt within {} s", self.receipt_timeout_ms / 1000);
+            let snapshot = Message::snapshot(
+                c.message_id.clone(),
+                State::Submitted,
+                c.attempt,
+                vec![c.carrier.clone()],
+            );
+            let reason = format!(
+                "no final receipt within {} s",
+                self.receipt_timeout_ms / 1000
+            );
             if let Ok(events) = snapshot.decide(Command::Expire { reason }, now_ms) {
                 a.events.extend(events);
             }
@@ -152,7 +178,12 @@ impl Correlator {
 
 /// Emits the event a receipt implies; true if it was final.
 fn apply_receipt(c: &Correlation, r: &ReceiptReceived, now_ms: i64, a: &mut Actions) -> bool {
-    let snapshot = Message::snapshot(c.message_id.clone(), State::Submitted, c.attempt, vec![c.carrier.clone()]);
+    let snapshot = Message::snapshot(
+        c.message_id.clone(),
+        State::Submitted,
+        c.attempt,
+        vec![c.carrier.clone()],
+    );
     let command = Command::RecordReceipt {
         carrier: c.carrier.clone(),
         carrier_message_id: c.carrier_message_id.clone(),
@@ -176,7 +207,10 @@ mod tests {
             carrier: "a".into(),
             carrier_message_id: id.into(),
             received_at: 0,
-            kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated { message_id: format!("m-{id}"), attempt: 1 }),
+            kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+                message_id: format!("m-{id}"),
+                attempt: 1,
+            }),
         }
     }
 
@@ -185,7 +219,11 @@ mod tests {
             carrier: "a".into(),
             carrier_message_id: id.into(),
             received_at: 0,
-            kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived { stat: stat.into(), error_code: None, raw_text: None }),
+            kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived {
+                stat: stat.into(),
+                error_code: None,
+                raw_text: None,
+            }),
         }
     }
 
@@ -203,10 +241,16 @@ mod tests {
     #[test]
     fn receipt_before_correlation_is_kept_then_matched() {
         let mut c = Correlator::new(1000, 100);
-        assert_eq!(c.on_record(0, 1, dlr("x", "UNDELIV"), 0), Actions::default());
+        assert_eq!(
+            c.on_record(0, 1, dlr("x", "UNDELIV"), 0),
+            Actions::default()
+        );
         assert_eq!(c.waiting(), (0, 1));
         let a = c.on_record(0, 2, corr("x"), 5);
-        assert!(matches!(a.events[0].payload, EventPayload::Undeliverable(_)));
+        assert!(matches!(
+            a.events[0].payload,
+            EventPayload::Undeliverable(_)
+        ));
         assert_eq!(a.done, vec![(0, 1), (0, 2)]);
     }
 

@@ -17,7 +17,10 @@ use correlator::{Actions, Correlator};
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
 use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use smsgw_kafka::{commit_stored, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker, OutRecord, Producer, Topics};
+use smsgw_kafka::{
+    commit_stored, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker,
+    OutRecord, Producer, Topics,
+};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,7 +84,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
         if self.receipt_timeout_ms <= 0 || self.orphan_timeout_ms <= 0 || self.tick_ms == 0 {
-            return Err("receipt_timeout_ms, orphan_timeout_ms and tick_ms must be positive".into());
+            return Err(
+                "receipt_timeout_ms, orphan_timeout_ms and tick_ms must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -115,8 +120,15 @@ impl Loop {
     async fn act(&mut self, a: Actions) -> Result<(), KafkaError> {
         let mut out = Vec::new();
         for e in &a.events {
-            self.metrics.events.with_label_values(&[e.payload.kind()]).inc();
-            out.push(OutRecord::avro(self.topics.events(), e.message_id.clone(), e)?);
+            self.metrics
+                .events
+                .with_label_values(&[e.payload.kind()])
+                .inc();
+            out.push(OutRecord::avro(
+                self.topics.events(),
+                e.message_id.clone(),
+                e,
+            )?);
         }
         for (p, o, reason) in &a.orphans {
             self.metrics.orphans.inc();
@@ -131,12 +143,20 @@ impl Loop {
                 headers: Default::default(),
                 failed_at: now_ms(),
             };
-            out.push(OutRecord::avro(self.topics.dead_letter(), format!("{p}:{o}"), &dl)?);
+            out.push(OutRecord::avro(
+                self.topics.dead_letter(),
+                format!("{p}:{o}"),
+                &dl,
+            )?);
         }
         self.send_then_done(out, a.done).await
     }
 
-    async fn send_then_done(&mut self, out: Vec<OutRecord>, done: Vec<(i32, i64)>) -> Result<(), KafkaError> {
+    async fn send_then_done(
+        &mut self,
+        out: Vec<OutRecord>,
+        done: Vec<(i32, i64)>,
+    ) -> Result<(), KafkaError> {
         let mut acks = Vec::with_capacity(out.len());
         for r in &out {
             acks.push(self.producer.enqueue(r).await?);
@@ -156,11 +176,19 @@ impl Loop {
 }
 
 /// Runs the receipt service until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ReceiptError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiptError> {
     config.validate().map_err(ReceiptError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
-    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let admin = smsgw_runtime::serve_admin(
+        config.admin_listen,
+        metrics.registry.clone(),
+        shutdown.clone().wait(),
+    )
+    .await?;
     let topics = config.kafka.topics.clone();
     let topic = topics.receipts();
     let consumer: StreamConsumer = consumer(&config.kafka, &config.group_id)?;

@@ -21,17 +21,41 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let events = IntCounterVec::new(Opts::new("smsgw_receipt_events_total", "Events written by kind"), &["event"])
-            .expect("valid metric");
-        let orphans = IntCounter::new("smsgw_receipt_orphans_total", "Receipts never correlated").expect("valid");
-        let dead_lettered = IntCounter::new("smsgw_receipt_dead_letters_total", "Undecodable records").expect("valid");
-        let waiting = IntGaugeVec::new(Opts::new("smsgw_receipt_waiting_records", "Records waiting for a counterpart"), &["kind"])
-            .expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new("smsgw_receipt_events_total", "Events written by kind"),
+            &["event"],
+        )
+        .expect("valid metric");
+        let orphans = IntCounter::new("smsgw_receipt_orphans_total", "Receipts never correlated")
+            .expect("valid");
+        let dead_lettered =
+            IntCounter::new("smsgw_receipt_dead_letters_total", "Undecodable records")
+                .expect("valid");
+        let waiting = IntGaugeVec::new(
+            Opts::new(
+                "smsgw_receipt_waiting_records",
+                "Records waiting for a counterpart",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(events.clone())).expect("unique");
-        registry.register(Box::new(orphans.clone())).expect("unique");
-        registry.register(Box::new(dead_lettered.clone())).expect("unique");
-        registry.register(Box::new(waiting.clone())).expect("unique");
-        Metrics { registry, events, orphans, dead_lettered, waiting }
+        registry
+            .register(Box::new(orphans.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(dead_lettered.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(waiting.clone()))
+            .expect("unique");
+        Metrics {
+            registry,
+            events,
+            orphans,
+            dead_lettered,
+            waiting,
+        }
     }
 }
 

@@ -87,19 +87,28 @@ impl Config {
         }
         for r in &self.routes {
             if !r.prefix.starts_with('+') || !r.prefix[1..].chars().all(|c| c.is_ascii_digit()) {
-                return Err(format!("route prefix {:?} must be + followed by digits", r.prefix));
+                return Err(format!(
+                    "route prefix {:?} must be + followed by digits",
+                    r.prefix
+                ));
             }
             if r.carriers.is_empty() {
                 return Err(format!("route {} has no carriers", r.prefix));
             }
             for c in &r.carriers {
-                if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                if c.is_empty()
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+                {
                     return Err(format!("carrier name {c:?} must be [A-Za-z0-9_-]"));
                 }
             }
         }
         if self.optout_refresh_ms == 0 || self.pending_capacity == 0 || self.max_in_flight == 0 {
-            return Err("optout_refresh_ms, pending_capacity and max_in_flight must be positive".into());
+            return Err(
+                "optout_refresh_ms, pending_capacity and max_in_flight must be positive".into(),
+            );
         }
         Ok(())
     }

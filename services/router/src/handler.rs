@@ -58,8 +58,18 @@ struct Decision {
     decision: &'static str,
 }
 
-fn decide(snapshot: Message, command: Command, dispatch: Option<DispatchRequested>, decision: &'static str) -> Plan {
-    Plan::Decide(Box::new(Decision { snapshot, command, dispatch, decision }))
+fn decide(
+    snapshot: Message,
+    command: Command,
+    dispatch: Option<DispatchRequested>,
+    decision: &'static str,
+) -> Plan {
+    Plan::Decide(Box::new(Decision {
+        snapshot,
+        command,
+        dispatch,
+        decision,
+    }))
 }
 
 impl RouterHandler {
@@ -75,7 +85,9 @@ impl RouterHandler {
                 st.remember(id, a.clone(), e.occurred_at_ms);
                 (State::Accepted, 0, vec![])
             }
-            EventPayload::SubmitFailed(f) => (State::SubmitFailed, f.attempt, f.carriers_tried.clone()),
+            EventPayload::SubmitFailed(f) => {
+                (State::SubmitFailed, f.attempt, f.carriers_tried.clone())
+            }
             _ => {
                 observe(&mut st, e);
                 return Plan::Nothing;
@@ -85,7 +97,9 @@ impl RouterHandler {
             // A failed attempt of a message we do not remember: it is older than the
             // warm-up window or was evicted. Give up rather than leave it unfinished.
             let snapshot = Message::snapshot(id.clone(), state, attempt, tried);
-            let command = Command::GiveUp { reason: "re-route context lost (message older than the router's memory)".into() };
+            let command = Command::GiveUp {
+                reason: "re-route context lost (message older than the router's memory)".into(),
+            };
             return decide(snapshot, command, None, "context_lost");
         };
         if p.attempt_routed > attempt {
@@ -94,17 +108,36 @@ impl RouterHandler {
         let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
         if let Some(scope) = st.blocking_scope(&p.accepted.sender, &p.accepted.destination) {
             st.forget(id);
-            return decide(snapshot, Command::Block { reason: "opted_out".into(), scope }, None, "blocked");
+            return decide(
+                snapshot,
+                Command::Block {
+                    reason: "opted_out".into(),
+                    scope,
+                },
+                None,
+                "blocked",
+            );
         }
         if let EventPayload::SubmitFailed(f) = &e.payload {
             if !f.retryable {
                 let reason = format!("permanent failure on {}: {}", f.carrier, f.reason);
-                return decide(snapshot, Command::GiveUp { reason }, None, "permanent_failure");
+                return decide(
+                    snapshot,
+                    Command::GiveUp { reason },
+                    None,
+                    "permanent_failure",
+                );
             }
         }
-        let Some(carrier) = self.table.choose(&p.accepted.destination, &tried, |c| st.is_up(c)) else {
+        let Some(carrier) = self
+            .table
+            .choose(&p.accepted.destination, &tried, |c| st.is_up(c))
+        else {
             let (reason, decision) = match &e.payload {
-                EventPayload::SubmitFailed(f) => (format!("every carrier failed; last {}: {}", f.carrier, f.reason), "exhausted"),
+                EventPayload::SubmitFailed(f) => (
+                    format!("every carrier failed; last {}: {}", f.carrier, f.reason),
+                    "exhausted",
+                ),
                 _ => ("no route for the destination".to_string(), "no_route"),
             };
             return decide(snapshot, Command::GiveUp { reason }, None, decision);
@@ -126,15 +159,33 @@ impl RouterHandler {
             accepted_at: p.accepted_at,
         };
         let decision = if attempt == 0 { "routed" } else { "rerouted" };
-        decide(snapshot, Command::Route { carrier, strategy: STRATEGY.into() }, Some(dispatch), decision)
+        decide(
+            snapshot,
+            Command::Route {
+                carrier,
+                strategy: STRATEGY.into(),
+            },
+            Some(dispatch),
+            decision,
+        )
     }
 }
 
 impl Handler for RouterHandler {
-    async fn handle(&mut self, input: &Incoming<'_>, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input.payload.ok_or_else(|| HandleError::DeadLetter("event with no value".into()))?;
-        let e = Event::decode(payload).map_err(|err| HandleError::DeadLetter(format!("undecodable event: {err}")))?;
-        if matches!(e.payload, EventPayload::Accepted(_) | EventPayload::SubmitFailed(_)) {
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<OutRecord>, HandleError> {
+        let payload = input
+            .payload
+            .ok_or_else(|| HandleError::DeadLetter("event with no value".into()))?;
+        let e = Event::decode(payload)
+            .map_err(|err| HandleError::DeadLetter(format!("undecodable event: {err}")))?;
+        if matches!(
+            e.payload,
+            EventPayload::Accepted(_) | EventPayload::SubmitFailed(_)
+        ) {
             // Never route before every opt-out acknowledged before this event is known.
             self.optout.fresh_after(e.occurred_at_ms).await;
         }
@@ -147,14 +198,22 @@ impl Handler for RouterHandler {
         let Plan::Decide(d) = plan else {
             return Ok(vec![]);
         };
-        let Decision { snapshot, command, dispatch, decision } = *d;
+        let Decision {
+            snapshot,
+            command,
+            dispatch,
+            decision,
+        } = *d;
         let events = snapshot
             .decide(command, now_ms)
             .map_err(|err| HandleError::DeadLetter(format!("domain refused: {err}")))?;
         self.metrics.decisions.with_label_values(&[decision]).inc();
         let mut out = Vec::with_capacity(2);
         for ev in &events {
-            out.push(OutRecord::avro(self.topics.events(), ev.message_id.clone(), ev).map_err(|x| HandleError::DeadLetter(x.to_string()))?);
+            out.push(
+                OutRecord::avro(self.topics.events(), ev.message_id.clone(), ev)
+                    .map_err(|x| HandleError::DeadLetter(x.to_string()))?,
+            );
         }
         if let Some(d) = dispatch {
             out.push(
@@ -177,7 +236,10 @@ mod tests {
         let optout = Arc::new(TailState::default());
         optout.mark_fresh(i64::MAX);
         RouterHandler {
-            table: RouteTable::new(vec![Route { prefix: "+44".into(), carriers: vec!["a".into(), "b".into()] }]),
+            table: RouteTable::new(vec![Route {
+                prefix: "+44".into(),
+                carriers: vec!["a".into(), "b".into()],
+            }]),
             topics: Topics::with_prefix("t"),
             state: Arc::new(Mutex::new(RouterState::new(100))),
             optout,
@@ -247,7 +309,9 @@ mod tests {
         let mut h = handler();
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out.len(), 2);
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "a" && c.attempt == 1));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "a" && c.attempt == 1)
+        );
         assert_eq!(out[1].0, "t.dispatch.a");
     }
 
@@ -261,10 +325,15 @@ mod tests {
     #[test]
     fn opted_out_recipient_is_blocked_never_dispatched() {
         let mut h = handler();
-        h.state.lock().unwrap().set_optout(smsgw_codec::optout_key("sender:SHOP", "+447911123456"), true);
+        h.state.lock().unwrap().set_optout(
+            smsgw_codec::optout_key("sender:SHOP", "+447911123456"),
+            true,
+        );
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out.len(), 1);
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Blocked(b) if b.scope == "sender:SHOP"));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Blocked(b) if b.scope == "sender:SHOP")
+        );
     }
 
     #[test]
@@ -272,11 +341,19 @@ mod tests {
         let mut h = handler();
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &failed("m1", "a", 1, &["a"], true));
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2)
+        );
         assert_eq!(out[1].0, "t.dispatch.b");
-        assert!(handle(&mut h, &failed("m1", "a", 1, &["a"], true)).is_empty(), "duplicate failure ignored");
+        assert!(
+            handle(&mut h, &failed("m1", "a", 1, &["a"], true)).is_empty(),
+            "duplicate failure ignored"
+        );
         let out = handle(&mut h, &failed("m1", "b", 2, &["a", "b"], true));
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(_)));
+        assert!(matches!(
+            &out[0].1.as_ref().unwrap().payload,
+            EventPayload::Undeliverable(_)
+        ));
     }
 
     #[test]
@@ -284,14 +361,18 @@ mod tests {
         let mut h = handler();
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &failed("m1", "a", 1, &["a"], false));
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("permanent")));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("permanent"))
+        );
     }
 
     #[test]
     fn unknown_prefix_is_undeliverable() {
         let mut h = handler();
         let out = handle(&mut h, &accepted("m1", "+15551234567"));
-        assert!(matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("no route")));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("no route"))
+        );
     }
 
     #[test]

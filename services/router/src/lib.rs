@@ -45,17 +45,30 @@ pub enum RouterError {
 }
 
 /// Runs the router until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RouterError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouterError> {
     config.validate().map_err(RouterError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
-    let admin = smsgw_runtime::serve_admin(config.admin_listen, metrics.registry.clone(), shutdown.clone().wait()).await?;
+    let admin = smsgw_runtime::serve_admin(
+        config.admin_listen,
+        metrics.registry.clone(),
+        shutdown.clone().wait(),
+    )
+    .await?;
     let producer = Producer::new(&config.kafka)?;
     let state = Arc::new(Mutex::new(state::RouterState::new(config.pending_capacity)));
     let optout_tail = Arc::new(TailState::default());
 
     let optouts = {
-        let (kafka, state, tail_state, stop) = (config.kafka.clone(), state.clone(), optout_tail.clone(), shutdown.clone());
+        let (kafka, state, tail_state, stop) = (
+            config.kafka.clone(),
+            state.clone(),
+            optout_tail.clone(),
+            shutdown.clone(),
+        );
         let refresh = Duration::from_millis(config.optout_refresh_ms);
         tokio::spawn(async move {
             let topic = kafka.topics.optout();
@@ -76,11 +89,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let (kafka, state, stop) = (config.kafka.clone(), state.clone(), shutdown.clone());
         tokio::spawn(async move {
             let topic = kafka.topics.carrier_status();
-            let r = tail(&kafka, &topic, None, &TailState::default(), stop.wait(), |m| {
-                if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
-                    state.lock().unwrap_or_else(|p| p.into_inner()).set_carrier_up(&s.carrier, s.up);
-                }
-            })
+            let r = tail(
+                &kafka,
+                &topic,
+                None,
+                &TailState::default(),
+                stop.wait(),
+                |m| {
+                    if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
+                        state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .set_carrier_up(&s.carrier, s.up);
+                    }
+                },
+            )
             .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "carrier-status tail stopped");
@@ -91,7 +114,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
 
     let consumer = consumer(&config.kafka, &config.group_id)?;
-    consumer.subscribe(&[&config.kafka.topics.events()]).map_err(KafkaError::from)?;
+    consumer
+        .subscribe(&[&config.kafka.topics.events()])
+        .map_err(KafkaError::from)?;
     let mut handler = handler::RouterHandler {
         table: table::RouteTable::new(config.routes.clone()),
         topics: config.kafka.topics.clone(),

@@ -22,22 +22,42 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let records =
-            IntCounterVec::new(Opts::new("smsgw_router_records_total", "Event-log records by outcome"), &["outcome"])
-                .expect("valid metric");
-        let decisions =
-            IntCounterVec::new(Opts::new("smsgw_router_decisions_total", "Routing decisions by kind"), &["decision"])
-                .expect("valid metric");
-        let optouts = IntGauge::new("smsgw_router_optout_entries", "Opt-outs in force").expect("valid metric");
-        let pending =
-            IntGauge::new("smsgw_router_pending_messages", "Messages remembered for re-routing").expect("valid metric");
-        registry.register(Box::new(records.clone())).expect("unique");
-        registry.register(Box::new(decisions.clone())).expect("unique");
-        registry.register(Box::new(optouts.clone())).expect("unique");
-        registry.register(Box::new(pending.clone())).expect("unique");
+        let records = IntCounterVec::new(
+            Opts::new("smsgw_router_records_total", "Event-log records by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new("smsgw_router_decisions_total", "Routing decisions by kind"),
+            &["decision"],
+        )
+        .expect("valid metric");
+        let optouts = IntGauge::new("smsgw_router_optout_entries", "Opt-outs in force")
+            .expect("valid metric");
+        let pending = IntGauge::new(
+            "smsgw_router_pending_messages",
+            "Messages remembered for re-routing",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(records.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(decisions.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(optouts.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(pending.clone()))
+            .expect("unique");
         let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics { processed: get("processed"), dead_lettered: get("dead_lettered"), dropped: get("dropped") },
+            consumer: ConsumerMetrics {
+                processed: get("processed"),
+                dead_lettered: get("dead_lettered"),
+                dropped: get("dropped"),
+            },
             registry,
             decisions,
             optouts,

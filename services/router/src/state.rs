@@ -47,9 +47,15 @@ impl RouterState {
 
     /// The opt-out scope that blocks sending from `sender` to `destination`, if any.
     pub fn blocking_scope(&self, sender: &str, destination: &str) -> Option<String> {
-        [smsgw_codec::GLOBAL_SCOPE.to_string(), smsgw_codec::sender_scope(sender)]
-            .into_iter()
-            .find(|scope| self.optouts.contains(&smsgw_codec::optout_key(scope, destination)))
+        [
+            smsgw_codec::GLOBAL_SCOPE.to_string(),
+            smsgw_codec::sender_scope(sender),
+        ]
+        .into_iter()
+        .find(|scope| {
+            self.optouts
+                .contains(&smsgw_codec::optout_key(scope, destination))
+        })
     }
 
     /// Opt-outs in force.
@@ -82,7 +88,14 @@ impl RouterState {
             }
         }
         self.order.push_back(id.to_string());
-        self.pending.insert(id.to_string(), Pending { accepted, accepted_at, attempt_routed: 0 });
+        self.pending.insert(
+            id.to_string(),
+            Pending {
+                accepted,
+                accepted_at,
+                attempt_routed: 0,
+            },
+        );
         true
     }
 

@@ -12,7 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Folds the events of the last `lookback_ms` into `state` (no output is produced).
-pub async fn warm_up(kafka: &KafkaConfig, lookback_ms: i64, state: &Arc<Mutex<RouterState>>) -> Result<(), KafkaError> {
+pub async fn warm_up(
+    kafka: &KafkaConfig,
+    lookback_ms: i64,
+    state: &Arc<Mutex<RouterState>>,
+) -> Result<(), KafkaError> {
     if lookback_ms <= 0 {
         return Ok(());
     }
@@ -22,11 +26,18 @@ pub async fn warm_up(kafka: &KafkaConfig, lookback_ms: i64, state: &Arc<Mutex<Ro
         .map_err(|e| KafkaError::Config(format!("warm-up task: {e}")))?
 }
 
-fn read_window(kafka: &KafkaConfig, lookback_ms: i64, state: &Mutex<RouterState>) -> Result<(), KafkaError> {
+fn read_window(
+    kafka: &KafkaConfig,
+    lookback_ms: i64,
+    state: &Mutex<RouterState>,
+) -> Result<(), KafkaError> {
     let topic = kafka.topics.events();
     let t = Duration::from_secs(10);
     let c: BaseConsumer = kafka
-        .client_config(&[("group.id", "smsgw-router-warmup"), ("enable.auto.commit", "false")])
+        .client_config(&[
+            ("group.id", "smsgw-router-warmup"),
+            ("enable.auto.commit", "false"),
+        ])
         .create()
         .map_err(|e| KafkaError::Config(e.to_string()))?;
     let md = c.fetch_metadata(Some(&topic), t)?;
@@ -61,13 +72,18 @@ fn read_window(kafka: &KafkaConfig, lookback_ms: i64, state: &Mutex<RouterState>
     let mut read = 0u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while !ends.is_empty() && std::time::Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let m = m?;
         if let Some(Ok(e)) = m.payload().map(Event::decode) {
             observe(&mut state.lock().unwrap_or_else(|p| p.into_inner()), &e);
         }
         read += 1;
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
             ends.remove(&m.partition());
         }
     }

@@ -42,9 +42,21 @@ impl Smsc {
         use smsgw_carrier_sim::{Config, Rule, Simulator};
         let mut c = Config::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
         c.rules = vec![
-            Rule { prefix: REJECT_PREFIX.into(), reject_rate: 1.0, ..Rule::default() },
-            Rule { prefix: UNDELIV_PREFIX.into(), success_rate: 0.0, dlr_delay_ms: 100, ..Rule::default() },
-            Rule { dlr_delay_ms: 100, ..Rule::default() },
+            Rule {
+                prefix: REJECT_PREFIX.into(),
+                reject_rate: 1.0,
+                ..Rule::default()
+            },
+            Rule {
+                prefix: UNDELIV_PREFIX.into(),
+                success_rate: 0.0,
+                dlr_delay_ms: 100,
+                ..Rule::default()
+            },
+            Rule {
+                dlr_delay_ms: 100,
+                ..Rule::default()
+            },
         ];
         Ok(Smsc::Sim(Simulator::start(c).await?))
     }
@@ -52,12 +64,26 @@ impl Smsc {
     /// Starts the npm `smpp` SMSC (needs `npm ci` in `tests/peers`).
     pub async fn npm() -> anyhow::Result<Self> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers");
-        anyhow::ensure!(dir.join("node_modules/smpp").exists(), "run `npm ci` in tests/peers (make deps does)");
+        anyhow::ensure!(
+            dir.join("node_modules/smpp").exists(),
+            "run `npm ci` in tests/peers (make deps does)"
+        );
         let (p, c) = (free_port(), free_port());
-        let rules = format!(r#"[{{"prefix":"{REJECT_PREFIX}","reject":true}},{{"prefix":"{UNDELIV_PREFIX}","stat":"UNDELIV"}}]"#);
+        let rules = format!(
+            r#"[{{"prefix":"{REJECT_PREFIX}","reject":true}},{{"prefix":"{UNDELIV_PREFIX}","stat":"UNDELIV"}}]"#
+        );
         let child = Command::new("node")
             .arg(dir.join("npm-smpp-smsc.js"))
-            .args(["--port", &p.to_string(), "--control", &c.to_string(), "--dlr-delay-ms", "100", "--rules", &rules])
+            .args([
+                "--port",
+                &p.to_string(),
+                "--control",
+                &c.to_string(),
+                "--dlr-delay-ms",
+                "100",
+                "--rules",
+                &rules,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -67,7 +93,11 @@ impl Smsc {
             tokio::net::TcpStream::connect(control).await.ok()
         })
         .await?;
-        Ok(Smsc::Npm { child, smpp: format!("127.0.0.1:{p}").parse()?, control })
+        Ok(Smsc::Npm {
+            child,
+            smpp: format!("127.0.0.1:{p}").parse()?,
+            control,
+        })
     }
 
     /// `smpp://` URL.
@@ -99,7 +129,12 @@ impl Smsc {
 
     /// The SMSC's counters (`submits`, `receipts`, ...).
     pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(reqwest::Client::new().get(format!("http://{}/stats", self.control())).send().await?.json().await?)
+        Ok(reqwest::Client::new()
+            .get(format!("http://{}/stats", self.control()))
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     /// Stops the SMSC.
@@ -126,7 +161,10 @@ pub struct Gateway {
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
-fn stopper() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()> + Send + 'static) {
+fn stopper() -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (tx, rx) = oneshot::channel::<()>();
     (tx, async move {
         let _ = rx.await;
@@ -134,7 +172,9 @@ fn stopper() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()> + Se
 }
 
 fn local() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().expect("address")
+    format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address")
 }
 
 impl Gateway {
@@ -152,42 +192,74 @@ impl Gateway {
         let api = format!("http://{}", ingest.listen);
         let (tx, sd) = stopper();
         stops.push(tx);
-        tasks.push(("ingest", tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) })));
+        tasks.push((
+            "ingest",
+            tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) }),
+        ));
 
-        let routes = vec![smsgw_router::Route { prefix: "+44".into(), carriers: vec![CARRIER.into()] }];
+        let routes = vec![smsgw_router::Route {
+            prefix: "+44".into(),
+            carriers: vec![CARRIER.into()],
+        }];
         let mut router = smsgw_router::Config::new(kafka.clone(), routes);
         router.admin_listen = local();
         let (tx, sd) = stopper();
         stops.push(tx);
-        tasks.push(("router", tokio::spawn(async move { Ok(smsgw_router::run(router, sd).await?) })));
+        tasks.push((
+            "router",
+            tokio::spawn(async move { Ok(smsgw_router::run(router, sd).await?) }),
+        ));
 
-        let mut carrier = smsgw_dispatcher::CarrierConfig::new(CARRIER, smsc_url, "smsgw", "secret");
+        let mut carrier =
+            smsgw_dispatcher::CarrierConfig::new(CARRIER, smsc_url, "smsgw", "secret");
         carrier.reconnect_min_ms = 100;
         carrier.reconnect_max_ms = 1000;
         carrier.response_timeout_ms = 5000;
-        let dispatcher =
-            smsgw_dispatcher::Config { kafka: kafka.clone(), admin_listen: local(), carriers: vec![carrier] };
+        let dispatcher = smsgw_dispatcher::Config {
+            kafka: kafka.clone(),
+            admin_listen: local(),
+            carriers: vec![carrier],
+        };
         let (tx, sd) = stopper();
         stops.push(tx);
-        tasks.push(("dispatcher", tokio::spawn(async move { Ok(smsgw_dispatcher::run(dispatcher, sd).await?) })));
+        tasks.push((
+            "dispatcher",
+            tokio::spawn(async move { Ok(smsgw_dispatcher::run(dispatcher, sd).await?) }),
+        ));
 
         let mut receipt = smsgw_receipt::Config::new(kafka.clone());
         receipt.admin_listen = local();
         receipt.tick_ms = 100;
         let (tx, sd) = stopper();
         stops.push(tx);
-        tasks.push(("receipt", tokio::spawn(async move { Ok(smsgw_receipt::run(receipt, sd).await?) })));
+        tasks.push((
+            "receipt",
+            tokio::spawn(async move { Ok(smsgw_receipt::run(receipt, sd).await?) }),
+        ));
 
         let mut optout = smsgw_optout::Config::new(kafka.clone());
         optout.admin_listen = local();
         let (tx, sd) = stopper();
         stops.push(tx);
-        tasks.push(("optout", tokio::spawn(async move { Ok(smsgw_optout::run(optout, sd).await?) })));
+        tasks.push((
+            "optout",
+            tokio::spawn(async move { Ok(smsgw_optout::run(optout, sd).await?) }),
+        ));
 
-        let gw = Gateway { broker, kafka, api, stops, tasks };
+        let gw = Gateway {
+            broker,
+            kafka,
+            api,
+            stops,
+            tasks,
+        };
         let http = reqwest::Client::new();
         eventually("ingest HTTP API", Duration::from_secs(30), || async {
-            http.get(format!("{}/healthz", gw.api)).send().await.ok().filter(|r| r.status().is_success())
+            http.get(format!("{}/healthz", gw.api))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
         })
         .await?;
         Ok(gw)
@@ -195,13 +267,20 @@ impl Gateway {
 
     /// `POST /v1/messages`; returns (status, body).
     pub async fn post(&self, body: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
-        let r = reqwest::Client::new().post(format!("{}/v1/messages", self.api)).json(&body).send().await?;
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/messages", self.api))
+            .json(&body)
+            .send()
+            .await?;
         Ok((r.status().as_u16(), r.json().await?))
     }
 
     /// `GET /v1/messages/{id}`, if found.
     pub async fn status(&self, id: &str) -> anyhow::Result<Option<serde_json::Value>> {
-        let r = reqwest::Client::new().get(format!("{}/v1/messages/{id}", self.api)).send().await?;
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1/messages/{id}", self.api))
+            .send()
+            .await?;
         if r.status() == 404 {
             return Ok(None);
         }
@@ -210,9 +289,17 @@ impl Gateway {
 
     /// Waits until the message reaches a final state and returns its status.
     pub async fn final_status(&self, id: &str) -> anyhow::Result<serde_json::Value> {
-        eventually(&format!("final state of {id}"), Duration::from_secs(60), || async {
-            self.status(id).await.ok().flatten().filter(|s| s["final"] == true)
-        })
+        eventually(
+            &format!("final state of {id}"),
+            Duration::from_secs(60),
+            || async {
+                self.status(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|s| s["final"] == true)
+            },
+        )
         .await
     }
 

@@ -1,22 +1,30 @@
 //! The whole pipeline, end to end: five services, a real Tansu broker, a real SMSC.
 //! The same scenario runs against our simulator and against the npm `smpp` SMSC.
 
+use serde_json::json;
 use smsgw_codec::{AvroRecord, OptOutChanged};
 use smsgw_e2e::{Gateway, Smsc, REJECT_PREFIX, UNDELIV_PREFIX};
 use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use smsgw_kafka::rdkafka::Message as _;
 use smsgw_kafka::{send, OutRecord, Producer};
-use serde_json::json;
 use std::time::Duration;
 
 fn events(status: &serde_json::Value) -> Vec<String> {
-    status["history"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+    status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn wait_optout(gw: &Gateway, number: &str) -> anyhow::Result<()> {
     let c: StreamConsumer = gw
         .kafka
-        .client_config(&[("group.id", &uuid::Uuid::new_v4().to_string()), ("auto.offset.reset", "earliest")])
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("auto.offset.reset", "earliest"),
+        ])
         .create()?;
     c.subscribe(&[&gw.kafka.topics.optout()])?;
     loop {
@@ -31,21 +39,36 @@ async fn wait_optout(gw: &Gateway, number: &str) -> anyhow::Result<()> {
 async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     let gw = Gateway::start(&smsc.url()).await?;
-    let msg = |to: &str, body: &str| json!({"to": to, "from": "SHOP", "body": body, "client_id": "e2e"});
+    let msg =
+        |to: &str, body: &str| json!({"to": to, "from": "SHOP", "body": body, "client_id": "e2e"});
 
     // Delivered.
     let (code, ok) = gw.post(msg("+447911100001", "hello from smsgw")).await?;
     assert_eq!(code, 202, "{ok}");
     // Refused by the carrier at submit: no other carrier, so undeliverable.
-    let (_, rej) = gw.post(msg(&format!("+{REJECT_PREFIX}00002"), "refused")).await?;
+    let (_, rej) = gw
+        .post(msg(&format!("+{REJECT_PREFIX}00002"), "refused"))
+        .await?;
     // Accepted by the carrier, then an UNDELIV receipt.
-    let (_, und) = gw.post(msg(&format!("+{UNDELIV_PREFIX}00003"), "never arrives")).await?;
+    let (_, und) = gw
+        .post(msg(&format!("+{UNDELIV_PREFIX}00003"), "never arrives"))
+        .await?;
     // Unicode and long: goes out as UCS-2 in message_payload.
-    let (_, uni) = gw.post(msg("+447911100004", &"Grüße 😀 ".repeat(12))).await?;
+    let (_, uni) = gw
+        .post(msg("+447911100004", &"Grüße 😀 ".repeat(12)))
+        .await?;
 
     let s = gw.final_status(ok["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "delivered", "{s}");
-    assert_eq!(events(&s), ["MessageAccepted", "CarrierSelected", "MessageSubmitted", "MessageDelivered"]);
+    assert_eq!(
+        events(&s),
+        [
+            "MessageAccepted",
+            "CarrierSelected",
+            "MessageSubmitted",
+            "MessageDelivered"
+        ]
+    );
     let s = gw.final_status(rej["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "undeliverable", "{s}");
     assert!(events(&s).contains(&"SubmitFailed".to_string()), "{s}");
@@ -61,7 +84,10 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     assert_eq!(code, 422);
     let s = gw.final_status(bad["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "rejected");
-    assert_eq!(s["history"][0]["details"]["reason_code"], "invalid_destination");
+    assert_eq!(
+        s["history"][0]["details"]["reason_code"],
+        "invalid_destination"
+    );
 
     // A duplicate idempotency key yields one message.
     let dup = json!({"to": "+447911100005", "from": "SHOP", "body": "once", "client_id": "e2e", "idempotency_key": "order-42"});
@@ -70,7 +96,13 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     assert_eq!(d1["id"], d2["id"]);
     let s = gw.final_status(d1["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "delivered");
-    assert_eq!(events(&s).iter().filter(|e| *e == "MessageSubmitted").count(), 1);
+    assert_eq!(
+        events(&s)
+            .iter()
+            .filter(|e| *e == "MessageSubmitted")
+            .count(),
+        1
+    );
 
     // An opted-out recipient is never submitted.
     let submits_before = smsc.stats().await?["submits"].as_u64().unwrap();
@@ -82,7 +114,11 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     let s = gw.final_status(blocked["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "blocked", "{s}");
     assert_eq!(events(&s), ["MessageAccepted", "MessageBlocked"]);
-    assert_eq!(smsc.stats().await?["submits"].as_u64().unwrap(), submits_before, "nothing was submitted");
+    assert_eq!(
+        smsc.stats().await?["submits"].as_u64().unwrap(),
+        submits_before,
+        "nothing was submitted"
+    );
 
     // A poison record on the ingest topic is dead-lettered; the record behind it flows.
     let producer = Producer::new(&gw.kafka)?;
@@ -95,12 +131,20 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     };
     send(&producer, &on_p0(b"{\"client_id\": 7", "application/json")).await?;
     let behind = json!({"client_id": "e2e", "to": "+447911100007", "from": "SHOP", "body": "behind poison", "idempotency_key": "behind-1"});
-    send(&producer, &on_p0(behind.to_string().as_bytes(), "application/json")).await?;
+    send(
+        &producer,
+        &on_p0(behind.to_string().as_bytes(), "application/json"),
+    )
+    .await?;
     let id = smsgw_ingest::handler::id_for_key("e2e", "behind-1");
     let s = gw.final_status(&id).await?;
     assert_eq!(s["state"], "delivered", "{s}");
     let dead = read_dead_letters(&gw).await?;
-    assert!(dead.iter().any(|d| d.service == "ingest" && d.reason.contains("undecodable")), "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|d| d.service == "ingest" && d.reason.contains("undecodable")),
+        "{dead:?}"
+    );
 
     // Every message that was submitted got exactly one submit at the SMSC.
     let stats = smsc.stats().await?;
@@ -114,13 +158,18 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
 async fn read_dead_letters(gw: &Gateway) -> anyhow::Result<Vec<smsgw_codec::DeadLetter>> {
     let c: StreamConsumer = gw
         .kafka
-        .client_config(&[("group.id", &uuid::Uuid::new_v4().to_string()), ("auto.offset.reset", "earliest")])
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("auto.offset.reset", "earliest"),
+        ])
         .create()?;
     c.subscribe(&[&gw.kafka.topics.dead_letter()])?;
     let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
         .await
         .map_err(|_| anyhow::anyhow!("no dead letter within 30 s"))??;
-    Ok(vec![smsgw_codec::DeadLetter::decode(m.payload().unwrap_or_default())?])
+    Ok(vec![smsgw_codec::DeadLetter::decode(
+        m.payload().unwrap_or_default(),
+    )?])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

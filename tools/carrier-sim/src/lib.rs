@@ -15,7 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rusmpp::pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSmResp};
+use rusmpp::pdus::{
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSmResp,
+};
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
@@ -100,19 +102,37 @@ fn default_rules() -> Vec<Rule> {
 
 impl Default for Rule {
     fn default() -> Self {
-        Rule { prefix: String::new(), latency_ms: 0, dlr_delay_ms: default_dlr_delay(), success_rate: 1.0, reject_rate: 0.0, throttle_per_sec: 0 }
+        Rule {
+            prefix: String::new(),
+            latency_ms: 0,
+            dlr_delay_ms: default_dlr_delay(),
+            success_rate: 1.0,
+            reject_rate: 0.0,
+            throttle_per_sec: 0,
+        }
     }
 }
 
 impl Config {
     /// Defaults on the given addresses.
     pub fn new(listen: SocketAddr, control_listen: SocketAddr) -> Self {
-        Config { listen, control_listen, system_id: None, password: None, seed: default_seed(), rules: default_rules() }
+        Config {
+            listen,
+            control_listen,
+            system_id: None,
+            password: None,
+            seed: default_seed(),
+            rules: default_rules(),
+        }
     }
 
     fn rule(&self, destination: &str) -> Rule {
         let d = destination.trim_start_matches('+');
-        self.rules.iter().find(|r| d.starts_with(&r.prefix)).cloned().unwrap_or_default()
+        self.rules
+            .iter()
+            .find(|r| d.starts_with(&r.prefix))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -169,7 +189,13 @@ struct Shared {
 
 impl Shared {
     fn chance(&self, p: f64) -> bool {
-        p > 0.0 && (p >= 1.0 || self.rng.lock().unwrap_or_else(|e| e.into_inner()).random_bool(p.clamp(0.0, 1.0)))
+        p > 0.0
+            && (p >= 1.0
+                || self
+                    .rng
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .random_bool(p.clamp(0.0, 1.0)))
     }
     fn seq(&self) -> u32 {
         (self.next_seq.fetch_add(1, Ordering::Relaxed) % 0x7FFF_FFFF) as u32 + 1
@@ -189,7 +215,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("smpp_addr", &self.smpp_addr).finish()
+        f.debug_struct("Simulator")
+            .field("smpp_addr", &self.smpp_addr)
+            .finish()
     }
 }
 
@@ -238,7 +266,10 @@ impl Simulator {
         {
             let app = Router::new()
                 .route("/mo", post(inject_mo))
-                .route("/stats", get(|State(s): State<Arc<Shared>>| async move { Json(s.counters.snapshot()) }))
+                .route(
+                    "/stats",
+                    get(|State(s): State<Arc<Shared>>| async move { Json(s.counters.snapshot()) }),
+                )
                 .with_state(shared.clone());
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -250,7 +281,13 @@ impl Simulator {
             }));
         }
         tracing::info!(%smpp_addr, %control_addr, "carrier simulator listening");
-        Ok(Simulator { shared, stop, tasks, smpp_addr, control_addr })
+        Ok(Simulator {
+            shared,
+            stop,
+            tasks,
+            smpp_addr,
+            control_addr,
+        })
     }
 
     /// Current counters.
@@ -278,8 +315,13 @@ async fn inject_mo(State(s): State<Arc<Shared>>, Json(mo): Json<Mo>) -> Json<ser
 }
 
 fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
-    COctetString::from_string(s.chars().filter(|c| c.is_ascii() && *c != '\0').take(MAX - 1).collect())
-        .unwrap_or_else(|_| COctetString::empty())
+    COctetString::from_string(
+        s.chars()
+            .filter(|c| c.is_ascii() && *c != '\0')
+            .take(MAX - 1)
+            .collect(),
+    )
+    .unwrap_or_else(|_| COctetString::empty())
 }
 
 fn send_mo(s: &Shared, mo: &Mo) -> usize {
@@ -287,7 +329,10 @@ fn send_mo(s: &Shared, mo: &Mo) -> usize {
     let (coding, bytes) = if gsm {
         (DataCoding::McSpecific, mo.body.as_bytes().to_vec())
     } else {
-        (DataCoding::Ucs2, mo.body.encode_utf16().flat_map(u16::to_be_bytes).collect())
+        (
+            DataCoding::Ucs2,
+            mo.body.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+        )
     };
     let d = DeliverSm::builder()
         .source_addr_ton(Ton::International)
@@ -296,13 +341,19 @@ fn send_mo(s: &Shared, mo: &Mo) -> usize {
         .destination_addr(cstr(&mo.to))
         .esm_class(EsmClass::from(0x00))
         .data_coding(coding)
-        .short_message(OctetString::from_slice(&bytes[..bytes.len().min(254)]).unwrap_or_else(|_| OctetString::empty()))
+        .short_message(
+            OctetString::from_slice(&bytes[..bytes.len().min(254)])
+                .unwrap_or_else(|_| OctetString::empty()),
+        )
         .build();
     let mut rx = s.receivers.lock().unwrap_or_else(|e| e.into_inner());
     rx.retain(|tx| !tx.is_closed());
     let mut n = 0;
     for tx in rx.iter() {
-        if tx.send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone())).is_ok() {
+        if tx
+            .send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone()))
+            .is_ok()
+        {
             n += 1;
         }
     }
@@ -316,7 +367,8 @@ fn yymmddhhmm() -> String {
 }
 
 async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<bool>) {
-    let (mut sink, mut stream) = Framed::new(sock, CommandCodec::new().with_max_length(65_536)).split();
+    let (mut sink, mut stream) =
+        Framed::new(sock, CommandCodec::new().with_max_length(65_536)).split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
     let writer = tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
@@ -347,22 +399,44 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
         match cmd.pdu() {
             Some(Pdu::BindTransceiver(b)) => {
                 let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                let resp = BindTransceiverResp::builder().system_id(cstr("smsgw-sim")).build();
+                let resp = BindTransceiverResp::builder()
+                    .system_id(cstr("smsgw-sim"))
+                    .build();
                 reply(bind_status(ok), resp.into());
                 if ok {
-                    shared.receivers.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+                    shared
+                        .receivers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(tx.clone());
                 }
             }
             Some(Pdu::BindReceiver(b)) => {
                 let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                reply(bind_status(ok), BindReceiverResp::builder().system_id(cstr("smsgw-sim")).build().into());
+                reply(
+                    bind_status(ok),
+                    BindReceiverResp::builder()
+                        .system_id(cstr("smsgw-sim"))
+                        .build()
+                        .into(),
+                );
                 if ok {
-                    shared.receivers.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+                    shared
+                        .receivers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(tx.clone());
                 }
             }
             Some(Pdu::BindTransmitter(b)) => {
                 let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                reply(bind_status(ok), BindTransmitterResp::builder().system_id(cstr("smsgw-sim")).build().into());
+                reply(
+                    bind_status(ok),
+                    BindTransmitterResp::builder()
+                        .system_id(cstr("smsgw-sim"))
+                        .build()
+                        .into(),
+                );
             }
             Some(Pdu::SubmitSm(sm)) => {
                 shared.counters.submits.fetch_add(1, Ordering::Relaxed);
@@ -376,14 +450,23 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                     in_window += 1;
                     if in_window > rule.throttle_per_sec {
                         shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-                        reply(CommandStatus::EsmeRthrottled, SubmitSmResp::builder().message_id(COctetString::empty()).build().into());
+                        reply(
+                            CommandStatus::EsmeRthrottled,
+                            SubmitSmResp::builder()
+                                .message_id(COctetString::empty())
+                                .build()
+                                .into(),
+                        );
                         continue;
                     }
                 }
                 let rejected = shared.chance(rule.reject_rate);
                 let delivered = shared.chance(rule.success_rate);
                 let wants_receipt = u8::from(sm.registered_delivery) & 0x03 != 0;
-                let text: String = String::from_utf8_lossy(sm.short_message().as_ref()).chars().take(20).collect();
+                let text: String = String::from_utf8_lossy(sm.short_message().as_ref())
+                    .chars()
+                    .take(20)
+                    .collect();
                 let (shared, tx) = (shared.clone(), tx.clone());
                 tokio::spawn(async move {
                     if rule.latency_ms > 0 {
@@ -394,28 +477,53 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                         let _ = tx.send(Command::new(
                             CommandStatus::EsmeRsubmitfail,
                             seq,
-                            SubmitSmResp::builder().message_id(COctetString::empty()).build(),
+                            SubmitSmResp::builder()
+                                .message_id(COctetString::empty())
+                                .build(),
                         ));
                         return;
                     }
                     let id = format!("{:X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
-                    let _ = tx.send(Command::new(CommandStatus::EsmeRok, seq, SubmitSmResp::builder().message_id(cstr(&id)).build()));
+                    let _ = tx.send(Command::new(
+                        CommandStatus::EsmeRok,
+                        seq,
+                        SubmitSmResp::builder().message_id(cstr(&id)).build(),
+                    ));
                     if !wants_receipt {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(rule.dlr_delay_ms)).await;
-                    let (stat, state) = if delivered { ("DELIVRD", MessageState::Delivered) } else { ("UNDELIV", MessageState::Undeliverable) };
+                    let (stat, state) = if delivered {
+                        ("DELIVRD", MessageState::Delivered)
+                    } else {
+                        ("UNDELIV", MessageState::Undeliverable)
+                    };
                     let err = if delivered { "000" } else { "001" };
-                    let receipt = smsgw_smpp::format_receipt_text(&id, stat, err, &yymmddhhmm(), &yymmddhhmm(), &text);
+                    let receipt = smsgw_smpp::format_receipt_text(
+                        &id,
+                        stat,
+                        err,
+                        &yymmddhhmm(),
+                        &yymmddhhmm(),
+                        &text,
+                    );
                     let mut d = DeliverSm::builder()
                         .source_addr(cstr(&dest))
                         .destination_addr(cstr(""))
                         .esm_class(EsmClass::from(0x04))
-                        .short_message(OctetString::from_slice(receipt.as_bytes()).unwrap_or_else(|_| OctetString::empty()))
+                        .short_message(
+                            OctetString::from_slice(receipt.as_bytes())
+                                .unwrap_or_else(|_| OctetString::empty()),
+                        )
                         .build();
-                    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(cstr(&id)));
+                    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(cstr(
+                        &id,
+                    )));
                     d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(state));
-                    if tx.send(Command::new(CommandStatus::EsmeRok, shared.seq(), d)).is_ok() {
+                    if tx
+                        .send(Command::new(CommandStatus::EsmeRok, shared.seq(), d))
+                        .is_ok()
+                    {
                         shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
                     }
                 });
@@ -439,7 +547,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 fn bind_ok(s: &Shared, system_id: &str, password: &str) -> bool {
-    let ok = s.config.system_id.as_deref().is_none_or(|id| id == system_id)
+    let ok = s
+        .config
+        .system_id
+        .as_deref()
+        .is_none_or(|id| id == system_id)
         && s.config.password.as_deref().is_none_or(|p| p == password);
     if ok {
         s.counters.binds.fetch_add(1, Ordering::Relaxed);

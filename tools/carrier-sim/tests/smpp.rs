@@ -11,7 +11,10 @@ use std::time::Duration;
 #[tokio::test]
 async fn bind_submit_receipt_and_mo() -> anyhow::Result<()> {
     let mut c = Config::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
-    c.rules = vec![Rule { dlr_delay_ms: 10, ..Rule::default() }];
+    c.rules = vec![Rule {
+        dlr_delay_ms: 10,
+        ..Rule::default()
+    }];
     let sim = Simulator::start(c).await?;
     let (client, mut events) = rusmppc::ConnectionBuilder::new()
         .disable_interface_version_check()
@@ -38,10 +41,22 @@ async fn bind_submit_receipt_and_mo() -> anyhow::Result<()> {
         .await?;
     let id = resp.message_id().as_str().to_string();
     let (seq, receipt) = next_deliver(&mut events).await?.expect("a receipt");
-    client.deliver_sm_resp(seq, rusmpp::pdus::DeliverSmResp::default()).await?;
+    client
+        .deliver_sm_resp(seq, rusmpp::pdus::DeliverSmResp::default())
+        .await?;
     let text = String::from_utf8_lossy(receipt.short_message().as_ref()).to_string();
-    assert!(text.contains(&format!("id:{id} ")) && text.contains("stat:DELIVRD"), "{text}");
-    assert_eq!(sim.send_mo(&Mo { from: "+447911100006".into(), to: "SHOP".into(), body: "STOP".into() }), 1);
+    assert!(
+        text.contains(&format!("id:{id} ")) && text.contains("stat:DELIVRD"),
+        "{text}"
+    );
+    assert_eq!(
+        sim.send_mo(&Mo {
+            from: "+447911100006".into(),
+            to: "SHOP".into(),
+            body: "STOP".into()
+        }),
+        1
+    );
     let (_, mo) = next_deliver(&mut events).await?.expect("an MO");
     assert_eq!(mo.short_message().as_ref(), b"STOP");
     assert_eq!(u8::from(mo.esm_class), 0, "an MO is not a receipt");

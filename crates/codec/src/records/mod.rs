@@ -77,8 +77,17 @@ pub struct SubmitRequest {
 serde_record!(SubmitRequest, "ingest", "ingest/submit_request.v1.avsc");
 
 /// Decodes an ingest record by its content type (Avro when absent).
-pub fn decode_submit_request(bytes: &[u8], content_type: Option<&str>) -> Result<SubmitRequest, CodecError> {
-    let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+pub fn decode_submit_request(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<SubmitRequest, CodecError> {
+    let ct = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     match ct.as_deref() {
         None | Some(CONTENT_TYPE_AVRO) | Some("avro/binary") => SubmitRequest::decode(bytes),
         Some(CONTENT_TYPE_JSON) => Ok(serde_json::from_slice(bytes)?),
@@ -110,7 +119,11 @@ pub struct DispatchRequested {
     /// When ingest accepted it (Unix ms).
     pub accepted_at: i64,
 }
-serde_record!(DispatchRequested, "dispatch", "dispatch/dispatch_request.v1.avsc");
+serde_record!(
+    DispatchRequested,
+    "dispatch",
+    "dispatch/dispatch_request.v1.avsc"
+);
 
 /// A mobile-originated message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,7 +218,11 @@ pub struct CarrierStatusChanged {
     /// When (Unix ms).
     pub changed_at: i64,
 }
-serde_record!(CarrierStatusChanged, "carrier_status", "carrier_status/carrier_status_changed.v1.avsc");
+serde_record!(
+    CarrierStatusChanged,
+    "carrier_status",
+    "carrier_status/carrier_status_changed.v1.avsc"
+);
 
 /// A record of the receipts topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,14 +281,25 @@ impl AvroRecord for CarrierRecord {
     fn encode(&self) -> Result<Vec<u8>, CodecError> {
         let set = Self::schemas();
         let (name, inner) = match &self.kind {
-            CarrierRecordKind::SubmitCorrelated(c) => ("SubmitCorrelated", apache_avro::to_value(c)?),
+            CarrierRecordKind::SubmitCorrelated(c) => {
+                ("SubmitCorrelated", apache_avro::to_value(c)?)
+            }
             CarrierRecordKind::ReceiptReceived(r) => ("ReceiptReceived", apache_avro::to_value(r)?),
         };
         set.encode_resolved(Value::Record(vec![
             ("carrier".into(), Value::String(self.carrier.clone())),
-            ("carrier_message_id".into(), Value::String(self.carrier_message_id.clone())),
-            ("received_at".into(), Value::TimestampMillis(self.received_at)),
-            ("record".into(), union_value(set.current(), "record", name, inner)?),
+            (
+                "carrier_message_id".into(),
+                Value::String(self.carrier_message_id.clone()),
+            ),
+            (
+                "received_at".into(),
+                Value::TimestampMillis(self.received_at),
+            ),
+            (
+                "record".into(),
+                union_value(set.current(), "record", name, inner)?,
+            ),
         ]))
     }
 
@@ -281,8 +309,12 @@ impl AvroRecord for CarrierRecord {
         let mut f = Fields::from_value(value)?;
         let (name, inner) = f.union_record("record", writer)?;
         let kind = match name.as_str() {
-            "SubmitCorrelated" => CarrierRecordKind::SubmitCorrelated(apache_avro::from_value(&inner)?),
-            "ReceiptReceived" => CarrierRecordKind::ReceiptReceived(apache_avro::from_value(&inner)?),
+            "SubmitCorrelated" => {
+                CarrierRecordKind::SubmitCorrelated(apache_avro::from_value(&inner)?)
+            }
+            "ReceiptReceived" => {
+                CarrierRecordKind::ReceiptReceived(apache_avro::from_value(&inner)?)
+            }
             other => return Err(CodecError::Avro(format!("unknown receipts record {other}"))),
         };
         Ok(CarrierRecord {
@@ -315,8 +347,14 @@ impl AvroRecord for Event {
         set.encode_resolved(Value::Record(vec![
             ("event_id".into(), Value::String(self.event_id.clone())),
             ("message_id".into(), Value::String(self.message_id.clone())),
-            ("occurred_at".into(), Value::TimestampMillis(self.occurred_at_ms)),
-            ("event".into(), union_value(set.current(), "event", self.payload.kind(), inner)?),
+            (
+                "occurred_at".into(),
+                Value::TimestampMillis(self.occurred_at_ms),
+            ),
+            (
+                "event".into(),
+                union_value(set.current(), "event", self.payload.kind(), inner)?,
+            ),
         ]))
     }
 

@@ -21,8 +21,15 @@ fn sample_events() -> Vec<Event> {
             reason_code: "invalid_destination".into(),
             reason: "bad".into(),
         }),
-        EventPayload::CarrierSelected(CarrierSelected { carrier: "a".into(), attempt: 1, strategy: "prefix".into() }),
-        EventPayload::Blocked(MessageBlocked { reason: "opted_out".into(), scope: "global".into() }),
+        EventPayload::CarrierSelected(CarrierSelected {
+            carrier: "a".into(),
+            attempt: 1,
+            strategy: "prefix".into(),
+        }),
+        EventPayload::Blocked(MessageBlocked {
+            reason: "opted_out".into(),
+            scope: "global".into(),
+        }),
         EventPayload::Submitted(MessageSubmitted {
             carrier: "a".into(),
             attempt: 1,
@@ -49,9 +56,15 @@ fn sample_events() -> Vec<Event> {
             stat: None,
             error_code: Some("001".into()),
         }),
-        EventPayload::Expired(MessageExpired { carrier: Some("a".into()), reason: "timeout".into() }),
+        EventPayload::Expired(MessageExpired {
+            carrier: Some("a".into()),
+            reason: "timeout".into(),
+        }),
     ];
-    p.into_iter().enumerate().map(|(i, p)| Event::new(id, p, 1, 1_700_000_000_000 + i as i64)).collect()
+    p.into_iter()
+        .enumerate()
+        .map(|(i, p)| Event::new(id, p, 1, 1_700_000_000_000 + i as i64))
+        .collect()
 }
 
 #[test]
@@ -66,14 +79,22 @@ fn every_event_round_trips() {
 #[test]
 fn receipts_records_round_trip() {
     for kind in [
-        CarrierRecordKind::SubmitCorrelated(SubmitCorrelated { message_id: "m".into(), attempt: 2 }),
+        CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+            message_id: "m".into(),
+            attempt: 2,
+        }),
         CarrierRecordKind::ReceiptReceived(ReceiptReceived {
             stat: "DELIVRD".into(),
             error_code: None,
             raw_text: Some("id:1 stat:DELIVRD".into()),
         }),
     ] {
-        let r = CarrierRecord { carrier: "a".into(), carrier_message_id: "1".into(), received_at: 5, kind };
+        let r = CarrierRecord {
+            carrier: "a".into(),
+            carrier_message_id: "1".into(),
+            received_at: 5,
+            kind,
+        };
         assert_eq!(CarrierRecord::decode(&r.encode().unwrap()).unwrap(), r);
     }
 }
@@ -121,16 +142,30 @@ fn ingest_reads_json_and_avro() {
     let json = br#"{"client_id":"c","to":"+447700900123","from":"SHOP","body":"hi","idempotency_key":"k1"}"#;
     let r = decode_submit_request(json, Some("application/json; charset=utf-8")).unwrap();
     assert_eq!(r.idempotency_key.as_deref(), Some("k1"));
-    assert_eq!(decode_submit_request(&r.encode().unwrap(), None).unwrap(), r);
-    assert!(matches!(decode_submit_request(b"{", Some("application/json")), Err(CodecError::Json(_))));
-    assert!(matches!(decode_submit_request(b"x", Some("text/plain")), Err(CodecError::ContentType(_))));
+    assert_eq!(
+        decode_submit_request(&r.encode().unwrap(), None).unwrap(),
+        r
+    );
+    assert!(matches!(
+        decode_submit_request(b"{", Some("application/json")),
+        Err(CodecError::Json(_))
+    ));
+    assert!(matches!(
+        decode_submit_request(b"x", Some("text/plain")),
+        Err(CodecError::ContentType(_))
+    ));
     let unknown = br#"{"client_id":"c","to":"1","from":"S","body":"b","bogus":1}"#;
     assert!(decode_submit_request(unknown, Some("application/json")).is_err());
 }
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    for bad in [&b""[..], b"\xc3\x01", b"\xc3\x01\0\0\0\0\0\0\0\0\x02", b"hello world!"] {
+    for bad in [
+        &b""[..],
+        b"\xc3\x01",
+        b"\xc3\x01\0\0\0\0\0\0\0\0\x02",
+        b"hello world!",
+    ] {
         assert!(Event::decode(bad).is_err());
     }
     let mut ok = sample_events()[0].encode().unwrap();
@@ -190,5 +225,8 @@ fn every_schema_version_decodes_with_the_current_reader() {
             checked += 1;
         }
     }
-    assert!(checked >= 9, "expected a fixture per event kind, found {checked}");
+    assert!(
+        checked >= 9,
+        "expected a fixture per event kind, found {checked}"
+    );
 }

@@ -20,7 +20,10 @@ fn req(body: &str, encoding: &str) -> DispatchRequested {
 #[test]
 fn short_gsm_message_goes_in_short_message() {
     let s = build_submit(&req("hello €", "GSM7"), true).unwrap();
-    assert_eq!(s.short_message().as_ref(), &[0x68, 0x65, 0x6C, 0x6C, 0x6F, 0x20, 0x1B, 0x65]);
+    assert_eq!(
+        s.short_message().as_ref(),
+        &[0x68, 0x65, 0x6C, 0x6C, 0x6F, 0x20, 0x1B, 0x65]
+    );
     assert_eq!(u8::from(s.data_coding), 0);
     assert_eq!(s.destination_addr.as_str(), "447911123456");
     assert_eq!(s.source_addr_ton, Ton::Alphanumeric);
@@ -31,7 +34,9 @@ fn ucs2_uses_data_coding_8_and_long_bodies_use_message_payload() {
     let s = build_submit(&req(&"😀".repeat(100), "UCS2"), true).unwrap();
     assert_eq!(u8::from(s.data_coding), 8);
     assert!(s.short_message().as_ref().is_empty());
-    assert!(s.tlvs().iter().any(|t| matches!(t.value(), Some(TlvValue::MessagePayload(p)) if p.value.as_ref().len() == 400)));
+    assert!(s.tlvs().iter().any(
+        |t| matches!(t.value(), Some(TlvValue::MessagePayload(p)) if p.value.as_ref().len() == 400)
+    ));
 }
 
 #[test]
@@ -44,8 +49,16 @@ fn throttling_is_distinguished_from_failure() {
     };
     assert_eq!(classify(resp(0x58), 1), Attempt::Throttled(0x58));
     match classify(resp(0x45), 1) {
-        Attempt::Done(SubmitOutcome::Failed { command_status, retryable, ambiguous, .. }) => {
-            assert_eq!((command_status, retryable, ambiguous), (Some(0x45), true, false));
+        Attempt::Done(SubmitOutcome::Failed {
+            command_status,
+            retryable,
+            ambiguous,
+            ..
+        }) => {
+            assert_eq!(
+                (command_status, retryable, ambiguous),
+                (Some(0x45), true, false)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -74,7 +87,9 @@ fn text_receipt_is_parsed_and_id_normalised() {
     match classify_deliver("a", &d, 5) {
         Delivered::Receipt(r) => {
             assert_eq!(r.key(), "a:ab12");
-            assert!(matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "DELIVRD"));
+            assert!(
+                matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "DELIVRD")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -83,12 +98,18 @@ fn text_receipt_is_parsed_and_id_normalised() {
 #[test]
 fn tlv_receipt_wins_over_text() {
     let mut d = deliver(0x04, "");
-    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(COctetString::from_string("77".to_string()).unwrap()));
-    d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(MessageState::Undeliverable));
+    d.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(
+        COctetString::from_string("77".to_string()).unwrap(),
+    ));
+    d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(
+        MessageState::Undeliverable,
+    ));
     match classify_deliver("a", &d, 5) {
         Delivered::Receipt(r) => {
             assert_eq!(r.carrier_message_id, "77");
-            assert!(matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "UNDELIV"));
+            assert!(
+                matches!(r.kind, CarrierRecordKind::ReceiptReceived(ref x) if x.stat == "UNDELIV")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -96,13 +117,19 @@ fn tlv_receipt_wins_over_text() {
 
 #[test]
 fn unreadable_receipt_is_reported_not_dropped() {
-    assert!(matches!(classify_deliver("a", &deliver(0x04, "garbage"), 5), Delivered::BadReceipt(_, _)));
+    assert!(matches!(
+        classify_deliver("a", &deliver(0x04, "garbage"), 5),
+        Delivered::BadReceipt(_, _)
+    ));
 }
 
 #[test]
 fn plain_deliver_is_an_mo() {
     match classify_deliver("a", &deliver(0x00, "STOP"), 5) {
-        Delivered::Mo(m) => assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_str()), ("+447911123456", "SHOP", "STOP")),
+        Delivered::Mo(m) => assert_eq!(
+            (m.from.as_str(), m.to.as_str(), m.body.as_str()),
+            ("+447911123456", "SHOP", "STOP")
+        ),
         other => panic!("{other:?}"),
     }
 }

@@ -1,0 +1,50 @@
+# smsgw: `make run` starts everything and shows messages reaching their final states;
+# `make test` runs the whole suite against a real broker and real SMSCs.
+SHELL := /bin/bash
+TANSU_VERSION := 0.6.0
+TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
+CARGO ?= cargo
+
+.PHONY: all deps tansu peers build run test lint fmt bench clean
+
+all: build
+
+## Install what is missing: Tansu (the broker, ~15 min the first time) and the npm SMPP peer.
+deps: tansu peers
+
+tansu:
+	@if [ -x "$(TANSU)" ] && "$(TANSU)" --version 2>/dev/null | grep -q "$(TANSU_VERSION)"; then \
+	  echo "tansu $(TANSU_VERSION) present"; \
+	else \
+	  echo "installing tansu $(TANSU_VERSION) (first build takes ~15 min)"; \
+	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
+	fi
+
+peers: tests/peers/node_modules/smpp/package.json
+
+tests/peers/node_modules/smpp/package.json: tests/peers/package.json tests/peers/package-lock.json
+	cd tests/peers && npm ci --no-audit --no-fund
+	@touch $@
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+## Start Tansu, the five services and the simulated carrier; send the demo; Ctrl-C stops.
+run: tansu build
+	./deploy/local/run.sh
+
+## Unit, integration (real Tansu) and end-to-end (real SMSCs) tests, plus lints.
+test: deps lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf .data

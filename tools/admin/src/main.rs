@@ -1,0 +1,176 @@
+//! smsgw-admin: operator commands.
+//!
+//! - `smsgw-admin bootstrap CONFIG` creates every topic (Tansu never auto-creates them),
+//!   with the partition counts of the config's `[layout]` and a dispatch topic per carrier.
+//! - `smsgw-admin demo API SMSC_CONTROL` sends the demo messages of `make run` through the
+//!   HTTP API and prints each one's final state.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smsgw_kafka::{KafkaConfig, TopicLayout};
+use std::time::{Duration, Instant};
+
+/// Config of `bootstrap`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapConfig {
+    /// Brokers and topic names.
+    kafka: KafkaConfig,
+    /// Partition counts and retention.
+    #[serde(default)]
+    layout: TopicLayout,
+    /// Carriers that get a dispatch topic.
+    carriers: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    smsgw_runtime::init_telemetry();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bootstrap") => {
+            let path = args.get(1).context("usage: smsgw-admin bootstrap CONFIG")?;
+            let c: BootstrapConfig = smsgw_runtime::load_config(Some(std::path::Path::new(path)))?;
+            c.kafka.validate().map_err(anyhow::Error::msg)?;
+            let specs = c.layout.specs(&c.kafka.topics, &c.carriers);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match smsgw_kafka::bootstrap_topics(&c.kafka, &specs).await {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("bootstrap: broker not ready ({e}); retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for s in &specs {
+                println!("topic {} ({} partitions)", s.name, s.partitions);
+            }
+            Ok(())
+        }
+        Some("demo") => {
+            let api = args
+                .get(1)
+                .context("usage: smsgw-admin demo API_URL SMSC_CONTROL_URL")?;
+            let smsc = args
+                .get(2)
+                .context("usage: smsgw-admin demo API_URL SMSC_CONTROL_URL")?;
+            demo(api, smsc).await
+        }
+        _ => bail!("usage: smsgw-admin bootstrap CONFIG | demo API_URL SMSC_CONTROL_URL"),
+    }
+}
+
+async fn demo(api: &str, smsc: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    wait_up(&http, &format!("{api}/healthz")).await?;
+    // The opted-out recipient texts STOP first, through the simulated carrier.
+    let stop = json!({"from": "+447911100003", "to": "SMSGW", "body": "STOP"});
+    let r: Value = http
+        .post(format!("{smsc}/mo"))
+        .json(&stop)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "MO \"STOP\" from +4479*******03 to SMSGW reached {} session(s)",
+        r["delivered_to_sessions"]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let demos = [
+        ("delivered", "+447911100001", "Your order has shipped."),
+        (
+            "unicode, two parts",
+            "+447911100002",
+            "Grüße aus smsgw 😀 — this one needs UCS-2 and more than seventy characters.",
+        ),
+        (
+            "opted out",
+            "+447911100003",
+            "You said STOP, so you never get this.",
+        ),
+        (
+            "carrier rejects",
+            "+447400200004",
+            "The simulated carrier refuses this destination.",
+        ),
+        (
+            "handset unreachable",
+            "+447400300005",
+            "Accepted by the carrier, then UNDELIV.",
+        ),
+        ("invalid", "+44 12", "Not a phone number."),
+    ];
+    let mut ids = Vec::new();
+    for (label, to, body) in demos {
+        let resp = http
+            .post(format!("{api}/v1/messages"))
+            .json(&json!({"to": to, "from": "SMSGW", "body": body, "client_id": "demo"}))
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        let v: Value = resp.json().await?;
+        println!(
+            "POST {label:<20} -> {code} {}",
+            v["id"].as_str().unwrap_or("?")
+        );
+        ids.push((label, v["id"].as_str().unwrap_or_default().to_string()));
+    }
+    println!("\nFinal states (rebuilt from the event log by GET /v1/messages/{{id}}):");
+    for (label, id) in ids {
+        let s = final_state(&http, api, &id).await?;
+        let events: Vec<&str> = s["history"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|e| e["event"].as_str()).collect())
+            .unwrap_or_default();
+        let last = &s["history"]
+            .as_array()
+            .and_then(|h| h.last().cloned())
+            .unwrap_or(Value::Null)["details"];
+        let why = last["reason"]
+            .as_str()
+            .or(last["stat"].as_str())
+            .unwrap_or("");
+        println!(
+            "  {label:<20} {:<14} {}  [{}]",
+            s["state"].as_str().unwrap_or("?"),
+            why,
+            events.join(" > ")
+        );
+    }
+    Ok(())
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("{url} did not answer within 60 s")
+}
+
+async fn final_state(http: &reqwest::Client, api: &str, id: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let r = http.get(format!("{api}/v1/messages/{id}")).send().await?;
+        if r.status().is_success() {
+            let v: Value = r.json().await?;
+            if v["final"] == true {
+                return Ok(v);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("message {id} did not reach a final state within 60 s")
+}
