@@ -45,9 +45,13 @@ pub fn load_config<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, Runtim
         fig = fig.merge(Toml::file(p));
     }
     // SMSGW_CONFIG and SMSGW_LOG_FORMAT steer the process, not the config.
-    fig.merge(Env::prefixed("SMSGW_").ignore(&["config", "log_format"]).split("__"))
-        .extract()
-        .map_err(|e| RuntimeError::Config(e.to_string()))
+    fig.merge(
+        Env::prefixed("SMSGW_")
+            .ignore(&["config", "log_format"])
+            .split("__"),
+    )
+    .extract()
+    .map_err(|e| RuntimeError::Config(e.to_string()))
 }
 
 /// The config path from the first command-line argument or `SMSGW_CONFIG`.

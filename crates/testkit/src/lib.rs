@@ -145,3 +145,58 @@ pub fn init_logs() {
             .try_init();
     }
 }
+
+/// Reads `n` records of `topic` from the beginning (a fresh group), decoded as `T`.
+pub async fn read_records<T: smsgw_codec::AvroRecord>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<T>> {
+    use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+    use smsgw_kafka::rdkafka::Message as _;
+    let c: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create()?;
+    c.subscribe(&[topic])?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "only {} of {n} records on {topic} within {timeout:?}",
+                    out.len()
+                )
+            })??;
+        out.push(T::decode(m.payload().unwrap_or_default())?);
+    }
+    Ok(out)
+}
+
+/// Produces one Avro record and waits for the broker's acknowledgement.
+pub async fn produce<T: smsgw_codec::AvroRecord>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    key: &str,
+    value: &T,
+) -> anyhow::Result<()> {
+    let p = smsgw_kafka::Producer::new(kafka)?;
+    smsgw_kafka::send(&p, &smsgw_kafka::OutRecord::avro(topic, key, value)?).await?;
+    Ok(())
+}
+
+/// A shutdown trigger and the future a service's `run` waits on.
+pub fn stopper() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}

@@ -85,25 +85,24 @@ pub async fn run(
             }
         })
     };
+    let status_tail = Arc::new(TailState::default());
     let statuses = {
-        let (kafka, state, stop) = (config.kafka.clone(), state.clone(), shutdown.clone());
+        let (kafka, state, tail_state, stop) = (
+            config.kafka.clone(),
+            state.clone(),
+            status_tail.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             let topic = kafka.topics.carrier_status();
-            let r = tail(
-                &kafka,
-                &topic,
-                None,
-                &TailState::default(),
-                stop.wait(),
-                |m| {
-                    if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
-                        state
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .set_carrier_up(&s.carrier, s.up);
-                    }
-                },
-            )
+            let r = tail(&kafka, &topic, None, &tail_state, stop.wait(), |m| {
+                if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
+                    state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_carrier_up(&s.carrier, s.up);
+                }
+            })
             .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "carrier-status tail stopped");
@@ -112,6 +111,11 @@ pub async fn run(
     };
 
     warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
+    // Know which carriers are down before the first decision.
+    tokio::select! {
+        _ = status_tail.caught_up() => {}
+        _ = shutdown.clone().wait() => {}
+    }
 
     let consumer = consumer(&config.kafka, &config.group_id)?;
     consumer

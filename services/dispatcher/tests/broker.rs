@@ -1,0 +1,104 @@
+//! dispatcher against a real Tansu broker and our SMSC simulator: work becomes a
+//! submit, the outcome an event, the receipt and the MO reach their topics.
+
+use smsgw_carrier_sim::{Config as SimConfig, Mo, Rule, Simulator};
+use smsgw_codec::{CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage};
+use smsgw_dispatcher::{CarrierConfig, Config};
+use smsgw_domain::{Event, EventPayload};
+use smsgw_testkit::{eventually, free_port, produce, read_records, stopper, Broker};
+use std::time::Duration;
+
+fn work(id: &str, to: &str) -> DispatchRequested {
+    DispatchRequested {
+        message_id: id.into(),
+        carrier: "sim".into(),
+        attempt: 1,
+        carriers_tried: vec!["sim".into()],
+        destination: to.into(),
+        sender: "SHOP".into(),
+        body: "hello".into(),
+        encoding: "GSM7".into(),
+        segments: 1,
+        accepted_at: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+    sc.system_id = Some("gw".into());
+    sc.rules = vec![
+        Rule {
+            prefix: "4474002".into(),
+            reject_rate: 1.0,
+            ..Rule::default()
+        },
+        Rule {
+            dlr_delay_ms: 50,
+            ..Rule::default()
+        },
+    ];
+    let sim = Simulator::start(sc).await?;
+
+    let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
+    carrier.reconnect_min_ms = 50;
+    let config = Config {
+        kafka: kafka.clone(),
+        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
+        carriers: vec![carrier],
+    };
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let topic = kafka.topics.dispatch("sim");
+    produce(&kafka, &topic, "m1", &work("m1", "+447911100001")).await?;
+    produce(&kafka, &topic, "m2", &work("m2", "+447400200002")).await?;
+
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 2, Duration::from_secs(30)).await?;
+    let m1 = events.iter().find(|e| e.message_id == "m1").unwrap();
+    let m2 = events.iter().find(|e| e.message_id == "m2").unwrap();
+    let EventPayload::Submitted(s) = &m1.payload else {
+        panic!("{m1:?}")
+    };
+    assert!(
+        matches!(&m2.payload, EventPayload::SubmitFailed(f) if f.command_status == Some(0x45) && !f.ambiguous)
+    );
+    // The correlation and then the receipt, under the same key.
+    let recs: Vec<CarrierRecord> =
+        read_records(&kafka, &kafka.topics.receipts(), 2, Duration::from_secs(30)).await?;
+    assert!(recs
+        .iter()
+        .all(|r| r.key() == format!("sim:{}", s.carrier_message_id)));
+    assert!(
+        matches!(&recs[0].kind, CarrierRecordKind::SubmitCorrelated(c) if c.message_id == "m1")
+    );
+    assert!(matches!(&recs[1].kind, CarrierRecordKind::ReceiptReceived(r) if r.stat == "DELIVRD"));
+
+    eventually(
+        "MO delivered to a bound session",
+        Duration::from_secs(10),
+        || async {
+            (sim.send_mo(&Mo {
+                from: "447911100009".into(),
+                to: "SHOP".into(),
+                body: "hi there".into(),
+            }) == 1)
+                .then_some(())
+        },
+    )
+    .await?;
+    let mo: Vec<InboundMessage> =
+        read_records(&kafka, &kafka.topics.inbound(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(
+        (mo[0].from.as_str(), mo[0].body.as_str()),
+        ("+447911100009", "hi there")
+    );
+    assert_eq!(sim.stats().submits, 2);
+    let _ = stop.send(());
+    svc.await??;
+    sim.stop().await;
+    Ok(())
+}

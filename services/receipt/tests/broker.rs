@@ -1,0 +1,79 @@
+//! receipt against a real Tansu broker: a receipt that beats its correlation, and a
+//! correlation that survives a restart because its offset was held back.
+
+use smsgw_codec::{CarrierRecord, CarrierRecordKind, ReceiptReceived, SubmitCorrelated};
+use smsgw_domain::{Event, EventPayload};
+use smsgw_testkit::{free_port, produce, read_records, stopper, Broker};
+use std::time::Duration;
+
+fn corr(id: &str, msg: &str) -> CarrierRecord {
+    CarrierRecord {
+        carrier: "a".into(),
+        carrier_message_id: id.into(),
+        received_at: 1,
+        kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+            message_id: msg.into(),
+            attempt: 1,
+        }),
+    }
+}
+
+fn dlr(id: &str, stat: &str) -> CarrierRecord {
+    CarrierRecord {
+        carrier: "a".into(),
+        carrier_message_id: id.into(),
+        received_at: 2,
+        kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived {
+            stat: stat.into(),
+            error_code: None,
+            raw_text: None,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_correlate_in_either_order_and_across_a_restart() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let topic = kafka.topics.receipts();
+    let config = || {
+        let mut c = smsgw_receipt::Config::new(kafka.clone());
+        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        c.tick_ms = 50;
+        c
+    };
+
+    // First life: a receipt before its correlation, and a correlation with no receipt yet.
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config(), sd));
+    let early = dlr("1a", "DELIVRD");
+    produce(&kafka, &topic, &early.key(), &early).await?;
+    let c1 = corr("1a", "m1");
+    produce(&kafka, &topic, &c1.key(), &c1).await?;
+    let c2 = corr("2b", "m2");
+    produce(&kafka, &topic, &c2.key(), &c2).await?;
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(events[0].message_id, "m1");
+    assert!(matches!(events[0].payload, EventPayload::Delivered(_)));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let an auto-commit happen
+    let _ = stop.send(());
+    svc.await??;
+
+    // Second life: the receipt for m2 arrives now; the correlation is re-read, not lost.
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config(), sd));
+    let late = dlr("2b", "UNDELIV");
+    produce(&kafka, &topic, &late.key(), &late).await?;
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 2, Duration::from_secs(30)).await?;
+    let m2 = events
+        .iter()
+        .find(|e| e.message_id == "m2")
+        .expect("m2 resolved after restart");
+    assert!(matches!(m2.payload, EventPayload::Undeliverable(_)));
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! router against a real Tansu broker: an accepted message becomes a carrier choice and
+//! dispatch work; an opted-out recipient is blocked; a down carrier is skipped.
+
+use smsgw_codec::{CarrierStatusChanged, DispatchRequested, OptOutChanged};
+use smsgw_domain::{Command, Event, EventPayload, Message, MessageAccepted};
+use smsgw_router::{Config, Route};
+use smsgw_testkit::{free_port, produce, read_records, stopper, Broker};
+use std::time::Duration;
+
+fn accepted(id: &str, to: &str) -> Event {
+    let a = MessageAccepted {
+        client_id: "c".into(),
+        idempotency_key: None,
+        client_ref: None,
+        destination: to.into(),
+        sender: "SHOP".into(),
+        body: "hi".into(),
+        encoding: "GSM7".into(),
+        segments: 1,
+    };
+    Message::new(id)
+        .decide(Command::Accept(a), smsgw_kafka::now_ms())
+        .unwrap()
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_blocks_and_skips_down_carriers() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a", "b"]).await?;
+    let status = CarrierStatusChanged {
+        carrier: "a".into(),
+        up: false,
+        detail: "test".into(),
+        changed_at: 1,
+    };
+    produce(&kafka, &kafka.topics.carrier_status(), "a", &status).await?;
+    let optout = OptOutChanged {
+        scope: "global".into(),
+        number: "+447911100002".into(),
+        opted_out: true,
+        source: "test".into(),
+        changed_at: 1,
+    };
+    produce(&kafka, &kafka.topics.optout(), &optout.key(), &optout).await?;
+
+    let mut config = Config::new(
+        kafka.clone(),
+        vec![Route {
+            prefix: "+44".into(),
+            carriers: vec!["a".into(), "b".into()],
+        }],
+    );
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config, sd));
+    let events = kafka.topics.events();
+    produce(&kafka, &events, "m1", &accepted("m1", "+447911100001")).await?;
+    produce(&kafka, &events, "m2", &accepted("m2", "+447911100002")).await?;
+
+    let work: Vec<DispatchRequested> = read_records(
+        &kafka,
+        &kafka.topics.dispatch("b"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!((work[0].message_id.as_str(), work[0].attempt), ("m1", 1));
+    let out: Vec<Event> = read_records(&kafka, &events, 4, Duration::from_secs(30)).await?;
+    let of = |id: &str| {
+        out.iter()
+            .filter(|e| e.message_id == id)
+            .map(|e| e.payload.kind())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("m1"), ["MessageAccepted", "CarrierSelected"]);
+    assert_eq!(of("m2"), ["MessageAccepted", "MessageBlocked"]);
+    assert!(out
+        .iter()
+        .any(|e| matches!(&e.payload, EventPayload::CarrierSelected(c) if c.carrier == "b")));
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
