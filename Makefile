@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: all deps tansu peers build run test lint fmt bench clean
+.PHONY: all deps tansu peers build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -33,10 +33,18 @@ build:
 run: tansu build
 	./deploy/local/run.sh
 
-## Unit, integration (real Tansu) and end-to-end (real SMSCs) tests, plus lints.
-test: deps lint
+## Unit, integration (real Tansu) and end-to-end (real SMSCs) tests, plus lints, plus the
+## analytics check: a third-party Avro library decodes the event log from the .avsc files.
+test: deps lint analytics-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+
+.venv/bin/python:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet fastavro==1.13.1
+
+analytics-test: .venv/bin/python
+	.venv/bin/python tests/analytics/decode_event_log.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,19 +1,129 @@
 //! Schema sets and the single-object framing.
 
 use crate::CodecError;
-use apache_avro::{rabin::Rabin, types::Value, Schema};
+use apache_avro::{types::Value, Schema};
 use std::collections::HashMap;
 
 /// The two marker bytes that open a single-object encoded record.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
-/// CRC-64-AVRO fingerprint of a schema's parsing canonical form.
-pub fn fingerprint(schema: &Schema) -> u64 {
-    let bytes = schema.fingerprint::<Rabin>().bytes;
+/// CRC-64-AVRO (Rabin) fingerprint of a schema's *Parsing Canonical Form*, computed from
+/// the schema's JSON text as the Avro specification defines it.
+///
+/// apache-avro's own `Schema::canonical_form` keeps logical types as `{"type":"long"}`
+/// where the specification says `"long"`, so its fingerprints differ from those of the
+/// Java, Python (fastavro) and other libraries analytics teams use. We fingerprint the
+/// specification's form ourselves.
+pub fn fingerprint_of(schema_json: &str) -> Result<u64, CodecError> {
+    use apache_avro::rabin::Rabin;
+    use digest::Digest;
+    let v: serde_json::Value = serde_json::from_str(schema_json)?;
+    let pcf = canonical(&v, None)?;
+    let bytes = Rabin::digest(pcf.as_bytes());
     let mut le = [0u8; 8];
     le.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(le)
+    Ok(u64::from_le_bytes(le))
+}
+
+const PRIMITIVES: [&str; 8] = [
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+fn fullname(name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+        _ => name.to_string(),
+    }
+}
+
+/// The Parsing Canonical Form of a schema (Avro specification, "Parsing Canonical Form
+/// for Schemas"): full names, only the attributes that matter for parsing, in a fixed
+/// order, primitives as bare strings, no white space.
+pub fn canonical(v: &serde_json::Value, namespace: Option<&str>) -> Result<String, CodecError> {
+    use serde_json::Value as J;
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    match v {
+        J::String(s) if PRIMITIVES.contains(&s.as_str()) => Ok(q(s)),
+        J::String(s) => Ok(q(&fullname(s, namespace))),
+        J::Array(branches) => {
+            let parts: Result<Vec<String>, _> =
+                branches.iter().map(|b| canonical(b, namespace)).collect();
+            Ok(format!("[{}]", parts?.join(",")))
+        }
+        J::Object(o) => {
+            let ty = o
+                .get("type")
+                .ok_or_else(|| CodecError::Invalid("schema object without type".into()))?;
+            let ty_name = ty.as_str().unwrap_or("");
+            match ty_name {
+                "record" | "error" | "enum" | "fixed" => {
+                    let name = o
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .ok_or_else(|| CodecError::Invalid("named type without name".into()))?;
+                    let ns = o.get("namespace").and_then(|n| n.as_str()).or(namespace);
+                    let full = fullname(name, ns);
+                    let inner_ns = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
+                    let mut out = format!(
+                        "{{\"name\":{},\"type\":{}",
+                        q(&full),
+                        q(if ty_name == "error" {
+                            "record"
+                        } else {
+                            ty_name
+                        })
+                    );
+                    if let Some(J::Array(fields)) = o.get("fields") {
+                        let mut fs = Vec::new();
+                        for f in fields {
+                            let fname = f.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                            let ftype = f.get("type").ok_or_else(|| {
+                                CodecError::Invalid(format!("field {fname} without type"))
+                            })?;
+                            fs.push(format!(
+                                "{{\"name\":{},\"type\":{}}}",
+                                q(fname),
+                                canonical(ftype, inner_ns.as_deref())?
+                            ));
+                        }
+                        out.push_str(&format!(",\"fields\":[{}]", fs.join(",")));
+                    }
+                    if let Some(J::Array(symbols)) = o.get("symbols") {
+                        let s: Vec<String> =
+                            symbols.iter().filter_map(|x| x.as_str()).map(q).collect();
+                        out.push_str(&format!(",\"symbols\":[{}]", s.join(",")));
+                    }
+                    if let Some(size) = o.get("size") {
+                        out.push_str(&format!(",\"size\":{size}"));
+                    }
+                    out.push('}');
+                    Ok(out)
+                }
+                "array" => {
+                    let items = o
+                        .get("items")
+                        .ok_or_else(|| CodecError::Invalid("array without items".into()))?;
+                    Ok(format!(
+                        "{{\"type\":\"array\",\"items\":{}}}",
+                        canonical(items, namespace)?
+                    ))
+                }
+                "map" => {
+                    let values = o
+                        .get("values")
+                        .ok_or_else(|| CodecError::Invalid("map without values".into()))?;
+                    Ok(format!(
+                        "{{\"type\":\"map\",\"values\":{}}}",
+                        canonical(values, namespace)?
+                    ))
+                }
+                // A primitive with attributes (e.g. a logical type) is just the primitive.
+                _ => canonical(ty, namespace),
+            }
+        }
+        other => Err(CodecError::Invalid(format!("not a schema: {other}"))),
+    }
 }
 
 /// All versions of one topic's schema: the newest writes, every version can be read.
@@ -32,16 +142,23 @@ impl SchemaSet {
         let mut current = None;
         for text in versions {
             let schema = Schema::parse_str(text)?;
-            writers.insert(fingerprint(&schema), schema.clone());
-            current = Some(schema);
+            let fp = fingerprint_of(text)?;
+            writers.insert(fp, schema.clone());
+            current = Some((fp, schema));
         }
-        let current = current.ok_or(CodecError::Invalid(format!("{name}: no schema versions")))?;
+        let (current_fp, current) =
+            current.ok_or(CodecError::Invalid(format!("{name}: no schema versions")))?;
         Ok(SchemaSet {
             name,
-            current_fp: fingerprint(&current),
+            current_fp,
             current,
             writers,
         })
+    }
+
+    /// Fingerprint of the current schema.
+    pub fn current_fingerprint(&self) -> u64 {
+        self.current_fp
     }
 
     /// The schema new records are written with.

@@ -16,7 +16,7 @@
 mod avro;
 mod records;
 
-pub use avro::{fingerprint, SchemaSet, SINGLE_OBJECT_MAGIC};
+pub use avro::{canonical, fingerprint_of, SchemaSet, SINGLE_OBJECT_MAGIC};
 pub use records::*;
 
 use thiserror::Error;
