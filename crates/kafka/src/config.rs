@@ -12,6 +12,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Any librdkafka property (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
     /// `acks`, `linger.ms`, ...). Applied last, so it overrides smsgw's defaults.
+    /// `_` in a name reads as `.` (no librdkafka property has `_`), so environment
+    /// overrides can set them: `SMSGW_KAFKA__PROPERTIES__SASL_MECHANISM=PLAIN`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// Topic names.
@@ -37,7 +39,7 @@ impl KafkaConfig {
             c.set(*k, *v);
         }
         for (k, v) in &self.properties {
-            c.set(k, v);
+            c.set(k.replace('_', "."), v);
         }
         c
     }
@@ -129,5 +131,21 @@ impl Topics {
                 self.prefix
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_override_defaults_and_underscores_read_as_dots() {
+        let mut k = KafkaConfig::new("b:1");
+        k.properties.insert("acks".into(), "1".into());
+        k.properties.insert("sasl_mechanism".into(), "PLAIN".into());
+        let c = k.client_config(&[("acks", "all")]);
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
     }
 }

@@ -177,6 +177,8 @@ mod tests {
     #[serde(deny_unknown_fields)]
     struct Inner {
         port: u16,
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, String>,
     }
 
     #[test]
@@ -186,9 +188,16 @@ mod tests {
             jail.create_file("c.toml", "name = \"a\"\n[inner]\nport = 1\n")?;
             jail.set_env("SMSGW_INNER__PORT", "2");
             jail.set_env("SMSGW_CONFIG", "c.toml");
+            jail.set_env("SMSGW_INNER__PROPERTIES__SASL_MECHANISM", "PLAIN");
             jail.set_env("SMSGW_LOG_FORMAT", "json");
             let d: Demo = load_config(Some(Path::new("c.toml"))).unwrap();
             assert_eq!((d.name.as_str(), d.inner.port), ("a", 2));
+            // Env keys cannot hold dots (figment splits on them): `_` stands in, and
+            // KafkaConfig turns it back into `.`.
+            assert_eq!(
+                d.inner.properties.get("sasl_mechanism").map(String::as_str),
+                Some("PLAIN")
+            );
             jail.create_file("bad.toml", "name = \"a\"\nbogus = 1\n[inner]\nport = 1\n")?;
             assert!(load_config::<Demo>(Some(Path::new("bad.toml"))).is_err());
             Ok(())
