@@ -345,3 +345,269 @@ mod tests {
         }
     }
 }
+
+/// How a message longer than one SMS goes to the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LongMode {
+    /// Concatenated parts, each with a 6-octet UDH (8-bit reference). The common default.
+    Udh8,
+    /// Concatenated parts, each with a 7-octet UDH (16-bit reference).
+    Udh16,
+    /// Concatenated parts described by the `sar_*` TLVs; the carrier builds the UDH.
+    Sar,
+    /// One PDU with the whole text in the `message_payload` TLV.
+    Payload,
+}
+
+/// One PDU's worth of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Octets for `short_message` (UDH first, when there is one) or `message_payload`.
+    pub octets: Vec<u8>,
+    /// The octets start with a UDH: set `esm_class` UDHI (0x40).
+    pub udhi: bool,
+    /// `(reference, total, sequence)` for the `sar_*` TLVs.
+    pub sar: Option<(u16, u8, u8)>,
+    /// Goes in `message_payload` rather than `short_message`.
+    pub payload: bool,
+}
+
+/// Most parts a concatenated message can have (the UDH counts them in one octet).
+pub const MAX_PARTS: usize = 255;
+
+/// Splits and encodes `text` into the PDUs `mode` needs. A text that fits one SMS is one
+/// plain part in every mode. `reference` identifies the concatenated message (use the
+/// same one when an attempt is retried on the same carrier). Escape pairs and surrogate
+/// pairs are never split. Texts needing more than [`MAX_PARTS`] parts are an error.
+pub fn parts(
+    text: &str,
+    encoding: Encoding,
+    mode: LongMode,
+    reference: u16,
+) -> Result<Vec<Part>, String> {
+    let (single, multi_udh8, multi_udh16) = match encoding {
+        // GSM-7 counts septets: a 6-octet UDH takes 7 septets, a 7-octet one 8.
+        Encoding::Gsm7 => (GSM7_SINGLE, GSM7_MULTI, GSM7_SINGLE - 8),
+        // UCS-2 counts UTF-16 units of two octets: 140 - 6 = 134 octets, 140 - 7 → 132.
+        Encoding::Ucs2 => (UCS2_SINGLE, UCS2_MULTI, UCS2_SINGLE - 4),
+    };
+    let cost = |c: char| match encoding {
+        Encoding::Gsm7 => gsm7_cost(c).unwrap_or(1),
+        Encoding::Ucs2 => c.len_utf16(),
+    };
+    let total: usize = text.chars().map(cost).sum();
+    let plain = |octets: Vec<u8>, payload: bool| Part {
+        octets,
+        udhi: false,
+        sar: None,
+        payload,
+    };
+    if total <= single {
+        return Ok(vec![plain(encode(text, encoding), false)]);
+    }
+    if mode == LongMode::Payload {
+        return Ok(vec![plain(encode(text, encoding), true)]);
+    }
+    let per_part = if mode == LongMode::Udh16 {
+        multi_udh16
+    } else {
+        multi_udh8
+    };
+    let chunks = split_by_cost(text, per_part, per_part, cost);
+    if chunks.len() > MAX_PARTS {
+        return Err(format!(
+            "{} parts exceed the limit of {MAX_PARTS}",
+            chunks.len()
+        ));
+    }
+    let n = chunks.len() as u8;
+    Ok(chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let seq = i as u8 + 1;
+            let body = encode(chunk, encoding);
+            match mode {
+                LongMode::Udh8 => {
+                    let mut o = vec![0x05, 0x00, 0x03, reference as u8, n, seq];
+                    o.extend(body);
+                    Part {
+                        octets: o,
+                        udhi: true,
+                        sar: None,
+                        payload: false,
+                    }
+                }
+                LongMode::Udh16 => {
+                    let [hi, lo] = reference.to_be_bytes();
+                    let mut o = vec![0x06, 0x08, 0x04, hi, lo, n, seq];
+                    o.extend(body);
+                    Part {
+                        octets: o,
+                        udhi: true,
+                        sar: None,
+                        payload: false,
+                    }
+                }
+                LongMode::Sar | LongMode::Payload => Part {
+                    octets: body,
+                    udhi: false,
+                    sar: Some((reference, n, seq)),
+                    payload: false,
+                },
+            }
+        })
+        .collect())
+}
+
+/// A concatenation header found at the start of a `short_message` with UDHI set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concat {
+    /// Reference shared by the parts.
+    pub reference: u16,
+    /// Number of parts.
+    pub total: u8,
+    /// This part, from 1.
+    pub seq: u8,
+}
+
+/// Reads a UDH: returns the concatenation element (8- or 16-bit reference), if any, and
+/// the text octets after the header. Malformed headers are an error, never a panic.
+pub fn read_udh(octets: &[u8]) -> Result<(Option<Concat>, &[u8]), String> {
+    let udhl = *octets.first().ok_or("empty short_message with UDHI set")? as usize;
+    if octets.len() < 1 + udhl {
+        return Err(format!(
+            "UDH length {udhl} exceeds the {} octets present",
+            octets.len()
+        ));
+    }
+    let (mut ies, rest) = (&octets[1..1 + udhl], &octets[1 + udhl..]);
+    let mut concat = None;
+    while ies.len() >= 2 {
+        let (iei, len) = (ies[0], ies[1] as usize);
+        let data = ies
+            .get(2..2 + len)
+            .ok_or("truncated UDH information element")?;
+        match (iei, len) {
+            (0x00, 3) => {
+                concat = Some(Concat {
+                    reference: data[0] as u16,
+                    total: data[1],
+                    seq: data[2],
+                })
+            }
+            (0x08, 4) => {
+                concat = Some(Concat {
+                    reference: u16::from_be_bytes([data[0], data[1]]),
+                    total: data[2],
+                    seq: data[3],
+                })
+            }
+            _ => {}
+        }
+        ies = &ies[2 + len..];
+    }
+    Ok((
+        concat.filter(|c| c.total > 0 && c.seq > 0 && c.seq <= c.total),
+        rest,
+    ))
+}
+
+#[cfg(test)]
+mod concat_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn short_text_is_one_plain_part_in_every_mode() {
+        for mode in [
+            LongMode::Udh8,
+            LongMode::Udh16,
+            LongMode::Sar,
+            LongMode::Payload,
+        ] {
+            let p = parts("hi", Encoding::Gsm7, mode, 7).unwrap();
+            assert_eq!(
+                p,
+                vec![Part {
+                    octets: b"hi".to_vec(),
+                    udhi: false,
+                    sar: None,
+                    payload: false
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn udh8_parts_carry_reference_total_and_sequence() {
+        let p = parts(&"a".repeat(200), Encoding::Gsm7, LongMode::Udh8, 0x1234).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(&p[0].octets[..6], &[0x05, 0x00, 0x03, 0x34, 2, 1]);
+        assert_eq!(p[0].octets.len(), 6 + 153);
+        assert_eq!(&p[1].octets[..6], &[0x05, 0x00, 0x03, 0x34, 2, 2]);
+        assert!(p.iter().all(|x| x.udhi));
+    }
+
+    #[test]
+    fn udh16_leaves_room_for_the_longer_header() {
+        let p = parts(&"a".repeat(200), Encoding::Gsm7, LongMode::Udh16, 0x1234).unwrap();
+        assert_eq!(&p[0].octets[..7], &[0x06, 0x08, 0x04, 0x12, 0x34, 2, 1]);
+        assert_eq!(p[0].octets.len(), 7 + 152);
+    }
+
+    #[test]
+    fn sar_and_payload() {
+        let p = parts(&"😀".repeat(40), Encoding::Ucs2, LongMode::Sar, 9).unwrap();
+        assert_eq!(
+            p.iter().map(|x| x.sar).collect::<Vec<_>>(),
+            vec![Some((9, 2, 1)), Some((9, 2, 2))]
+        );
+        assert_eq!(
+            p[0].octets.len(),
+            132,
+            "33 emoji: 66 units, a pair is never split"
+        );
+        let p = parts(&"x".repeat(500), Encoding::Gsm7, LongMode::Payload, 9).unwrap();
+        assert_eq!((p.len(), p[0].payload, p[0].octets.len()), (1, true, 500));
+    }
+
+    #[test]
+    fn malformed_udh_is_an_error() {
+        assert!(read_udh(&[]).is_err());
+        assert!(read_udh(&[0x05, 0x00, 0x03]).is_err());
+        assert!(read_udh(&[0x03, 0x00, 0x05, 0x01]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parts_reassemble_to_the_text(s in "\\PC{1,600}", mode in 0..3u8, r in any::<u16>()) {
+            let mode = [LongMode::Udh8, LongMode::Udh16, LongMode::Sar][mode as usize];
+            let enc = analyse(&s).encoding;
+            let ps = parts(&s, enc, mode, r).unwrap();
+            let mut text = String::new();
+            for p in &ps {
+                let body = if p.udhi {
+                    let (c, rest) = read_udh(&p.octets).unwrap();
+                    let c = c.unwrap();
+                    prop_assert_eq!(c.total as usize, ps.len());
+                    rest.to_vec()
+                } else {
+                    p.octets.clone()
+                };
+                prop_assert!(body.len() <= 140 || enc == Encoding::Gsm7 && body.len() <= 160);
+                text.push_str(&decode(&body, enc.data_coding()).unwrap());
+            }
+            if enc == Encoding::Gsm7 {
+                prop_assert_eq!(text, s.chars().map(|c| if gsm7_cost(c).is_some() { c } else { '?' }).collect::<String>());
+            } else {
+                prop_assert_eq!(text, s);
+            }
+        }
+
+        #[test]
+        fn read_udh_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = read_udh(&bytes);
+        }
+    }
+}
