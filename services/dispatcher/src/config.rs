@@ -62,6 +62,37 @@ pub struct CarrierConfig {
     /// Consumer group of this carrier's dispatch topic.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// How messages longer than one SMS go out: `udh8` (default), `udh16`, `sar` or
+    /// `payload` (one PDU with `message_payload`).
+    #[serde(default)]
+    pub long_messages: LongMessages,
+}
+
+/// Long-message mode of a carrier (see [`smsgw_gsm::LongMode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongMessages {
+    /// Concatenation UDH with an 8-bit reference.
+    #[default]
+    Udh8,
+    /// Concatenation UDH with a 16-bit reference.
+    Udh16,
+    /// `sar_msg_ref_num` / `sar_total_segments` / `sar_segment_seqnum` TLVs.
+    Sar,
+    /// The whole text in `message_payload`.
+    Payload,
+}
+
+impl LongMessages {
+    /// The encoder's mode.
+    pub fn mode(self) -> smsgw_gsm::LongMode {
+        match self {
+            LongMessages::Udh8 => smsgw_gsm::LongMode::Udh8,
+            LongMessages::Udh16 => smsgw_gsm::LongMode::Udh16,
+            LongMessages::Sar => smsgw_gsm::LongMode::Sar,
+            LongMessages::Payload => smsgw_gsm::LongMode::Payload,
+        }
+    }
 }
 
 fn default_admin() -> SocketAddr {
@@ -110,6 +141,7 @@ impl CarrierConfig {
             throttle_retries: default_throttle_retries(),
             registered_delivery: true,
             group_id: None,
+            long_messages: LongMessages::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 
 use crate::config::CarrierConfig;
 use crate::metrics::Metrics;
-use crate::pdu::{build_submit, classify, Attempt};
+use crate::pdu::{build_submits, classify, Attempt};
+use rusmpp::pdus::SubmitSm;
 use rusmppc::Client;
 use smsgw_codec::{
     AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated,
@@ -132,18 +133,18 @@ async fn wait_bound(
         .clone()
 }
 
-/// Submits one request (retrying throttling on this carrier) and records the outcome.
-async fn submit_one(
+/// Submits one part, retrying throttling on this carrier with backoff.
+async fn submit_part(
     ctx: &DispatchCtx,
-    req: DispatchRequested,
-    mut bound: watch::Receiver<Option<Client>>,
-) {
+    bound: &mut watch::Receiver<Option<Client>>,
+    sm: SubmitSm,
+) -> Result<String, SubmitOutcome> {
     let c = &ctx.carrier;
     let mut throttled = 0;
-    let outcome = loop {
-        let Some(client) = wait_bound(&mut bound, Duration::from_millis(c.unbound_grace_ms)).await
+    loop {
+        let Some(client) = wait_bound(bound, Duration::from_millis(c.unbound_grace_ms)).await
         else {
-            break SubmitOutcome::Failed {
+            return Err(SubmitOutcome::Failed {
                 command_status: None,
                 reason: format!(
                     "carrier {} not bound within {} ms",
@@ -151,21 +152,13 @@ async fn submit_one(
                 ),
                 retryable: true,
                 ambiguous: false,
-            };
+            });
         };
-        let sm = match build_submit(&req, c.registered_delivery) {
-            Ok(sm) => sm,
-            Err(reason) => {
-                break SubmitOutcome::Failed {
-                    command_status: None,
-                    reason,
-                    retryable: false,
-                    ambiguous: false,
-                };
-            }
-        };
-        match classify(client.submit_sm(sm).await, req.segments) {
-            Attempt::Done(o) => break o,
+        match classify(client.submit_sm(sm.clone()).await, 1) {
+            Attempt::Done(SubmitOutcome::Accepted {
+                carrier_message_id, ..
+            }) => return Ok(carrier_message_id),
+            Attempt::Done(failed) => return Err(failed),
             Attempt::Throttled(_) if throttled < c.throttle_retries => {
                 throttled += 1;
                 ctx.metrics
@@ -175,12 +168,71 @@ async fn submit_one(
                 tokio::time::sleep(Duration::from_millis(50 << throttled.min(6))).await;
             }
             Attempt::Throttled(code) => {
-                break SubmitOutcome::Failed {
+                return Err(SubmitOutcome::Failed {
                     command_status: Some(code as i32),
                     reason: format!("throttled {throttled} times (0x{code:08X})"),
                     retryable: true,
                     ambiguous: false,
-                };
+                });
+            }
+        }
+    }
+}
+
+/// Submits one request, part by part, and records the outcome. If a later part fails
+/// after earlier ones were accepted, the recipient may see fragments: the failure is
+/// marked ambiguous.
+async fn submit_one(
+    ctx: &DispatchCtx,
+    req: DispatchRequested,
+    mut bound: watch::Receiver<Option<Client>>,
+) {
+    let c = &ctx.carrier;
+    let mut ids = Vec::new();
+    let outcome = match build_submits(&req, c.registered_delivery, c.long_messages.mode()) {
+        Err(reason) => SubmitOutcome::Failed {
+            command_status: None,
+            reason,
+            retryable: false,
+            ambiguous: false,
+        },
+        Ok(pdus) => {
+            let parts = pdus.len();
+            let mut failure = None;
+            for sm in pdus {
+                match submit_part(ctx, &mut bound, sm).await {
+                    Ok(id) => ids.push(id),
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => SubmitOutcome::Accepted {
+                    carrier_message_id: ids[0].clone(),
+                    segments: parts as i32,
+                },
+                Some(SubmitOutcome::Failed {
+                    command_status,
+                    reason,
+                    retryable,
+                    ambiguous,
+                }) => {
+                    let partial = !ids.is_empty();
+                    let reason = if partial {
+                        format!("part {} of {parts}: {reason}", ids.len() + 1)
+                    } else {
+                        reason
+                    };
+                    SubmitOutcome::Failed {
+                        command_status,
+                        reason,
+                        retryable,
+                        ambiguous: ambiguous || partial,
+                    }
+                }
+                Some(accepted) => accepted,
             }
         }
     };
@@ -226,18 +278,23 @@ async fn submit_one(
         }
         if let EventPayload::Submitted(s) = &ev.payload {
             // After the event is stored, so a receipt never overtakes its submission.
-            let corr = CarrierRecord {
-                carrier: c.name.clone(),
-                carrier_message_id: s.carrier_message_id.clone(),
-                received_at: now,
-                kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
-                    message_id: ev.message_id.clone(),
-                    attempt: s.attempt,
-                }),
-            };
-            match OutRecord::avro(ctx.topics.receipts(), corr.key(), &corr) {
-                Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
-                Err(e) => tracing::error!(error = %e, "correlation encode"),
+            // One correlation per part: each part gets its own receipt.
+            for (i, id) in ids.iter().enumerate() {
+                let corr = CarrierRecord {
+                    carrier: c.name.clone(),
+                    carrier_message_id: id.clone(),
+                    received_at: now,
+                    kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+                        message_id: ev.message_id.clone(),
+                        attempt: s.attempt,
+                        part: i as i32 + 1,
+                        parts: ids.len() as i32,
+                    }),
+                };
+                match OutRecord::avro(ctx.topics.receipts(), corr.key(), &corr) {
+                    Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
+                    Err(e) => tracing::error!(error = %e, "correlation encode"),
+                }
             }
         }
     }

@@ -9,22 +9,36 @@ use smsgw_codec::{
     CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived,
 };
 use smsgw_domain::SubmitOutcome;
-use smsgw_gsm::Encoding;
+use smsgw_gsm::{Encoding, LongMode};
 use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_state, status};
 
-/// Octets that fit `short_message`; longer bodies go in `message_payload`.
-const SHORT_MESSAGE_MAX: usize = 254;
+/// The concatenation reference of a message's attempt: stable across re-reads, so a
+/// resent part carries the same reference as the first try.
+pub fn concat_reference(message_id: &str, attempt: i32) -> u16 {
+    let mut h: u32 = 2166136261;
+    for b in message_id.bytes().chain(attempt.to_be_bytes()) {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    (h ^ (h >> 16)) as u16
+}
 
-/// Builds the `submit_sm` for a dispatch request.
-pub fn build_submit(
+/// Builds the `submit_sm` PDUs for a dispatch request: one, or one per part of a long
+/// message as `mode` says.
+pub fn build_submits(
     req: &DispatchRequested,
     registered_delivery: bool,
-) -> Result<SubmitSm, String> {
+    mode: LongMode,
+) -> Result<Vec<SubmitSm>, String> {
     let encoding = match req.encoding.as_str() {
         "UCS2" => Encoding::Ucs2,
         _ => Encoding::Gsm7,
     };
-    let octets = smsgw_gsm::encode(&req.body, encoding);
+    let parts = smsgw_gsm::parts(
+        &req.body,
+        encoding,
+        mode,
+        concat_reference(&req.message_id, req.attempt),
+    )?;
     let (src_ton, src_npi, source) = address(&req.sender);
     let (dst_ton, dst_npi, dest) = address(&req.destination);
     let source = COctetString::from_string(source).map_err(|e| format!("sender: {e}"))?;
@@ -34,24 +48,38 @@ pub fn build_submit(
     } else {
         RegisteredDelivery::default()
     };
-    let mut b = SubmitSm::builder()
-        .source_addr_ton(src_ton)
-        .source_addr_npi(src_npi)
-        .source_addr(source)
-        .dest_addr_ton(dst_ton)
-        .dest_addr_npi(dst_npi)
-        .destination_addr(dest)
-        .esm_class(EsmClass::from(0x00))
-        .registered_delivery(rd)
-        .data_coding(DataCoding::from(encoding.data_coding()));
-    if octets.len() <= SHORT_MESSAGE_MAX {
-        b = b.short_message(OctetString::from_slice(&octets).map_err(|e| format!("body: {e}"))?);
-    } else {
-        b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
-            MessagePayload::new(AnyOctetString::from_slice(&octets)),
-        ));
-    }
-    Ok(b.build())
+    parts
+        .into_iter()
+        .map(|part| {
+            let esm = if part.udhi { 0x40 } else { 0x00 };
+            let mut b = SubmitSm::builder()
+                .source_addr_ton(src_ton)
+                .source_addr_npi(src_npi)
+                .source_addr(source.clone())
+                .dest_addr_ton(dst_ton)
+                .dest_addr_npi(dst_npi)
+                .destination_addr(dest.clone())
+                .esm_class(EsmClass::from(esm))
+                .registered_delivery(rd)
+                .data_coding(DataCoding::from(encoding.data_coding()));
+            if part.payload {
+                b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+                    MessagePayload::new(AnyOctetString::from_slice(&part.octets)),
+                ));
+            } else {
+                b = b.short_message(
+                    OctetString::from_slice(&part.octets).map_err(|e| format!("body: {e}"))?,
+                );
+            }
+            if let Some((reference, total, seq)) = part.sar {
+                b = b
+                    .push_tlv(MessageSubmissionRequestTlvValue::SarMsgRefNum(reference))
+                    .push_tlv(MessageSubmissionRequestTlvValue::SarTotalSegments(total))
+                    .push_tlv(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(seq));
+            }
+            Ok(b.build())
+        })
+        .collect()
 }
 
 /// TON/NPI and digits for an address: international numbers, short codes, alphanumerics.

@@ -29,9 +29,19 @@ struct Correlation {
     carrier_message_id: String,
     message_id: String,
     attempt: i32,
+    part: i32,
+    parts: i32,
     partition: i32,
     offset: i64,
     expires_at: i64,
+}
+
+/// The final receipts of a concatenated message's parts, gathered until all are in.
+#[derive(Debug, Default)]
+struct Group {
+    finals: std::collections::BTreeMap<i32, ReceiptReceived>,
+    /// Offsets of the parts' correlations and receipts: needed until the group is settled.
+    held: Vec<(i32, i64)>,
 }
 
 #[derive(Debug)]
@@ -48,6 +58,7 @@ struct Orphan {
 #[derive(Debug)]
 pub struct Correlator {
     correlations: HashMap<String, Correlation>,
+    groups: HashMap<(String, i32), Group>,
     orphans: HashMap<String, Vec<Orphan>>,
     receipt_timeout_ms: i64,
     orphan_timeout_ms: i64,
@@ -60,6 +71,7 @@ impl Correlator {
     pub fn new(receipt_timeout_ms: i64, orphan_timeout_ms: i64) -> Self {
         Correlator {
             correlations: HashMap::new(),
+            groups: HashMap::new(),
             orphans: HashMap::new(),
             receipt_timeout_ms,
             orphan_timeout_ms,
@@ -90,33 +102,33 @@ impl Correlator {
                     // The carrier reused an id: the older correlation can no longer be matched.
                     a.done.push((old.partition, old.offset));
                 }
-                let corr = Correlation {
+                let mut corr = Some(Correlation {
                     carrier: rec.carrier,
                     carrier_message_id: rec.carrier_message_id,
                     message_id: c.message_id,
                     attempt: c.attempt,
+                    part: c.part,
+                    parts: c.parts,
                     partition,
                     offset,
                     expires_at: now_ms + self.receipt_timeout_ms,
-                };
-                let mut settled = false;
+                });
                 for o in self.orphans.remove(&key).unwrap_or_default() {
-                    settled |= apply_receipt(&corr, &o.receipt, now_ms, &mut a);
-                    a.done.push((o.partition, o.offset));
+                    if let Some(c) = corr.take() {
+                        corr = self.settle(c, &o.receipt, (o.partition, o.offset), now_ms, &mut a);
+                    } else {
+                        a.done.push((o.partition, o.offset));
+                    }
                 }
-                if settled {
-                    a.done.push((partition, offset));
-                } else {
-                    self.correlations.insert(key, corr);
+                if let Some(c) = corr {
+                    self.correlations.insert(key, c);
                 }
             }
-            CarrierRecordKind::ReceiptReceived(r) => match self.correlations.get(&key) {
+            CarrierRecordKind::ReceiptReceived(r) => match self.correlations.remove(&key) {
                 Some(corr) => {
-                    if apply_receipt(corr, &r, now_ms, &mut a) {
-                        let corr = self.correlations.remove(&key).expect("present");
-                        a.done.push((corr.partition, corr.offset));
+                    if let Some(c) = self.settle(corr, &r, (partition, offset), now_ms, &mut a) {
+                        self.correlations.insert(key, c);
                     }
-                    a.done.push((partition, offset));
                 }
                 None => self.orphans.entry(key).or_default().push(Orphan {
                     receipt: r,
@@ -129,6 +141,49 @@ impl Correlator {
             },
         }
         a
+    }
+
+    /// Applies a receipt to its correlation. Returns the correlation if it still waits
+    /// (the receipt was intermediate). A single-part message settles at once; a part of
+    /// a concatenated message waits for its siblings, keeping its offsets held.
+    fn settle(
+        &mut self,
+        c: Correlation,
+        r: &ReceiptReceived,
+        receipt_at: (i32, i64),
+        now_ms: i64,
+        a: &mut Actions,
+    ) -> Option<Correlation> {
+        if classify_stat(&r.stat) == ReceiptOutcome::Intermediate {
+            a.done.push(receipt_at);
+            return Some(c);
+        }
+        if c.parts <= 1 {
+            emit_receipt(&c, r, now_ms, a);
+            a.done.extend([(c.partition, c.offset), receipt_at]);
+            return None;
+        }
+        let gk = (c.message_id.clone(), c.attempt);
+        let g = self.groups.entry(gk.clone()).or_default();
+        g.finals.insert(c.part, r.clone());
+        g.held.extend([(c.partition, c.offset), receipt_at]);
+        if g.finals.len() as i32 >= c.parts {
+            let g = self.groups.remove(&gk).expect("present");
+            // The message is as good as its worst part.
+            let rank = |r: &ReceiptReceived| match classify_stat(&r.stat) {
+                ReceiptOutcome::Undeliverable => 0,
+                ReceiptOutcome::Expired => 1,
+                _ => 2,
+            };
+            let worst = g
+                .finals
+                .values()
+                .min_by_key(|r| rank(r))
+                .expect("non-empty");
+            emit_receipt(&c, worst, now_ms, a);
+            a.done.extend(g.held);
+        }
+        None
     }
 
     /// Expires what waited too long.
@@ -156,6 +211,9 @@ impl Correlator {
                 a.events.extend(events);
             }
             a.done.push((c.partition, c.offset));
+            if let Some(g) = self.groups.remove(&(c.message_id.clone(), c.attempt)) {
+                a.done.extend(g.held);
+            }
         }
         for list in self.orphans.values_mut() {
             list.retain(|o| {
@@ -176,8 +234,8 @@ impl Correlator {
     }
 }
 
-/// Emits the event a receipt implies; true if it was final.
-fn apply_receipt(c: &Correlation, r: &ReceiptReceived, now_ms: i64, a: &mut Actions) -> bool {
+/// Emits the event a final receipt implies.
+fn emit_receipt(c: &Correlation, r: &ReceiptReceived, now_ms: i64, a: &mut Actions) {
     let snapshot = Message::snapshot(
         c.message_id.clone(),
         State::Submitted,
@@ -193,7 +251,6 @@ fn apply_receipt(c: &Correlation, r: &ReceiptReceived, now_ms: i64, a: &mut Acti
     if let Ok(events) = snapshot.decide(command, now_ms) {
         a.events.extend(events);
     }
-    classify_stat(&r.stat) != ReceiptOutcome::Intermediate
 }
 
 #[cfg(test)]
@@ -210,6 +267,8 @@ mod tests {
             kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
                 message_id: format!("m-{id}"),
                 attempt: 1,
+                part: 1,
+                parts: 1,
             }),
         }
     }
@@ -234,7 +293,7 @@ mod tests {
         let a = c.on_record(0, 2, dlr("x", "DELIVRD"), 5);
         assert!(matches!(a.events[0].payload, EventPayload::Delivered(_)));
         assert_eq!(a.events[0].message_id, "m-x");
-        assert_eq!(a.done, vec![(0, 1), (0, 2)]);
+        assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
         assert_eq!(c.waiting(), (0, 0));
     }
 
@@ -251,7 +310,7 @@ mod tests {
             a.events[0].payload,
             EventPayload::Undeliverable(_)
         ));
-        assert_eq!(a.done, vec![(0, 1), (0, 2)]);
+        assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
     }
 
     #[test]
@@ -276,6 +335,47 @@ mod tests {
         let a = c.on_tick(1000);
         assert!(matches!(a.events[0].payload, EventPayload::Expired(_)));
         assert_eq!(a.done, vec![(0, 1)]);
+    }
+
+    fn sorted(v: &[(i32, i64)]) -> Vec<(i32, i64)> {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    }
+
+    fn part(id: &str, n: i32, of: i32) -> CarrierRecord {
+        CarrierRecord {
+            carrier: "a".into(),
+            carrier_message_id: id.into(),
+            received_at: 0,
+            kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+                message_id: "m".into(),
+                attempt: 1,
+                part: n,
+                parts: of,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_concatenated_message_settles_when_every_part_has_and_as_its_worst_part() {
+        let mut c = Correlator::new(1000, 100);
+        c.on_record(0, 1, part("p1", 1, 2), 0);
+        c.on_record(0, 2, part("p2", 2, 2), 0);
+        let a = c.on_record(0, 3, dlr("p1", "DELIVRD"), 1);
+        assert!(
+            a.events.is_empty() && a.done.is_empty(),
+            "part 1 alone settles nothing: {a:?}"
+        );
+        let a = c.on_record(0, 4, dlr("p2", "UNDELIV"), 2);
+        assert!(matches!(
+            a.events[0].payload,
+            EventPayload::Undeliverable(_)
+        ));
+        let mut done = a.done.clone();
+        done.sort();
+        assert_eq!(done, vec![(0, 1), (0, 2), (0, 3), (0, 4)]);
+        assert_eq!(c.waiting(), (0, 0));
     }
 
     #[test]

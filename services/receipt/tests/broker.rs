@@ -14,6 +14,8 @@ fn corr(id: &str, msg: &str) -> CarrierRecord {
         kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
             message_id: msg.into(),
             attempt: 1,
+            part: 1,
+            parts: 1,
         }),
     }
 }

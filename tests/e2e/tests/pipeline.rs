@@ -78,6 +78,8 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     let s = gw.final_status(uni["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "delivered", "{s}");
     assert_eq!(s["history"][0]["details"]["encoding"], "UCS2");
+    // Two UDH parts, each with its own receipt; delivered once both are.
+    assert_eq!(s["history"][2]["details"]["segments"], 2, "{s}");
 
     // Invalid input is rejected with a reason.
     let (code, bad) = gw.post(msg("+44 12", "x")).await?;
@@ -146,9 +148,10 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
         "{dead:?}"
     );
 
-    // Every message that was submitted got exactly one submit at the SMSC.
+    // Every submitted message got exactly one submit_sm per part at the SMSC: six
+    // messages reached it, the Unicode one in two parts.
     let stats = smsc.stats().await?;
-    assert_eq!(stats["submits"].as_u64().unwrap(), 6, "{stats}");
+    assert_eq!(stats["submits"].as_u64().unwrap(), 7, "{stats}");
 
     gw.stop().await?;
     smsc.stop().await;

@@ -260,6 +260,16 @@ pub struct SubmitCorrelated {
     pub message_id: String,
     /// Attempt.
     pub attempt: i32,
+    /// Part of a concatenated message, from 1 (v2; 1 when read from v1).
+    #[serde(default = "one")]
+    pub part: i32,
+    /// Parts of the message (v2; 1 when read from v1).
+    #[serde(default = "one")]
+    pub parts: i32,
+}
+
+fn one() -> i32 {
+    1
 }
 
 /// See the schema.
@@ -275,7 +285,11 @@ pub struct ReceiptReceived {
 
 impl AvroRecord for CarrierRecord {
     fn schemas() -> &'static SchemaSet {
-        schema_set!("receipts", "receipts/carrier_receipt.v1.avsc")
+        schema_set!(
+            "receipts",
+            "receipts/carrier_receipt.v1.avsc",
+            "receipts/carrier_receipt.v2.avsc"
+        )
     }
 
     fn encode(&self) -> Result<Vec<u8>, CodecError> {

@@ -82,6 +82,8 @@ fn receipts_records_round_trip() {
         CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
             message_id: "m".into(),
             attempt: 2,
+            part: 2,
+            parts: 3,
         }),
         CarrierRecordKind::ReceiptReceived(ReceiptReceived {
             stat: "DELIVRD".into(),
@@ -254,4 +256,46 @@ fn canonical_form_follows_the_specification() {
         crate::canonical(&v, None).unwrap(),
         r#"{"name":"a.b.R","type":"record","fields":[{"name":"t","type":"long"},{"name":"u","type":["null",{"name":"a.b.S","type":"record","fields":[{"name":"m","type":{"type":"map","values":"a.b.R"}}]}]}]}"#
     );
+}
+
+/// A receipts record written with schema v1 (before parts existed) reads as part 1 of 1.
+#[test]
+fn receipts_v1_records_decode_with_the_current_reader() {
+    let v1 = crate::SchemaSet::new(
+        "receipts-v1",
+        &[include_str!(
+            "../../../../schemas/receipts/carrier_receipt.v1.avsc"
+        )],
+    )
+    .unwrap();
+    let old = CarrierRecord {
+        carrier: "a".into(),
+        carrier_message_id: "1".into(),
+        received_at: 5,
+        kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+            message_id: "m".into(),
+            attempt: 2,
+            part: 1,
+            parts: 1,
+        }),
+    };
+    // Build the v1 datum by hand: the v1 record has no part/parts fields.
+    use apache_avro::types::Value;
+    let inner = Value::Record(vec![
+        ("message_id".into(), Value::String("m".into())),
+        ("attempt".into(), Value::Int(2)),
+    ]);
+    let bytes = v1
+        .encode_resolved(Value::Record(vec![
+            ("carrier".into(), Value::String("a".into())),
+            ("carrier_message_id".into(), Value::String("1".into())),
+            ("received_at".into(), Value::TimestampMillis(5)),
+            ("record".into(), Value::Union(0, Box::new(inner))),
+        ]))
+        .unwrap();
+    assert_ne!(
+        v1.current_fingerprint(),
+        CarrierRecord::schemas().current_fingerprint()
+    );
+    assert_eq!(CarrierRecord::decode(&bytes).unwrap(), old);
 }

@@ -17,6 +17,43 @@ fn req(body: &str, encoding: &str) -> DispatchRequested {
     }
 }
 
+fn build_submit(r: &DispatchRequested, rd: bool) -> Result<SubmitSm, String> {
+    let mut v = build_submits(r, rd, LongMode::Payload)?;
+    assert_eq!(v.len(), 1);
+    Ok(v.remove(0))
+}
+
+#[test]
+fn long_message_in_udh8_mode_is_concatenated_parts_with_udhi() {
+    let v = build_submits(&req(&"a".repeat(200), "GSM7"), true, LongMode::Udh8).unwrap();
+    assert_eq!(v.len(), 2);
+    for (i, s) in v.iter().enumerate() {
+        assert_eq!(u8::from(s.esm_class) & 0x40, 0x40);
+        let r = concat_reference("m", 1) as u8;
+        assert_eq!(
+            &s.short_message().as_ref()[..6],
+            &[0x05, 0x00, 0x03, r, 2, i as u8 + 1]
+        );
+    }
+}
+
+#[test]
+fn sar_mode_sets_the_sar_tlvs() {
+    let v = build_submits(&req(&"😀".repeat(40), "UCS2"), true, LongMode::Sar).unwrap();
+    assert_eq!(v.len(), 2);
+    let seqs: Vec<u8> = v
+        .iter()
+        .flat_map(|s| {
+            s.tlvs().iter().filter_map(|t| match t.value() {
+                Some(TlvValue::SarSegmentSeqnum(n)) => Some(*n),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(u8::from(v[0].esm_class), 0);
+}
+
 #[test]
 fn short_gsm_message_goes_in_short_message() {
     let s = build_submit(&req("hello €", "GSM7"), true).unwrap();
