@@ -164,11 +164,6 @@ pub mod status {
     pub const ESME_RTHROTTLED: u32 = 0x58;
     /// Bind failed.
     pub const ESME_RBINDFAIL: u32 = 0x0D;
-
-    /// Whether another carrier (or a later try) may succeed where this status failed.
-    pub fn is_retryable(status: u32) -> bool {
-        !matches!(status, ESME_RINVDSTADR)
-    }
 }
 
 #[cfg(test)]

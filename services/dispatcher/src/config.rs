@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use smsgw_kafka::KafkaConfig;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,10 +63,55 @@ pub struct CarrierConfig {
     /// Consumer group of this carrier's dispatch topic.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Most segments per second over all of this carrier's binds (unset: no limit).
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// What each `command_status` in a `submit_sm_resp` means, keyed `"0x58"` (hex) or
+    /// `"88"` (decimal); merged over the defaults: `0x58` throttle, `0x14` retry_later,
+    /// `0x0A`/`0x0B` (bad source / destination address) fail_permanent, anything else
+    /// fail_retryable.
+    #[serde(default)]
+    pub errors: BTreeMap<String, ErrorAction>,
+    /// Delay before a `retry_later` status is retried on this carrier (ms).
+    #[serde(default = "default_retry_later")]
+    pub retry_later_ms: u64,
+    /// How long the rate stays halved after the carrier throttled us (ms).
+    #[serde(default = "default_cooldown")]
+    pub throttle_cooldown_ms: u64,
+    /// How this carrier writes message ids in receipts, so they meet the ids of
+    /// `submit_sm_resp`: `as_is` (default), or `decimal_to_hex` when the carrier answers
+    /// submits in hex but receipts in decimal.
+    #[serde(default)]
+    pub receipt_ids: ReceiptIds,
     /// How messages longer than one SMS go out: `udh8` (default), `udh16`, `sar` or
     /// `payload` (one PDU with `message_payload`).
     #[serde(default)]
     pub long_messages: LongMessages,
+}
+
+/// What to do with a `command_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorAction {
+    /// Slow this carrier down and send the same PDU again (`throttle_retries` times).
+    Throttle,
+    /// Send the same PDU again after `retry_later_ms` (`throttle_retries` times).
+    RetryLater,
+    /// Fail the attempt; the router may try another carrier.
+    FailRetryable,
+    /// Fail the attempt; no other carrier will be tried.
+    FailPermanent,
+}
+
+/// How a carrier writes receipt message ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptIds {
+    /// The same form as `submit_sm_resp` (after case and leading-zero normalisation).
+    #[default]
+    AsIs,
+    /// Receipts give the id in decimal where `submit_sm_resp` gave it in hex.
+    DecimalToHex,
 }
 
 /// Long-message mode of a carrier (see [`smsgw_gsm::LongMode`]).
@@ -119,6 +165,18 @@ fn default_grace() -> u64 {
 fn default_throttle_retries() -> u32 {
     5
 }
+fn default_retry_later() -> u64 {
+    1_000
+}
+fn default_cooldown() -> u64 {
+    10_000
+}
+fn parse_status(key: &str) -> Option<u32> {
+    match key.strip_prefix("0x").or_else(|| key.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => key.parse().ok(),
+    }
+}
 fn yes() -> bool {
     true
 }
@@ -141,6 +199,11 @@ impl CarrierConfig {
             throttle_retries: default_throttle_retries(),
             registered_delivery: true,
             group_id: None,
+            max_rate: None,
+            errors: BTreeMap::new(),
+            retry_later_ms: default_retry_later(),
+            throttle_cooldown_ms: default_cooldown(),
+            receipt_ids: ReceiptIds::default(),
             long_messages: LongMessages::default(),
         }
     }
@@ -150,6 +213,24 @@ impl CarrierConfig {
         self.group_id
             .clone()
             .unwrap_or_else(|| format!("smsgw-dispatcher-{}", self.name))
+    }
+
+    /// What a `command_status` means on this carrier.
+    pub fn action(&self, status: u32) -> ErrorAction {
+        if let Some(a) = self
+            .errors
+            .iter()
+            .find(|(k, _)| parse_status(k) == Some(status))
+            .map(|(_, a)| *a)
+        {
+            return a;
+        }
+        match status {
+            0x58 => ErrorAction::Throttle,
+            0x14 => ErrorAction::RetryLater,
+            0x0A | 0x0B => ErrorAction::FailPermanent,
+            _ => ErrorAction::FailRetryable,
+        }
     }
 
     /// Response timeout.
@@ -184,6 +265,14 @@ impl CarrierConfig {
                 "carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"
             ));
         }
+        if let Some(k) = self.errors.keys().find(|k| parse_status(k).is_none()) {
+            return Err(format!(
+                "carrier {n}: errors key {k:?} is not a status (\"0x58\" or \"88\")"
+            ));
+        }
+        if self.max_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(format!("carrier {n}: max_rate must be a positive number"));
+        }
         if self.reconnect_max_ms < self.reconnect_min_ms {
             return Err(format!("carrier {n}: reconnect_max_ms < reconnect_min_ms"));
         }
@@ -204,5 +293,40 @@ impl Config {
             return Err("carrier names must be unique".into());
         }
         self.carriers.iter().try_for_each(CarrierConfig::validate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_table_overrides_defaults() {
+        let mut c = CarrierConfig::new("a", "smpp://h:1", "id", "pw");
+        assert_eq!(c.action(0x58), ErrorAction::Throttle);
+        assert_eq!(c.action(0x14), ErrorAction::RetryLater);
+        assert_eq!(c.action(0x0B), ErrorAction::FailPermanent);
+        assert_eq!(c.action(0x45), ErrorAction::FailRetryable);
+        c.errors.insert("0x45".into(), ErrorAction::FailPermanent);
+        c.errors.insert("88".into(), ErrorAction::RetryLater);
+        assert_eq!(c.action(0x45), ErrorAction::FailPermanent);
+        assert_eq!(c.action(0x58), ErrorAction::RetryLater);
+        assert!(c.validate().is_ok());
+        c.errors.insert("bogus".into(), ErrorAction::Throttle);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_fail() {
+        let bad = r#"{"name":"a","url":"smpp://h:1","system_id":"i","password":"p","windw":3}"#;
+        let err = serde_json::from_str::<CarrierConfig>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("windw"), "{err}");
+        let mut c = CarrierConfig::new("a", "http://h", "id", "pw");
+        assert!(c.validate().is_err());
+        c.url = "smpp://h:1".into();
+        c.window = 0;
+        assert!(c.validate().is_err());
     }
 }

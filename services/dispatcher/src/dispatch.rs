@@ -1,7 +1,7 @@
 //! The per-carrier dispatch loop: take work from the carrier's topic, submit it within the
 //! window, record the outcome, and store offsets only for work whose outcome is recorded.
 
-use crate::config::CarrierConfig;
+use crate::config::{CarrierConfig, ErrorAction};
 use crate::metrics::Metrics;
 use crate::pdu::{build_submits, classify, Attempt};
 use rusmpp::pdus::SubmitSm;
@@ -31,6 +31,8 @@ pub struct DispatchCtx {
     pub topics: Topics,
     /// Metrics.
     pub metrics: Metrics,
+    /// The carrier's rate limit, shared by its binds.
+    pub limiter: std::sync::Arc<crate::limiter::RateLimiter>,
 }
 
 /// Runs until `shutdown`, then drains the window and commits.
@@ -133,48 +135,67 @@ async fn wait_bound(
         .clone()
 }
 
-/// Submits one part, retrying throttling on this carrier with backoff.
+/// Submits one part under the carrier's rate limit and error policy: throttling and
+/// queue-full statuses send the same PDU again (slowing the carrier down for
+/// throttling), other statuses fail the attempt.
 async fn submit_part(
     ctx: &DispatchCtx,
     bound: &mut watch::Receiver<Option<Client>>,
     sm: SubmitSm,
+    segments: u32,
 ) -> Result<String, SubmitOutcome> {
     let c = &ctx.carrier;
-    let mut throttled = 0;
+    let mut retries = 0;
+    let fail = |command_status: Option<i32>, reason: String, retryable: bool, ambiguous: bool| {
+        Err(SubmitOutcome::Failed {
+            command_status,
+            reason,
+            retryable,
+            ambiguous,
+        })
+    };
     loop {
         let Some(client) = wait_bound(bound, Duration::from_millis(c.unbound_grace_ms)).await
         else {
-            return Err(SubmitOutcome::Failed {
-                command_status: None,
-                reason: format!(
+            return fail(
+                None,
+                format!(
                     "carrier {} not bound within {} ms",
                     c.name, c.unbound_grace_ms
                 ),
-                retryable: true,
-                ambiguous: false,
-            });
+                true,
+                false,
+            );
         };
-        match classify(client.submit_sm(sm.clone()).await, 1) {
-            Attempt::Done(SubmitOutcome::Accepted {
-                carrier_message_id, ..
-            }) => return Ok(carrier_message_id),
-            Attempt::Done(failed) => return Err(failed),
-            Attempt::Throttled(_) if throttled < c.throttle_retries => {
-                throttled += 1;
-                ctx.metrics
-                    .submits
-                    .with_label_values(&[&c.name, "throttled"])
-                    .inc();
-                tokio::time::sleep(Duration::from_millis(50 << throttled.min(6))).await;
-            }
-            Attempt::Throttled(code) => {
-                return Err(SubmitOutcome::Failed {
-                    command_status: Some(code as i32),
-                    reason: format!("throttled {throttled} times (0x{code:08X})"),
-                    retryable: true,
-                    ambiguous: false,
-                });
-            }
+        ctx.limiter.acquire(segments).await;
+        let (code, name) = match classify(client.submit_sm(sm.clone()).await) {
+            Attempt::Accepted(id) => return Ok(id),
+            Attempt::Unknown(reason) => return fail(None, reason, true, true),
+            Attempt::NotSent(reason) => return fail(None, reason, true, false),
+            Attempt::Refused(code, name) => (code, name),
+        };
+        let action = c.action(code);
+        let again = matches!(action, ErrorAction::Throttle | ErrorAction::RetryLater)
+            && retries < c.throttle_retries;
+        if !again {
+            let retryable = action != ErrorAction::FailPermanent;
+            return fail(Some(code as i32), name, retryable, false);
+        }
+        retries += 1;
+        if action == ErrorAction::Throttle {
+            ctx.metrics
+                .submits
+                .with_label_values(&[&c.name, "throttled"])
+                .inc();
+            ctx.limiter
+                .slow_down(Duration::from_millis(c.throttle_cooldown_ms), 100.0);
+            tokio::time::sleep(Duration::from_millis(50 << retries.min(6))).await;
+        } else {
+            ctx.metrics
+                .submits
+                .with_label_values(&[&c.name, "retry_later"])
+                .inc();
+            tokio::time::sleep(Duration::from_millis(c.retry_later_ms)).await;
         }
     }
 }
@@ -199,8 +220,14 @@ async fn submit_one(
         Ok(pdus) => {
             let parts = pdus.len();
             let mut failure = None;
+            // One PDU carries every segment in payload mode.
+            let per_pdu = if parts == 1 {
+                req.segments.max(1) as u32
+            } else {
+                1
+            };
             for sm in pdus {
-                match submit_part(ctx, &mut bound, sm).await {
+                match submit_part(ctx, &mut bound, sm, per_pdu).await {
                     Ok(id) => ids.push(id),
                     Err(f) => {
                         failure = Some(f);

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod limiter;
 pub mod metrics;
 pub mod pdu;
 pub mod session;
@@ -78,6 +79,7 @@ pub async fn run(
             producer: producer.clone(),
             topics: config.kafka.topics.clone(),
             metrics: metrics.clone(),
+            limiter: std::sync::Arc::new(limiter::RateLimiter::new(carrier.max_rate)),
         };
         let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {

@@ -8,9 +8,8 @@ use rusmpp::CommandStatus;
 use smsgw_codec::{
     CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived,
 };
-use smsgw_domain::SubmitOutcome;
 use smsgw_gsm::{Encoding, LongMode};
-use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_state, status};
+use smsgw_smpp::{normalize_message_id, parse_receipt_text, stat_from_message_state};
 
 /// The concatenation reference of a message's attempt: stable across re-reads, so a
 /// resent part carries the same reference as the first try.
@@ -97,52 +96,44 @@ fn address(a: &str) -> (Ton, Npi, String) {
     }
 }
 
-/// What a submit attempt came to, before any retry on the same carrier.
+/// What one `submit_sm` came to.
 #[derive(Debug, PartialEq)]
 pub enum Attempt {
-    /// Settled: success or a failure to report.
-    Done(SubmitOutcome),
-    /// The carrier asked us to slow down (0x58) or its queue is full (0x14).
-    Throttled(u32),
+    /// `submit_sm_resp` with status 0 and the carrier's (normalised) id.
+    Accepted(String),
+    /// An error status: the carrier's error policy decides what it means.
+    Refused(u32, String),
+    /// The PDU may have reached the carrier but we have no answer (timeout, link broke).
+    Unknown(String),
+    /// The PDU never left (closed session, encoding error).
+    NotSent(String),
 }
 
 /// Classifies the result of `submit_sm`.
-pub fn classify(result: Result<SubmitSmResp, rusmppc::error::Error>, segments: i32) -> Attempt {
+pub fn classify(result: Result<SubmitSmResp, rusmppc::error::Error>) -> Attempt {
     use rusmppc::error::Error as E;
     match result {
-        Ok(resp) => Attempt::Done(SubmitOutcome::Accepted {
-            carrier_message_id: normalize_message_id(resp.message_id().as_str()),
-            segments,
-        }),
+        Ok(resp) => Attempt::Accepted(normalize_message_id(resp.message_id().as_str())),
         Err(E::UnexpectedResponse { response }) => {
             let code = u32::from(response.status());
-            if code == status::ESME_RTHROTTLED || code == status::ESME_RMSGQFUL {
-                return Attempt::Throttled(code);
-            }
-            Attempt::Done(SubmitOutcome::Failed {
-                command_status: Some(code as i32),
-                reason: format!("{:?} (0x{code:08X})", response.status()),
-                retryable: status::is_retryable(code),
-                ambiguous: false,
-            })
+            Attempt::Refused(code, format!("{:?} (0x{code:08X})", response.status()))
         }
+        // A closed connection may have taken the PDU with it: count it as unknown.
         Err(
             e @ (E::ResponseTimeout { .. }
             | E::ConnectionClosed
             | E::ConnectionClosedByPeer
             | E::Io(_)),
-        ) => Attempt::Done(SubmitOutcome::Failed {
-            command_status: None,
-            reason: format!("outcome unknown: {e}"),
-            retryable: true,
-            ambiguous: true,
-        }),
-        Err(e) => Attempt::Done(SubmitOutcome::Failed {
-            command_status: None,
-            reason: format!("not sent: {e}"),
-            retryable: true,
-            ambiguous: false,
-        }),
+        ) => Attempt::Unknown(format!("outcome unknown: {e}")),
+        Err(e) => Attempt::NotSent(format!("not sent: {e}")),
+    }
+}
+
+/// Receipt ids as the submit response gave them (see `ReceiptIds::DecimalToHex`).
+pub fn decimal_to_hex(id: &str) -> String {
+    match id.parse::<u64>() {
+        Ok(n) => format!("{n:x}"),
+        Err(_) => id.to_string(),
     }
 }
 

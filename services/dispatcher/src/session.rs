@@ -1,9 +1,9 @@
 //! One SMPP transceiver session per carrier: bind, keep alive, forward what the carrier
 //! sends, reconnect with backoff and jitter.
 
-use crate::config::CarrierConfig;
+use crate::config::{CarrierConfig, ReceiptIds};
 use crate::metrics::Metrics;
-use crate::pdu::{classify_deliver, Delivered};
+use crate::pdu::{classify_deliver, decimal_to_hex, Delivered};
 use futures::StreamExt;
 use rusmpp::pdus::{BindTransceiver, DeliverSmResp};
 use rusmpp::types::COctetString;
@@ -12,6 +12,7 @@ use rusmpp::Pdu;
 use rusmppc::{Client, ConnectionBuilder, Event};
 use smsgw_codec::{CarrierStatusChanged, DeadLetter};
 use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
+use smsgw_smpp::normalize_message_id;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -145,10 +146,16 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
     match cmd.pdu() {
         Some(Pdu::DeliverSm(d)) => {
             let (rec, kind) = match classify_deliver(&ctx.carrier.name, d, now_ms()) {
-                Delivered::Receipt(r) => (
-                    OutRecord::avro(ctx.topics.receipts(), r.key(), &r),
-                    "receipt",
-                ),
+                Delivered::Receipt(mut r) => {
+                    if ctx.carrier.receipt_ids == ReceiptIds::DecimalToHex {
+                        r.carrier_message_id =
+                            normalize_message_id(&decimal_to_hex(&r.carrier_message_id));
+                    }
+                    (
+                        OutRecord::avro(ctx.topics.receipts(), r.key(), &r),
+                        "receipt",
+                    )
+                }
                 Delivered::Mo(m) => (
                     OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m),
                     "mo",

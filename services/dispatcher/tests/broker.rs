@@ -102,3 +102,60 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
     sim.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_carrier_slows_us_down_but_every_message_goes_out() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+    sc.rules = vec![Rule {
+        throttle_per_sec: 10,
+        dlr_delay_ms: 10,
+        ..Rule::default()
+    }];
+    let sim = Simulator::start(sc).await?;
+    let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
+    carrier.window = 20;
+    carrier.throttle_retries = 20;
+    let config = Config {
+        kafka: kafka.clone(),
+        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
+        carriers: vec![carrier],
+    };
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    // All 30 at once, so the dispatcher (window 20) outruns the carrier's 10/s.
+    let topic = kafka.topics.dispatch("sim");
+    let producer = smsgw_kafka::Producer::new(&kafka)?;
+    let mut acks = Vec::new();
+    for i in 0..30 {
+        let rec = smsgw_kafka::OutRecord::avro(
+            &topic,
+            format!("m{i}"),
+            &work(&format!("m{i}"), "+447911100001"),
+        )?;
+        acks.push(producer.enqueue(&rec).await?);
+    }
+    for a in acks {
+        a.await?.map_err(|(e, _)| e)?;
+    }
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 30, Duration::from_secs(60)).await?;
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| !matches!(e.payload, EventPayload::Submitted(_)))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let stats = sim.stats();
+    assert!(
+        stats.refused > 0,
+        "the simulator never throttled: {stats:?}"
+    );
+    assert_eq!(stats.submits - stats.refused, 30, "{stats:?}");
+    let _ = stop.send(());
+    svc.await??;
+    sim.stop().await;
+    Ok(())
+}

@@ -77,36 +77,24 @@ fn ucs2_uses_data_coding_8_and_long_bodies_use_message_payload() {
 }
 
 #[test]
-fn throttling_is_distinguished_from_failure() {
+fn responses_are_classified() {
     use rusmpp::{Command, Pdu};
     let resp = |code: u32| {
         Err(rusmppc::error::Error::UnexpectedResponse {
             response: Box::new(Command::new(command_status(code), 1, Pdu::GenericNack)),
         })
     };
-    assert_eq!(classify(resp(0x58), 1), Attempt::Throttled(0x58));
-    match classify(resp(0x45), 1) {
-        Attempt::Done(SubmitOutcome::Failed {
-            command_status,
-            retryable,
-            ambiguous,
-            ..
-        }) => {
-            assert_eq!(
-                (command_status, retryable, ambiguous),
-                (Some(0x45), true, false)
-            );
-        }
-        other => panic!("{other:?}"),
-    }
-    match classify(resp(0x0B), 1) {
-        Attempt::Done(SubmitOutcome::Failed { retryable, .. }) => assert!(!retryable),
-        other => panic!("{other:?}"),
-    }
-    match classify(Err(rusmppc::error::Error::ConnectionClosedByPeer), 1) {
-        Attempt::Done(SubmitOutcome::Failed { ambiguous, .. }) => assert!(ambiguous),
-        other => panic!("{other:?}"),
-    }
+    assert!(matches!(classify(resp(0x58)), Attempt::Refused(0x58, _)));
+    assert!(matches!(
+        classify(Err(rusmppc::error::Error::ConnectionClosedByPeer)),
+        Attempt::Unknown(_)
+    ));
+    assert!(matches!(
+        classify(Err(rusmppc::error::Error::ConnectionClosed)),
+        Attempt::Unknown(_)
+    ));
+    assert_eq!(decimal_to_hex("4096"), "1000");
+    assert_eq!(decimal_to_hex("abc"), "abc");
 }
 
 fn deliver(esm: u8, text: &str) -> DeliverSm {
