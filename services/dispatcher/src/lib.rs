@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod guard;
 pub mod limiter;
 pub mod metrics;
 pub mod pdu;

@@ -35,15 +35,31 @@ fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN,
 
 type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
 
-async fn connect(c: &CarrierConfig) -> Result<(Client, Events), String> {
+/// Longest PDU accepted from a carrier.
+const MAX_PDU: usize = 65_536;
+
+async fn connect(ctx: &SessionCtx) -> Result<(Client, Events), String> {
+    let c = &ctx.carrier;
+    let addr = c.url.trim_start_matches("smpp://").trim_end_matches('/');
+    let socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = socket.set_nodelay(true);
+    let (metrics, name) = (ctx.metrics.clone(), c.name.clone());
+    let stream = crate::guard::guard(socket, MAX_PDU, move |g| {
+        let kind = match g {
+            crate::guard::Garbage::Dropped => "malformed_pdu",
+            crate::guard::Garbage::Desync => "desync",
+        };
+        metrics.inbound.with_label_values(&[&name, kind]).inc();
+        tracing::warn!(carrier = %name, kind, "malformed PDU from the carrier answered with generic_nack");
+    });
     let (client, events) = ConnectionBuilder::new()
         .disable_interface_version_check()
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
         .response_timeout(c.response_timeout())
-        .max_command_length(65_536)
-        .connect(&c.url)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .max_command_length(MAX_PDU)
+        .connected(stream);
     let bind = BindTransceiver::builder()
         .system_id(cstr(&c.system_id)?)
         .password(cstr(&c.password)?)
@@ -92,7 +108,7 @@ pub async fn run_session(
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
     while !*stop.borrow() {
-        let (client, mut events) = match connect(&ctx.carrier).await {
+        let (client, mut events) = match connect(&ctx).await {
             Ok(x) => x,
             Err(e) => {
                 ctx.metrics

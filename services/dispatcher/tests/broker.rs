@@ -159,3 +159,87 @@ async fn a_throttling_carrier_slows_us_down_but_every_message_goes_out() -> anyh
     sim.stop().await;
     Ok(())
 }
+
+/// A carrier that sends a malformed PDU after the bind: the dispatcher answers it with
+/// generic_nack and keeps the bind; the valid MO behind it still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_pdu_is_nacked_and_the_bind_survives() -> anyhow::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::pdus::{BindTransceiverResp, DeliverSm};
+    use rusmpp::tokio_codec::CommandCodec;
+    use rusmpp::types::{COctetString, OctetString};
+    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    use tokio::io::AsyncWriteExt;
+
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["raw"]).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let fake = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await?;
+        let mut framed = tokio_util::codec::Framed::new(sock, CommandCodec::new());
+        let bind = framed.next().await.expect("a bind")?;
+        assert_eq!(bind.id(), CommandId::BindTransceiver);
+        let resp = BindTransceiverResp::builder()
+            .system_id(COctetString::from_string("fake".into())?)
+            .build();
+        framed
+            .send(Command::new(
+                CommandStatus::EsmeRok,
+                bind.sequence_number(),
+                resp,
+            ))
+            .await?;
+        // A deliver_sm whose body is garbage, written raw, then a good MO.
+        let mut garbage = 19u32.to_be_bytes().to_vec();
+        garbage.extend(0x05u32.to_be_bytes());
+        garbage.extend(0u32.to_be_bytes());
+        garbage.extend(77u32.to_be_bytes());
+        garbage.extend([0xFF, 0xFF, 0xFF]);
+        framed.get_mut().write_all(&garbage).await?;
+        let mo = DeliverSm::builder()
+            .source_addr(COctetString::from_string("447911100009".into())?)
+            .destination_addr(COctetString::from_string("SHOP".into())?)
+            .short_message(OctetString::from_slice(b"still here")?)
+            .build();
+        framed
+            .send(Command::new(CommandStatus::EsmeRok, 78, mo))
+            .await?;
+        let mut nacked = false;
+        let mut acked_mo = false;
+        while !(nacked && acked_mo) {
+            let cmd = framed.next().await.expect("the bind stays open")?;
+            match cmd.pdu() {
+                Some(Pdu::GenericNack) => nacked = cmd.sequence_number() == 77,
+                Some(Pdu::DeliverSmResp(_)) => acked_mo = cmd.sequence_number() == 78,
+                Some(Pdu::EnquireLink) => {
+                    framed
+                        .send(Command::new(
+                            CommandStatus::EsmeRok,
+                            cmd.sequence_number(),
+                            Pdu::EnquireLinkResp,
+                        ))
+                        .await?
+                }
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    });
+    let carrier = CarrierConfig::new("raw", &format!("smpp://{addr}"), "gw", "pw");
+    let config = Config {
+        kafka: kafka.clone(),
+        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
+        carriers: vec![carrier],
+    };
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let mo: Vec<InboundMessage> =
+        read_records(&kafka, &kafka.topics.inbound(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(mo[0].body, "still here");
+    tokio::time::timeout(Duration::from_secs(10), fake).await???;
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! A guard between the carrier's socket and the SMPP client: every PDU the carrier sends
+//! is framed and decoded here first. A PDU that does not decode is answered with
+//! `generic_nack` and dropped, so one malformed PDU never tears down the bind (the SMPP
+//! client would close the session on a decode error). Only a broken length header, after
+//! which the byte stream cannot be re-synchronised, closes the connection.
+
+use bytes::{Buf, BytesMut};
+use rusmpp::tokio_codec::CommandCodec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+
+const HEADER: usize = 16;
+const GENERIC_NACK: u32 = 0x8000_0000;
+/// `ESME_RINVCMDLEN`: the length header was impossible.
+const INVALID_LENGTH: u32 = 0x02;
+/// `ESME_RINVCMDID`: a PDU we could not decode.
+const INVALID_COMMAND: u32 = 0x03;
+
+/// What the guard saw, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Garbage {
+    /// A PDU that did not decode; answered and dropped.
+    Dropped,
+    /// A length header that cannot be right; the connection is closed.
+    Desync,
+}
+
+fn nack(status: u32, sequence: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0..4].copy_from_slice(&16u32.to_be_bytes());
+    b[4..8].copy_from_slice(&GENERIC_NACK.to_be_bytes());
+    b[8..12].copy_from_slice(&status.to_be_bytes());
+    b[12..16].copy_from_slice(&sequence.to_be_bytes());
+    b
+}
+
+/// Splits complete PDUs off `buf`; returns the ones that decode (as raw bytes) and a
+/// `generic_nack` for each that does not. `Err` means the stream cannot be framed.
+pub fn screen(buf: &mut BytesMut, max_len: usize) -> Result<(Vec<u8>, Vec<[u8; 16]>), [u8; 16]> {
+    let mut good = Vec::new();
+    let mut nacks = Vec::new();
+    while buf.len() >= HEADER {
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let seq = u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]);
+        if !(HEADER..=max_len).contains(&len) {
+            return Err(nack(INVALID_LENGTH, seq));
+        }
+        if buf.len() < len {
+            break;
+        }
+        let pdu = buf.split_to(len);
+        let mut probe = BytesMut::from(&pdu[..]);
+        match CommandCodec::new()
+            .with_max_length(max_len)
+            .decode(&mut probe)
+        {
+            Ok(Some(_)) if !probe.has_remaining() => good.extend_from_slice(&pdu),
+            _ => nacks.push(nack(INVALID_COMMAND, seq)),
+        }
+    }
+    Ok((good, nacks))
+}
+
+/// Puts the guard in front of `socket`; returns the stream the SMPP client should use.
+/// `on_garbage` is called for each malformed PDU.
+pub fn guard(
+    socket: TcpStream,
+    max_len: usize,
+    on_garbage: impl Fn(Garbage) + Send + 'static,
+) -> DuplexStream {
+    let (client_side, mut guard_side) = tokio::io::duplex(256 * 1024);
+    let (mut sock_rd, mut sock_wr) = socket.into_split();
+    let (to_socket, mut outbox) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(bytes) = outbox.recv().await {
+            if sock_wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = sock_wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut inbound = BytesMut::with_capacity(64 * 1024);
+        let mut from_client = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                n = sock_rd.read_buf(&mut inbound) => {
+                    match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    match screen(&mut inbound, max_len) {
+                        Ok((good, nacks)) => {
+                            for n in nacks {
+                                on_garbage(Garbage::Dropped);
+                                let _ = to_socket.send(n.to_vec());
+                            }
+                            if !good.is_empty() && guard_side.write_all(&good).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(n) => {
+                            on_garbage(Garbage::Desync);
+                            let _ = to_socket.send(n.to_vec());
+                            break;
+                        }
+                    }
+                }
+                n = guard_side.read(&mut from_client) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to_socket.send(from_client[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        // Dropping both ends closes the client's stream and the socket.
+    });
+    client_side
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn enquire_link(seq: u32) -> Vec<u8> {
+        let mut b = 16u32.to_be_bytes().to_vec();
+        b.extend(0x15u32.to_be_bytes());
+        b.extend(0u32.to_be_bytes());
+        b.extend(seq.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn good_pdus_pass_and_garbage_is_nacked() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&enquire_link(1));
+        // A deliver_sm whose body is three random bytes: framed, but not decodable.
+        let mut bad = 19u32.to_be_bytes().to_vec();
+        bad.extend(0x05u32.to_be_bytes());
+        bad.extend(0u32.to_be_bytes());
+        bad.extend(7u32.to_be_bytes());
+        bad.extend([0xFF, 0xFF, 0xFF]);
+        buf.extend_from_slice(&bad);
+        buf.extend_from_slice(&enquire_link(2));
+        buf.extend_from_slice(&enquire_link(3)[..10]); // incomplete: stays buffered
+        let (good, nacks) = screen(&mut buf, 4096).unwrap();
+        assert_eq!(good, [enquire_link(1), enquire_link(2)].concat());
+        assert_eq!(nacks, vec![nack(INVALID_COMMAND, 7)]);
+        assert_eq!(buf.len(), 10);
+    }
+
+    #[test]
+    fn impossible_length_cannot_be_framed() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 9][..]);
+        assert_eq!(screen(&mut buf, 4096), Err(nack(INVALID_LENGTH, 9)));
+    }
+
+    proptest! {
+        #[test]
+        fn screening_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = screen(&mut buf, 4096);
+        }
+
+        #[test]
+        fn random_pdu_bodies_are_either_passed_or_nacked(id in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..200), seq in any::<u32>()) {
+            let mut pdu = ((16 + body.len()) as u32).to_be_bytes().to_vec();
+            pdu.extend(id.to_be_bytes());
+            pdu.extend(0u32.to_be_bytes());
+            pdu.extend(seq.to_be_bytes());
+            pdu.extend(&body);
+            let mut buf = BytesMut::from(&pdu[..]);
+            let (good, nacks) = screen(&mut buf, 4096).unwrap();
+            prop_assert_eq!(good.len() + nacks.len() * 16 >= 16, true);
+            prop_assert!(buf.is_empty());
+        }
+    }
+}
