@@ -27,7 +27,7 @@ pub enum Garbage {
     Desync,
 }
 
-fn nack(status: u32, sequence: u32) -> [u8; 16] {
+fn nack(status: u32, sequence: u32) -> Nack {
     let mut b = [0u8; 16];
     b[0..4].copy_from_slice(&16u32.to_be_bytes());
     b[4..8].copy_from_slice(&GENERIC_NACK.to_be_bytes());
@@ -36,9 +36,12 @@ fn nack(status: u32, sequence: u32) -> [u8; 16] {
     b
 }
 
+/// A `generic_nack` PDU.
+pub type Nack = [u8; 16];
+
 /// Splits complete PDUs off `buf`; returns the ones that decode (as raw bytes) and a
 /// `generic_nack` for each that does not. `Err` means the stream cannot be framed.
-pub fn screen(buf: &mut BytesMut, max_len: usize) -> Result<(Vec<u8>, Vec<[u8; 16]>), [u8; 16]> {
+pub fn screen(buf: &mut BytesMut, max_len: usize) -> Result<(Vec<u8>, Vec<Nack>), Nack> {
     let mut good = Vec::new();
     let mut nacks = Vec::new();
     while buf.len() >= HEADER {
