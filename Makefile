@@ -46,6 +46,11 @@ test: deps lint analytics-test
 analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py
 
+## Measured throughput (see docs/benchmarks.md); release build, results in bench-results/.
+bench: tansu
+	$(CARGO) build --release -p smsgw-bench
+	@for w in 1 10 100; do BENCH_WINDOW=$$w RUST_LOG=error ./target/release/smsgw-bench | grep -v '^submit_sm\|^window' ; done
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -62,6 +62,8 @@ impl Broker {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
+        // The broker's own log, for when it misbehaves: $TMPDIR/smsgw-tansu-<port>.log.
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
         let child = Command::new(tansu_bin()?)
             .args([
                 "broker",
@@ -73,7 +75,7 @@ impl Broker {
                 storage,
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("spawning tansu")?;
         let broker = Broker { child, addr };

@@ -151,8 +151,13 @@ pub async fn run_session(
         }
         bound.send_replace(None);
         ctx.metrics.bound.with_label_values(&[&name]).set(0);
-        tracing::warn!(carrier = %name, "session closed");
-        publish_status(&ctx, false, "session closed").await;
+        if *stop.borrow() {
+            tracing::info!(carrier = %name, "unbound");
+            publish_status(&ctx, false, "unbound at shutdown").await;
+        } else {
+            tracing::warn!(carrier = %name, "session closed; reconnecting");
+            publish_status(&ctx, false, "session closed").await;
+        }
     }
 }
 
