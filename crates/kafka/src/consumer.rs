@@ -116,6 +116,25 @@ pub struct ConsumerMetrics {
     pub dropped: IntCounter,
 }
 
+impl ConsumerMetrics {
+    /// Registers the counter `name{outcome}` (`processed`, `dead_lettered`, `dropped`)
+    /// in `registry`. Panics only on a duplicate name, a programming error.
+    pub fn register(registry: &prometheus::Registry, name: &str, help: &str) -> Self {
+        let records =
+            prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &["outcome"])
+                .expect("valid metric name");
+        registry
+            .register(Box::new(records.clone()))
+            .expect("metric registered once");
+        let get = |o: &str| records.with_label_values(&[o]);
+        ConsumerMetrics {
+            processed: get("processed"),
+            dead_lettered: get("dead_lettered"),
+            dropped: get("dropped"),
+        }
+    }
+}
+
 /// Wall clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()

@@ -63,7 +63,8 @@ impl Broker {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         // The broker's own log, for when it misbehaves: $TMPDIR/smsgw-tansu-<port>.log.
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
         let child = Command::new(tansu_bin()?)
             .args([
                 "broker",

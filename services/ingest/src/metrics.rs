@@ -1,6 +1,6 @@
 //! Ingest metrics: `smsgw_ingest_*`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use smsgw_kafka::ConsumerMetrics;
 
 /// All ingest metrics, registered in one registry.
@@ -22,14 +22,11 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let records = IntCounterVec::new(
-            Opts::new(
-                "smsgw_ingest_records_total",
-                "Ingest-topic records by outcome",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
+        let consumer = ConsumerMetrics::register(
+            &registry,
+            "smsgw_ingest_records_total",
+            "Ingest-topic records by outcome",
+        );
         let messages = IntCounterVec::new(
             Opts::new("smsgw_ingest_messages_total", "Requests by result"),
             &["result"],
@@ -49,20 +46,14 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [
-            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(messages.clone()),
+            Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http.clone()),
             Box::new(view_messages.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
-        let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics {
-                processed: get("processed"),
-                dead_lettered: get("dead_lettered"),
-                dropped: get("dropped"),
-            },
+            consumer,
             registry,
             messages,
             http,

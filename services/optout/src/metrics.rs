@@ -1,6 +1,6 @@
 //! Optout metrics: `smsgw_optout_*`.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 use smsgw_kafka::ConsumerMetrics;
 
 /// All optout metrics.
@@ -18,29 +18,21 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let records = IntCounterVec::new(
-            Opts::new("smsgw_optout_records_total", "Inbound records by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
+        let consumer = ConsumerMetrics::register(
+            &registry,
+            "smsgw_optout_records_total",
+            "Inbound records by outcome",
+        );
         let changes = IntCounterVec::new(
             Opts::new("smsgw_optout_changes_total", "Opt-out log changes"),
             &["kind"],
         )
         .expect("valid metric");
         registry
-            .register(Box::new(records.clone()))
-            .expect("unique");
-        registry
             .register(Box::new(changes.clone()))
             .expect("unique");
-        let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics {
-                processed: get("processed"),
-                dead_lettered: get("dead_lettered"),
-                dropped: get("dropped"),
-            },
+            consumer,
             registry,
             changes,
         }

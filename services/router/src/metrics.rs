@@ -1,6 +1,6 @@
 //! Router metrics: `smsgw_router_*`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use smsgw_kafka::ConsumerMetrics;
 
 /// All router metrics.
@@ -22,11 +22,11 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let records = IntCounterVec::new(
-            Opts::new("smsgw_router_records_total", "Event-log records by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
+        let consumer = ConsumerMetrics::register(
+            &registry,
+            "smsgw_router_records_total",
+            "Event-log records by outcome",
+        );
         let decisions = IntCounterVec::new(
             Opts::new("smsgw_router_decisions_total", "Routing decisions by kind"),
             &["decision"],
@@ -40,9 +40,6 @@ impl Metrics {
         )
         .expect("valid metric");
         registry
-            .register(Box::new(records.clone()))
-            .expect("unique");
-        registry
             .register(Box::new(decisions.clone()))
             .expect("unique");
         registry
@@ -51,13 +48,8 @@ impl Metrics {
         registry
             .register(Box::new(pending.clone()))
             .expect("unique");
-        let get = |o: &str| -> IntCounter { records.with_label_values(&[o]) };
         Metrics {
-            consumer: ConsumerMetrics {
-                processed: get("processed"),
-                dead_lettered: get("dead_lettered"),
-                dropped: get("dropped"),
-            },
+            consumer,
             registry,
             decisions,
             optouts,

@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 
 async fn sim() -> anyhow::Result<Simulator> {
     let mut c = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
-    c.rules = vec![Rule { dlr_delay_ms: 100, ..Rule::default() }];
+    c.rules = vec![Rule {
+        dlr_delay_ms: 100,
+        ..Rule::default()
+    }];
     Simulator::start(c).await
 }
 
@@ -58,16 +61,24 @@ async fn dispatcher_rate(window: usize, n: usize) -> anyhow::Result<f64> {
     let mut acks = Vec::with_capacity(n);
     for i in 0..n {
         let w = work(i);
-        acks.push(producer.enqueue(&OutRecord::avro(&topic, w.message_id.clone(), &w)?).await?);
+        acks.push(
+            producer
+                .enqueue(&OutRecord::avro(&topic, w.message_id.clone(), &w)?)
+                .await?,
+        );
     }
     for a in acks {
         a.await?.map_err(|(e, _)| e)?;
     }
     let events: StreamConsumer = kafka
-        .client_config(&[("group.id", "bench-reader"), ("auto.offset.reset", "earliest")])
+        .client_config(&[
+            ("group.id", "bench-reader"),
+            ("auto.offset.reset", "earliest"),
+        ])
         .create()?;
     events.subscribe(&[&kafka.topics.events()])?;
-    let mut carrier = smsgw_dispatcher::CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "b", "b");
+    let mut carrier =
+        smsgw_dispatcher::CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "b", "b");
     carrier.window = window;
     let config = smsgw_dispatcher::Config {
         kafka: kafka.clone(),
@@ -78,9 +89,14 @@ async fn dispatcher_rate(window: usize, n: usize) -> anyhow::Result<f64> {
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let (mut first, mut last, mut seen) = (None, Instant::now(), 0);
     while seen < n {
-        let m = tokio::time::timeout(Duration::from_secs(120), events.recv()).await.context("events stalled")??;
+        let m = tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .context("events stalled")??;
         let e = Event::decode(m.payload().unwrap_or_default())?;
-        anyhow::ensure!(matches!(e.payload, EventPayload::Submitted(_)), "unexpected {e:?}");
+        anyhow::ensure!(
+            matches!(e.payload, EventPayload::Submitted(_)),
+            "unexpected {e:?}"
+        );
         first.get_or_insert_with(Instant::now);
         last = Instant::now();
         seen += 1;
@@ -88,7 +104,10 @@ async fn dispatcher_rate(window: usize, n: usize) -> anyhow::Result<f64> {
     let _ = stop.send(());
     svc.await??;
     sim.stop().await;
-    let secs = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-6);
+    let secs = last
+        .duration_since(first.unwrap_or(last))
+        .as_secs_f64()
+        .max(1e-6);
     Ok((n - 1) as f64 / secs)
 }
 
@@ -142,10 +161,27 @@ async fn main() -> anyhow::Result<()> {
     smsgw_runtime::init_telemetry();
     let mut rows = Vec::new();
     println!("submit_sm/s per bind against the simulator (loopback, 2-core box)");
-    println!("{:>6} {:>12} {:>22}", "window", "session", "dispatcher (+Kafka)");
+    println!(
+        "{:>6} {:>12} {:>22}",
+        "window", "session", "dispatcher (+Kafka)"
+    );
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let only: Option<usize> = std::env::var("BENCH_WINDOW").ok().and_then(|w| w.parse().ok());
-    let sizes = if quick { [(1usize, 500usize, 100usize), (10, 1_000, 500), (100, 2_000, 1_000)] } else { [(1, 5_000, 1_000), (10, 20_000, 5_000), (100, 50_000, 10_000)] };
+    let only: Option<usize> = std::env::var("BENCH_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok());
+    let sizes = if quick {
+        [
+            (1usize, 500usize, 100usize),
+            (10, 1_000, 500),
+            (100, 2_000, 1_000),
+        ]
+    } else {
+        [
+            (1, 5_000, 1_000),
+            (10, 20_000, 5_000),
+            (100, 50_000, 10_000),
+        ]
+    };
     for (window, n_session, n_dispatch) in sizes {
         if only.is_some_and(|w| w != window) {
             continue;
