@@ -83,6 +83,10 @@ pub struct CarrierConfig {
     /// submits in hex but receipts in decimal.
     #[serde(default)]
     pub receipt_ids: ReceiptIds,
+    /// How long the parts of a concatenated MO wait for their siblings (ms); then what
+    /// arrived is forwarded, marked incomplete.
+    #[serde(default = "default_mo_timeout")]
+    pub mo_reassembly_timeout_ms: i64,
     /// How messages longer than one SMS go out: `udh8` (default), `udh16`, `sar` or
     /// `payload` (one PDU with `message_payload`).
     #[serde(default)]
@@ -165,6 +169,9 @@ fn default_grace() -> u64 {
 fn default_throttle_retries() -> u32 {
     5
 }
+fn default_mo_timeout() -> i64 {
+    60_000
+}
 fn default_retry_later() -> u64 {
     1_000
 }
@@ -204,6 +211,7 @@ impl CarrierConfig {
             retry_later_ms: default_retry_later(),
             throttle_cooldown_ms: default_cooldown(),
             receipt_ids: ReceiptIds::default(),
+            mo_reassembly_timeout_ms: default_mo_timeout(),
             long_messages: LongMessages::default(),
         }
     }

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod guard;
 pub mod limiter;
 pub mod metrics;
+pub mod mo;
 pub mod pdu;
 pub mod session;
 
@@ -71,6 +72,9 @@ pub async fn run(
                 producer: producer.clone(),
                 topics: config.kafka.topics.clone(),
                 metrics: metrics.clone(),
+                mo: std::sync::Arc::new(std::sync::Mutex::new(mo::Reassembler::new(
+                    carrier.mo_reassembly_timeout_ms,
+                ))),
             },
             bound_tx,
             session_stop,

@@ -144,6 +144,8 @@ pub enum Delivered {
     Receipt(CarrierRecord),
     /// A mobile-originated message, ready for the inbound topic.
     Mo(InboundMessage),
+    /// One part of a concatenated MO message (UDH or SAR), to reassemble.
+    MoPart(InboundMessage, smsgw_gsm::Concat),
     /// A receipt we could not read, with the reason and its text.
     BadReceipt(String, String),
 }
@@ -203,6 +205,37 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
             }),
         });
     }
+    // A concatenated MO: the UDH is not text; SAR TLVs say the same out of band.
+    let mut concat = None;
+    let mut text = text;
+    if esm & 0x40 != 0 {
+        match smsgw_gsm::read_udh(&octets) {
+            Ok((c, rest)) => {
+                concat = c;
+                text = smsgw_gsm::decode(rest, coding)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(rest).into_owned());
+            }
+            Err(e) => tracing::debug!(error = %e, "MO with a malformed UDH; kept as text"),
+        }
+    }
+    let (mut sar_ref, mut sar_total, mut sar_seq) = (None, None, None);
+    for t in d.tlvs() {
+        match t.value() {
+            Some(TlvValue::SarMsgRefNum(r)) => sar_ref = Some(*r),
+            Some(TlvValue::SarTotalSegments(n)) => sar_total = Some(*n),
+            Some(TlvValue::SarSegmentSeqnum(n)) => sar_seq = Some(*n),
+            _ => {}
+        }
+    }
+    if let (None, Some(reference), Some(total), Some(seq)) = (concat, sar_ref, sar_total, sar_seq) {
+        if total > 0 && seq > 0 && seq <= total {
+            concat = Some(smsgw_gsm::Concat {
+                reference,
+                total,
+                seq,
+            });
+        }
+    }
     let from = d.source_addr.as_str().to_string();
     let from = if from.len() > 8 && from.chars().all(|c| c.is_ascii_digit()) {
         format!("+{from}")
@@ -210,14 +243,18 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
         from
     };
     let to = d.destination_addr.as_str().to_string();
-    Delivered::Mo(InboundMessage {
+    let m = InboundMessage {
         inbound_id: uuid::Uuid::new_v4().to_string(),
         carrier: carrier.to_string(),
         from,
         to,
         body: text,
         received_at: now_ms,
-    })
+    };
+    match concat.filter(|c| c.total > 1) {
+        Some(c) => Delivered::MoPart(m, c),
+        None => Delivered::Mo(m),
+    }
 }
 
 /// A `CommandStatus` from its numeric value (for tests and the simulator).

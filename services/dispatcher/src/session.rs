@@ -27,6 +27,8 @@ pub struct SessionCtx {
     pub topics: Topics,
     /// Metrics.
     pub metrics: Metrics,
+    /// Concatenated MO parts waiting for their siblings (per carrier).
+    pub mo: std::sync::Arc<std::sync::Mutex<crate::mo::Reassembler<(Client, u32)>>>,
 }
 
 fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, MAX>, String> {
@@ -93,6 +95,32 @@ async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
     }
 }
 
+/// Stores a reassembled MO, then acknowledges every part of it.
+async fn store_mo_and_ack(
+    ctx: &SessionCtx,
+    m: smsgw_codec::InboundMessage,
+    acks: Vec<(Client, u32)>,
+) {
+    let stored = match OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m) {
+        Ok(rec) => send(&ctx.producer, &rec).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
+        Ok(()) => {
+            ctx.metrics
+                .inbound
+                .with_label_values(&[&ctx.carrier.name, "mo"])
+                .inc();
+            for (client, seq) in acks {
+                let _ = client.deliver_sm_resp(seq, DeliverSmResp::default()).await;
+            }
+        }
+        Err(e) => {
+            tracing::error!(carrier = %ctx.carrier.name, error = %e, "reassembled MO not stored; parts not acknowledged")
+        }
+    }
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -131,8 +159,17 @@ pub async fn run_session(
         delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
         bound.send_replace(Some(client.clone()));
         publish_status(&ctx, true, "bound").await;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = sweep.tick() => {
+                    let late = ctx.mo.lock().unwrap_or_else(|p| p.into_inner()).expire(now_ms());
+                    for (m, acks) in late {
+                        tracing::warn!(carrier = %name, "concatenated MO incomplete after the timeout; forwarding what arrived");
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move { store_mo_and_ack(&ctx, m, acks).await });
+                    }
+                }
                 _ = stopped(&mut stop) => {
                     let _ = client.unbind().await;
                     let _ = client.close().await;
@@ -181,6 +218,22 @@ async fn on_incoming(ctx: SessionCtx, client: Client, cmd: rusmpp::Command) {
                     OutRecord::avro(ctx.topics.inbound(), m.from.clone(), &m),
                     "mo",
                 ),
+                Delivered::MoPart(m, c) => {
+                    let done = ctx.mo.lock().unwrap_or_else(|p| p.into_inner()).add(
+                        m,
+                        c,
+                        (client.clone(), seq),
+                        now_ms(),
+                    );
+                    ctx.metrics
+                        .inbound
+                        .with_label_values(&[&ctx.carrier.name, "mo_part"])
+                        .inc();
+                    if let Some((whole, acks)) = done {
+                        store_mo_and_ack(ctx, whole, acks).await;
+                    }
+                    return;
+                }
                 Delivered::BadReceipt(reason, text) => {
                     (bad_receipt(ctx, &reason, &text), "bad_receipt")
                 }

@@ -325,35 +325,37 @@ fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
 }
 
 fn send_mo(s: &Shared, mo: &Mo) -> usize {
-    let gsm = mo.body.is_ascii();
-    let (coding, bytes) = if gsm {
-        (DataCoding::McSpecific, mo.body.as_bytes().to_vec())
-    } else {
-        (
-            DataCoding::Ucs2,
-            mo.body.encode_utf16().flat_map(u16::to_be_bytes).collect(),
-        )
-    };
-    let d = DeliverSm::builder()
-        .source_addr_ton(Ton::International)
-        .source_addr_npi(Npi::Isdn)
-        .source_addr(cstr(mo.from.trim_start_matches('+')))
-        .destination_addr(cstr(&mo.to))
-        .esm_class(EsmClass::from(0x00))
-        .data_coding(coding)
-        .short_message(
-            OctetString::from_slice(&bytes[..bytes.len().min(254)])
-                .unwrap_or_else(|_| OctetString::empty()),
-        )
-        .build();
+    // GSM-7 when it fits (carried unpacked, data_coding 0), else UCS-2; a long text goes
+    // out as concatenated parts with an 8-bit-reference UDH, as handsets send them.
+    let encoding = smsgw_gsm::analyse(&mo.body).encoding;
+    let reference = (s.next_seq.load(Ordering::Relaxed) & 0xFF) as u16;
+    let parts = smsgw_gsm::parts(&mo.body, encoding, smsgw_gsm::LongMode::Udh8, reference)
+        .unwrap_or_default();
+    let pdus: Vec<DeliverSm> = parts
+        .iter()
+        .map(|p| {
+            DeliverSm::builder()
+                .source_addr_ton(Ton::International)
+                .source_addr_npi(Npi::Isdn)
+                .source_addr(cstr(mo.from.trim_start_matches('+')))
+                .destination_addr(cstr(&mo.to))
+                .esm_class(EsmClass::from(if p.udhi { 0x40 } else { 0x00 }))
+                .data_coding(DataCoding::from(encoding.data_coding()))
+                .short_message(
+                    OctetString::from_slice(&p.octets).unwrap_or_else(|_| OctetString::empty()),
+                )
+                .build()
+        })
+        .collect();
     let mut rx = s.receivers.lock().unwrap_or_else(|e| e.into_inner());
     rx.retain(|tx| !tx.is_closed());
     let mut n = 0;
     for tx in rx.iter() {
-        if tx
-            .send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone()))
-            .is_ok()
-        {
+        let sent = pdus.iter().all(|d| {
+            tx.send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone()))
+                .is_ok()
+        });
+        if sent {
             n += 1;
         }
     }

@@ -158,3 +158,22 @@ fn plain_deliver_is_an_mo() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn udh_mo_part_is_recognised_and_the_header_is_not_text() {
+    let mut octets = vec![0x05, 0x00, 0x03, 0x2A, 2, 1];
+    octets.extend(b"hello ");
+    let d = DeliverSm::builder()
+        .source_addr(COctetString::from_string("447911123456".into()).unwrap())
+        .destination_addr(COctetString::from_string("SHOP".into()).unwrap())
+        .esm_class(EsmClass::from(0x40))
+        .short_message(OctetString::from_slice(&octets).unwrap())
+        .build();
+    match classify_deliver("a", &d, 5) {
+        Delivered::MoPart(m, c) => {
+            assert_eq!(m.body, "hello ");
+            assert_eq!((c.reference, c.total, c.seq), (0x2A, 2, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
