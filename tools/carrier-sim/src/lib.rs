@@ -399,46 +399,49 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
             let _ = tx.send(Command::new(status, seq, pdu));
         };
         match cmd.pdu() {
-            Some(Pdu::BindTransceiver(b)) => {
-                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                let resp = BindTransceiverResp::builder()
-                    .system_id(cstr("smsgw-sim"))
-                    .build();
-                reply(bind_status(ok), resp.into());
-                if ok {
+            Some(
+                bind @ (Pdu::BindTransceiver(_) | Pdu::BindReceiver(_) | Pdu::BindTransmitter(_)),
+            ) => {
+                let (id, pw, receives, resp): (&str, &str, bool, Pdu) = match bind {
+                    Pdu::BindTransceiver(b) => (
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                        true,
+                        BindTransceiverResp::builder()
+                            .system_id(cstr("smsgw-sim"))
+                            .build()
+                            .into(),
+                    ),
+                    Pdu::BindReceiver(b) => (
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                        true,
+                        BindReceiverResp::builder()
+                            .system_id(cstr("smsgw-sim"))
+                            .build()
+                            .into(),
+                    ),
+                    Pdu::BindTransmitter(b) => (
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                        false,
+                        BindTransmitterResp::builder()
+                            .system_id(cstr("smsgw-sim"))
+                            .build()
+                            .into(),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
+                let ok = bind_ok(&shared, id, pw);
+                reply(bind_status(ok), resp);
+                if ok && receives {
+                    // Receivers get receipts and MO.
                     shared
                         .receivers
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(tx.clone());
                 }
-            }
-            Some(Pdu::BindReceiver(b)) => {
-                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                reply(
-                    bind_status(ok),
-                    BindReceiverResp::builder()
-                        .system_id(cstr("smsgw-sim"))
-                        .build()
-                        .into(),
-                );
-                if ok {
-                    shared
-                        .receivers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(tx.clone());
-                }
-            }
-            Some(Pdu::BindTransmitter(b)) => {
-                let ok = bind_ok(&shared, b.system_id.as_str(), b.password.as_str());
-                reply(
-                    bind_status(ok),
-                    BindTransmitterResp::builder()
-                        .system_id(cstr("smsgw-sim"))
-                        .build()
-                        .into(),
-                );
             }
             Some(Pdu::SubmitSm(sm)) => {
                 shared.counters.submits.fetch_add(1, Ordering::Relaxed);
