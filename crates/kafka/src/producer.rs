@@ -37,11 +37,6 @@ impl Producer {
         Ok(Producer { inner })
     }
 
-    /// The librdkafka producer, for flush and metadata.
-    pub fn inner(&self) -> &FutureProducer {
-        &self.inner
-    }
-
     /// Enqueues a record now (so records enqueued in order stay in order per partition)
     /// and returns the future of its acknowledgement.
     pub async fn enqueue(&self, rec: &OutRecord) -> Result<DeliveryFuture, KafkaError> {

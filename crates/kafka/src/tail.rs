@@ -50,11 +50,6 @@ impl TailState {
         self.fresh_as_of.send_replace(t_ms);
         self.caught_up.send_replace(true);
     }
-
-    /// The time up to which the copy is known complete.
-    pub fn fresh_as_of(&self) -> i64 {
-        *self.fresh_as_of.borrow()
-    }
 }
 
 async fn blocking<T: Send + 'static>(

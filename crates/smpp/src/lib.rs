@@ -150,22 +150,6 @@ pub fn stat_from_message_state(state: u8) -> &'static str {
     }
 }
 
-/// SMPP `command_status` values the gateway names.
-pub mod status {
-    /// No error.
-    pub const ESME_ROK: u32 = 0x00;
-    /// Message queue full.
-    pub const ESME_RMSGQFUL: u32 = 0x14;
-    /// Invalid destination address.
-    pub const ESME_RINVDSTADR: u32 = 0x0B;
-    /// submit_sm failed.
-    pub const ESME_RSUBMITFAIL: u32 = 0x45;
-    /// Throttling error.
-    pub const ESME_RTHROTTLED: u32 = 0x58;
-    /// Bind failed.
-    pub const ESME_RBINDFAIL: u32 = 0x0D;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

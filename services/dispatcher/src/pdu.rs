@@ -4,7 +4,6 @@ use rusmpp::pdus::{DeliverSm, SubmitSm, SubmitSmResp};
 use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
-use rusmpp::CommandStatus;
 use smsgw_codec::{
     CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived,
 };
@@ -255,11 +254,6 @@ pub fn classify_deliver(carrier: &str, d: &DeliverSm, now_ms: i64) -> Delivered 
         Some(c) => Delivered::MoPart(m, c),
         None => Delivered::Mo(m),
     }
-}
-
-/// A `CommandStatus` from its numeric value (for tests and the simulator).
-pub fn command_status(code: u32) -> CommandStatus {
-    CommandStatus::from(code)
 }
 
 #[cfg(test)]

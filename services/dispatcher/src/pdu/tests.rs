@@ -81,7 +81,11 @@ fn responses_are_classified() {
     use rusmpp::{Command, Pdu};
     let resp = |code: u32| {
         Err(rusmppc::error::Error::UnexpectedResponse {
-            response: Box::new(Command::new(command_status(code), 1, Pdu::GenericNack)),
+            response: Box::new(Command::new(
+                rusmpp::CommandStatus::from(code),
+                1,
+                Pdu::GenericNack,
+            )),
         })
     };
     assert!(matches!(classify(resp(0x58)), Attempt::Refused(0x58, _)));
