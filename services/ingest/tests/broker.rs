@@ -1,32 +1,10 @@
 //! ingest against a real Tansu broker: HTTP and Kafka in, events and dead letters out.
 
-use smsgw_codec::{AvroRecord, DeadLetter};
+use smsgw_codec::DeadLetter;
 use smsgw_domain::{Event, EventPayload};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use smsgw_kafka::rdkafka::Message as _;
 use smsgw_kafka::{send, OutRecord, Producer};
-use smsgw_testkit::{eventually, free_port, Broker};
+use smsgw_testkit::{eventually, free_port, read_records, Broker};
 use std::time::Duration;
-
-async fn read_all(kafka: &smsgw_kafka::KafkaConfig, topic: &str, n: usize) -> Vec<Vec<u8>> {
-    let c: StreamConsumer = kafka
-        .client_config(&[
-            ("group.id", &uuid::Uuid::new_v4().to_string()),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
-            .await
-            .expect("records in time")
-            .unwrap();
-        out.push(m.payload().unwrap_or_default().to_vec());
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> anyhow::Result<()> {
@@ -94,11 +72,8 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     assert_eq!(bad["reason_code"], "invalid_destination");
 
     // Three events: the JSON record accepted, the HTTP message accepted once, the bad one rejected.
-    let events: Vec<Event> = read_all(&kafka, &kafka.topics.events(), 3)
-        .await
-        .iter()
-        .map(|b| Event::decode(b).unwrap())
-        .collect();
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 3, Duration::from_secs(30)).await?;
     let accepted = events
         .iter()
         .filter(|e| matches!(e.payload, EventPayload::Accepted(_)))
@@ -108,8 +83,14 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
         .filter(|e| matches!(e.payload, EventPayload::Rejected(_)))
         .count();
     assert_eq!((accepted, rejected), (2, 1));
-    let dl = read_all(&kafka, &kafka.topics.dead_letter(), 1).await;
-    let dl = DeadLetter::decode(&dl[0])?;
+    let dl: Vec<DeadLetter> = read_records(
+        &kafka,
+        &kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let dl = &dl[0];
     assert_eq!(dl.offset, 0);
     assert!(dl.reason.contains("undecodable"), "{}", dl.reason);
 
@@ -131,11 +112,8 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     .await?;
     assert_eq!(status["state"], "accepted");
     // No duplicate was written for the second POST: wait for more events briefly, expect none.
-    let extra = tokio::time::timeout(
-        Duration::from_secs(2),
-        read_all(&kafka, &kafka.topics.events(), 4),
-    )
-    .await;
+    let extra =
+        read_records::<Event>(&kafka, &kafka.topics.events(), 4, Duration::from_secs(2)).await;
     assert!(extra.is_err(), "a fourth event appeared");
 
     let _ = stop.send(());

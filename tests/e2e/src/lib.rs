@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use smsgw_kafka::KafkaConfig;
-use smsgw_testkit::{eventually, free_port, Broker};
+use smsgw_testkit::{eventually, free_port, stopper, Broker};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -159,16 +159,6 @@ pub struct Gateway {
     pub api: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
-}
-
-fn stopper() -> (
-    oneshot::Sender<()>,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    (tx, async move {
-        let _ = rx.await;
-    })
 }
 
 fn local() -> SocketAddr {

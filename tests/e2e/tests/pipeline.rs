@@ -2,11 +2,10 @@
 //! The same scenario runs against our simulator and against the npm `smpp` SMSC.
 
 use serde_json::json;
-use smsgw_codec::{AvroRecord, OptOutChanged};
+use smsgw_codec::{DeadLetter, OptOutChanged};
 use smsgw_e2e::{Gateway, Smsc, REJECT_PREFIX, UNDELIV_PREFIX};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use smsgw_kafka::rdkafka::Message as _;
 use smsgw_kafka::{send, OutRecord, Producer};
+use smsgw_testkit::read_records;
 use std::time::Duration;
 
 fn events(status: &serde_json::Value) -> Vec<String> {
@@ -16,24 +15,6 @@ fn events(status: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn wait_optout(gw: &Gateway, number: &str) -> anyhow::Result<()> {
-    let c: StreamConsumer = gw
-        .kafka
-        .client_config(&[
-            ("group.id", &uuid::Uuid::new_v4().to_string()),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create()?;
-    c.subscribe(&[&gw.kafka.topics.optout()])?;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), c.recv()).await??;
-        let o = OptOutChanged::decode(m.payload().unwrap_or_default())?;
-        if o.number == number && o.opted_out {
-            return Ok(());
-        }
-    }
 }
 
 async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
@@ -109,9 +90,18 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     // An opted-out recipient is never submitted.
     let submits_before = smsc.stats().await?["submits"].as_u64().unwrap();
     assert_eq!(smsc.send_mo("+447911100006", "SHOP", " Stop ").await?, 1);
-    tokio::time::timeout(Duration::from_secs(30), wait_optout(&gw, "+447911100006"))
-        .await
-        .map_err(|_| anyhow::anyhow!("the STOP never reached the opt-out log"))??;
+    // Wait until the STOP is in the opt-out log (the only record there).
+    let stop: Vec<OptOutChanged> = read_records(
+        &gw.kafka,
+        &gw.kafka.topics.optout(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        stop[0].number == "+447911100006" && stop[0].opted_out,
+        "{stop:?}"
+    );
     let (_, blocked) = gw.post(msg("+447911100006", "you said stop")).await?;
     let s = gw.final_status(blocked["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "blocked", "{s}");
@@ -141,7 +131,13 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     let id = smsgw_ingest::handler::id_for_key("e2e", "behind-1");
     let s = gw.final_status(&id).await?;
     assert_eq!(s["state"], "delivered", "{s}");
-    let dead = read_dead_letters(&gw).await?;
+    let dead: Vec<DeadLetter> = read_records(
+        &gw.kafka,
+        &gw.kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
     assert!(
         dead.iter()
             .any(|d| d.service == "ingest" && d.reason.contains("undecodable")),
@@ -156,23 +152,6 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     gw.stop().await?;
     smsc.stop().await;
     Ok(())
-}
-
-async fn read_dead_letters(gw: &Gateway) -> anyhow::Result<Vec<smsgw_codec::DeadLetter>> {
-    let c: StreamConsumer = gw
-        .kafka
-        .client_config(&[
-            ("group.id", &uuid::Uuid::new_v4().to_string()),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create()?;
-    c.subscribe(&[&gw.kafka.topics.dead_letter()])?;
-    let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
-        .await
-        .map_err(|_| anyhow::anyhow!("no dead letter within 30 s"))??;
-    Ok(vec![smsgw_codec::DeadLetter::decode(
-        m.payload().unwrap_or_default(),
-    )?])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
