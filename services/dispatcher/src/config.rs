@@ -34,7 +34,16 @@ pub struct CarrierConfig {
     /// Bind `system_type`.
     #[serde(default)]
     pub system_type: String,
-    /// Most `submit_sm` awaiting a response at once.
+    /// How the carrier is bound: `trx` (transceiver, default), `tx` (transmitter only: no
+    /// receipts or MO), `rx` (receiver only: this carrier takes no submits) or `tx_rx` (a
+    /// transmitter plus a separate receiver).
+    #[serde(default)]
+    pub bind_mode: BindMode,
+    /// Sessions of `bind_mode` to hold open (for `tx_rx`, pairs). Submits are spread
+    /// over them round-robin; each has its own `window`.
+    #[serde(default = "one")]
+    pub binds: usize,
+    /// Most `submit_sm` awaiting a response at once, per bind.
     #[serde(default = "default_window")]
     pub window: usize,
     /// How long to wait for `submit_sm_resp` (ms). A timeout fails the attempt as
@@ -91,6 +100,59 @@ pub struct CarrierConfig {
     /// `payload` (one PDU with `message_payload`).
     #[serde(default)]
     pub long_messages: LongMessages,
+}
+
+/// The bind PDUs a carrier's sessions use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMode {
+    /// `bind_transceiver`: submits, receipts and MO on one session.
+    #[default]
+    Trx,
+    /// `bind_transmitter` only.
+    Tx,
+    /// `bind_receiver` only.
+    Rx,
+    /// A `bind_transmitter` session plus a `bind_receiver` session.
+    TxRx,
+}
+
+/// The role of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Transceiver.
+    Trx,
+    /// Transmitter.
+    Tx,
+    /// Receiver.
+    Rx,
+}
+
+impl Role {
+    /// Whether the session takes submits.
+    pub fn submits(self) -> bool {
+        self != Role::Rx
+    }
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Trx => "trx",
+            Role::Tx => "tx",
+            Role::Rx => "rx",
+        }
+    }
+}
+
+impl BindMode {
+    /// The sessions of one bind "unit" in this mode.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            BindMode::Trx => &[Role::Trx],
+            BindMode::Tx => &[Role::Tx],
+            BindMode::Rx => &[Role::Rx],
+            BindMode::TxRx => &[Role::Tx, Role::Rx],
+        }
+    }
 }
 
 /// What to do with a `command_status`.
@@ -187,6 +249,9 @@ fn parse_status(key: &str) -> Option<u32> {
 fn yes() -> bool {
     true
 }
+fn one() -> usize {
+    1
+}
 
 impl CarrierConfig {
     /// A carrier with defaults.
@@ -197,6 +262,8 @@ impl CarrierConfig {
             system_id: system_id.into(),
             password: password.into(),
             system_type: String::new(),
+            bind_mode: BindMode::default(),
+            binds: 1,
             window: default_window(),
             response_timeout_ms: default_response_timeout(),
             enquire_link_ms: default_enquire(),
@@ -241,6 +308,19 @@ impl CarrierConfig {
         }
     }
 
+    /// Every session to hold open: (slot, role).
+    pub fn sessions(&self) -> Vec<(usize, Role)> {
+        (0..self.binds)
+            .flat_map(|_| self.bind_mode.roles().iter().copied())
+            .enumerate()
+            .collect()
+    }
+
+    /// Whether this carrier takes submits at all.
+    pub fn submits(&self) -> bool {
+        self.bind_mode != BindMode::Rx
+    }
+
     /// Response timeout.
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
@@ -267,6 +347,9 @@ impl CarrierConfig {
             return Err(format!(
                 "carrier {n}: password must be at most 8 characters (SMPP 3.4)"
             ));
+        }
+        if self.binds == 0 || self.binds > 64 {
+            return Err(format!("carrier {n}: binds must be 1 to 64"));
         }
         if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
             return Err(format!(
@@ -321,6 +404,31 @@ mod tests {
         assert_eq!(c.action(0x58), ErrorAction::RetryLater);
         assert!(c.validate().is_ok());
         c.errors.insert("bogus".into(), ErrorAction::Throttle);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bind_modes_expand_to_sessions() {
+        let mut c = CarrierConfig::new("a", "smpp://h:1", "id", "pw");
+        assert_eq!(c.sessions(), vec![(0, Role::Trx)]);
+        c.bind_mode = BindMode::TxRx;
+        c.binds = 2;
+        assert_eq!(
+            c.sessions(),
+            vec![(0, Role::Tx), (1, Role::Rx), (2, Role::Tx), (3, Role::Rx)]
+        );
+        assert!(c.submits());
+        c.bind_mode = BindMode::Rx;
+        assert!(!c.submits());
+        assert!(c.sessions().iter().all(|(_, r)| !r.submits()));
+        let j = r#"{"name":"a","url":"smpp://h:1","system_id":"i","password":"p","bind_mode":"tx_rx","binds":3}"#;
+        let c: CarrierConfig = serde_json::from_str(j).unwrap();
+        assert_eq!((c.bind_mode, c.binds), (BindMode::TxRx, 3));
+        let j =
+            r#"{"name":"a","url":"smpp://h:1","system_id":"i","password":"p","bind_mode":"both"}"#;
+        assert!(serde_json::from_str::<CarrierConfig>(j).is_err());
+        let mut c = CarrierConfig::new("a", "smpp://h:1", "id", "pw");
+        c.binds = 0;
         assert!(c.validate().is_err());
     }
 

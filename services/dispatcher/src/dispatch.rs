@@ -4,8 +4,8 @@
 use crate::config::{CarrierConfig, ErrorAction};
 use crate::metrics::Metrics;
 use crate::pdu::{build_submits, classify, Attempt};
+use crate::pool::BindPool;
 use rusmpp::pdus::SubmitSm;
-use rusmppc::Client;
 use smsgw_codec::{
     AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated,
 };
@@ -18,7 +18,7 @@ use smsgw_kafka::{
 use smsgw_runtime::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 /// What the loop needs.
 #[derive(Debug, Clone)]
@@ -39,13 +39,20 @@ pub struct DispatchCtx {
 pub async fn run_dispatch(
     ctx: DispatchCtx,
     kafka: &smsgw_kafka::KafkaConfig,
-    bound: watch::Receiver<Option<Client>>,
+    bound: BindPool,
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
     let consumer: StreamConsumer = consumer(kafka, &ctx.carrier.group())?;
     consumer.subscribe(&[&topic])?;
-    let window = Arc::new(Semaphore::new(ctx.carrier.window));
+    // Work in flight: every submitting bind's window, so a full pool takes no more.
+    let binds = ctx
+        .carrier
+        .sessions()
+        .iter()
+        .filter(|(_, r)| r.submits())
+        .count();
+    let window = Arc::new(Semaphore::new(ctx.carrier.window * binds));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
     let mut tracker = OffsetTracker::default();
     let stop = shutdown.wait();
@@ -124,23 +131,12 @@ async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
     }
 }
 
-async fn wait_bound(
-    bound: &mut watch::Receiver<Option<Client>>,
-    grace: Duration,
-) -> Option<Client> {
-    tokio::time::timeout(grace, bound.wait_for(Option::is_some))
-        .await
-        .ok()?
-        .ok()?
-        .clone()
-}
-
 /// Submits one part under the carrier's rate limit and error policy: throttling and
 /// queue-full statuses send the same PDU again (slowing the carrier down for
 /// throttling), other statuses fail the attempt.
 async fn submit_part(
     ctx: &DispatchCtx,
-    bound: &mut watch::Receiver<Option<Client>>,
+    bound: &BindPool,
     sm: SubmitSm,
     segments: u32,
 ) -> Result<String, SubmitOutcome> {
@@ -155,8 +151,7 @@ async fn submit_part(
         })
     };
     loop {
-        let Some(client) = wait_bound(bound, Duration::from_millis(c.unbound_grace_ms)).await
-        else {
+        let Some(lease) = bound.lease(Duration::from_millis(c.unbound_grace_ms)).await else {
             return fail(
                 None,
                 format!(
@@ -168,7 +163,9 @@ async fn submit_part(
             );
         };
         ctx.limiter.acquire(segments).await;
-        let (code, name) = match classify(client.submit_sm(sm.clone()).await) {
+        let result = lease.client.submit_sm(sm.clone()).await;
+        drop(lease);
+        let (code, name) = match classify(result) {
             Attempt::Accepted(id) => return Ok(id),
             Attempt::Unknown(reason) => return fail(None, reason, true, true),
             Attempt::NotSent(reason) => return fail(None, reason, true, false),
@@ -203,11 +200,7 @@ async fn submit_part(
 /// Submits one request, part by part, and records the outcome. If a later part fails
 /// after earlier ones were accepted, the recipient may see fragments: the failure is
 /// marked ambiguous.
-async fn submit_one(
-    ctx: &DispatchCtx,
-    req: DispatchRequested,
-    mut bound: watch::Receiver<Option<Client>>,
-) {
+async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, bound: BindPool) {
     let c = &ctx.carrier;
     let mut ids = Vec::new();
     let outcome = match build_submits(&req, c.registered_delivery, c.long_messages.mode()) {
@@ -227,7 +220,7 @@ async fn submit_one(
                 1
             };
             for sm in pdus {
-                match submit_part(ctx, &mut bound, sm, per_pdu).await {
+                match submit_part(ctx, &bound, sm, per_pdu).await {
                     Ok(id) => ids.push(id),
                     Err(f) => {
                         failure = Some(f);

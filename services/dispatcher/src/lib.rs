@@ -1,10 +1,11 @@
 //! smsgw dispatcher: the gateway's SMPP 3.4 client.
 //!
-//! Data flow, per configured carrier: a session task binds as a transceiver (reconnecting
-//! with backoff and jitter, `enquire_link` keeping it alive) and publishes the carrier's
-//! status to the carrier-status topic. A dispatch loop consumes the carrier's dispatch
-//! topic, submits each `DispatchRequested` as `submit_sm` with at most `window`
-//! outstanding, and writes `MessageSubmitted` or `SubmitFailed` to the event log; on
+//! Data flow, per configured carrier: session tasks bind as the carrier's `bind_mode` says
+//! (transceivers, transmitters, receivers, or transmitter + receiver pairs; `binds` of
+//! them), reconnecting with backoff and jitter, `enquire_link` keeping them alive, and
+//! publish the carrier's status to the carrier-status topic. A dispatch loop consumes the
+//! carrier's dispatch topic and submits each `DispatchRequested` as `submit_sm` on one of
+//! the submitting binds (round-robin, at most `window` outstanding per bind), and writes `MessageSubmitted` or `SubmitFailed` to the event log; on
 //! success it then writes a `SubmitCorrelated` record (carrier id -> message id) to the
 //! receipts topic. `deliver_sm` receipts go to the receipts topic, MO messages to the
 //! inbound topic, and each is acknowledged only after Kafka holds it. Offsets of the
@@ -22,6 +23,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod mo;
 pub mod pdu;
+pub mod pool;
 pub mod session;
 
 pub use config::{CarrierConfig, Config};
@@ -64,21 +66,33 @@ pub async fn run(
     let producer = Producer::new(&config.kafka)?;
     let mut tasks = Vec::new();
     for carrier in &config.carriers {
-        let (bound_tx, bound_rx) = watch::channel(None);
+        let pool = pool::BindPool::new(
+            carrier.window,
+            metrics.window_in_use.with_label_values(&[&carrier.name]),
+        );
         let (stop_session, session_stop) = watch::channel(false);
-        let session = tokio::spawn(session::run_session(
-            session::SessionCtx {
-                carrier: carrier.clone(),
-                producer: producer.clone(),
-                topics: config.kafka.topics.clone(),
-                metrics: metrics.clone(),
-                mo: std::sync::Arc::new(std::sync::Mutex::new(mo::Reassembler::new(
-                    carrier.mo_reassembly_timeout_ms,
-                ))),
-            },
-            bound_tx,
-            session_stop,
-        ));
+        let session_ctx = session::SessionCtx {
+            carrier: carrier.clone(),
+            producer: producer.clone(),
+            topics: config.kafka.topics.clone(),
+            metrics: metrics.clone(),
+            mo: std::sync::Arc::new(std::sync::Mutex::new(mo::Reassembler::new(
+                carrier.mo_reassembly_timeout_ms,
+            ))),
+        };
+        let sessions: Vec<_> = carrier
+            .sessions()
+            .into_iter()
+            .map(|(slot, role)| {
+                tokio::spawn(session::run_session(
+                    session_ctx.clone(),
+                    slot,
+                    role,
+                    pool.clone(),
+                    session_stop.clone(),
+                ))
+            })
+            .collect();
         let ctx = dispatch::DispatchCtx {
             carrier: carrier.clone(),
             producer: producer.clone(),
@@ -88,10 +102,18 @@ pub async fn run(
         };
         let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            let r = dispatch::run_dispatch(ctx, &kafka, bound_rx, stop).await;
+            let r = if ctx.carrier.submits() {
+                dispatch::run_dispatch(ctx, &kafka, pool, stop).await
+            } else {
+                // Receive-only: nothing to submit, so its dispatch topic is not consumed.
+                stop.wait().await;
+                Ok(())
+            };
             // The window is drained: now unbind.
             let _ = stop_session.send(true);
-            let _ = session.await;
+            for s in sessions {
+                let _ = s.await;
+            }
             r
         }));
     }

@@ -14,8 +14,10 @@ pub struct Metrics {
     pub ambiguous: IntCounterVec,
     /// Inbound PDUs by carrier and kind (`receipt`, `mo`, `bad_receipt`).
     pub inbound: IntCounterVec,
-    /// Bound sessions by carrier (0 or 1).
+    /// Bound sessions by carrier and mode (`trx`, `tx`, `rx`).
     pub bound: IntGaugeVec,
+    /// `submit_sm` awaiting a response, by carrier (over all its binds).
+    pub window_in_use: IntGaugeVec,
     /// Binds attempted by carrier and outcome.
     pub binds: IntCounterVec,
     /// Dispatch records dead-lettered by carrier.
@@ -60,10 +62,21 @@ impl Metrics {
         );
         let bound = IntGaugeVec::new(
             Opts::new("smsgw_dispatcher_bound_sessions", "Bound sessions"),
-            &["carrier"],
+            &["carrier", "mode"],
         )
         .expect("valid");
         registry.register(Box::new(bound.clone())).expect("unique");
+        let window_in_use = IntGaugeVec::new(
+            Opts::new(
+                "smsgw_dispatcher_window_in_use_submits",
+                "submit_sm awaiting a response",
+            ),
+            &["carrier"],
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(window_in_use.clone()))
+            .expect("unique");
         let accept_to_submit = Histogram::with_opts(
             HistogramOpts::new(
                 "smsgw_dispatcher_accept_to_submit_seconds",
@@ -81,6 +94,7 @@ impl Metrics {
             ambiguous,
             inbound,
             bound,
+            window_in_use,
             binds,
             dead_lettered,
             accept_to_submit,

@@ -1,11 +1,13 @@
-//! One SMPP transceiver session per carrier: bind, keep alive, forward what the carrier
-//! sends, reconnect with backoff and jitter.
+//! One SMPP session (transceiver, transmitter or receiver): bind, keep alive, forward
+//! what the carrier sends, reconnect with backoff and jitter. Sessions that can submit
+//! put their client in the carrier's [`BindPool`] while bound.
 
-use crate::config::{CarrierConfig, ReceiptIds};
+use crate::config::{CarrierConfig, ReceiptIds, Role};
 use crate::metrics::Metrics;
 use crate::pdu::{classify_deliver, decimal_to_hex, Delivered};
+use crate::pool::BindPool;
 use futures::StreamExt;
-use rusmpp::pdus::{BindTransceiver, DeliverSmResp};
+use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::Pdu;
@@ -40,7 +42,7 @@ type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
 /// Longest PDU accepted from a carrier.
 const MAX_PDU: usize = 65_536;
 
-async fn connect(ctx: &SessionCtx) -> Result<(Client, Events), String> {
+async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), String> {
     let c = &ctx.carrier;
     let addr = c.url.trim_start_matches("smpp://").trim_end_matches('/');
     let socket = tokio::net::TcpStream::connect(addr)
@@ -62,16 +64,40 @@ async fn connect(ctx: &SessionCtx) -> Result<(Client, Events), String> {
         .response_timeout(c.response_timeout())
         .max_command_length(MAX_PDU)
         .connected(stream);
-    let bind = BindTransceiver::builder()
-        .system_id(cstr(&c.system_id)?)
-        .password(cstr(&c.password)?)
-        .system_type(cstr(&c.system_type)?)
-        .interface_version(InterfaceVersion::Smpp3_4)
-        .addr_ton(Ton::Unknown)
-        .addr_npi(Npi::Unknown)
-        .address_range(COctetString::empty())
-        .build();
-    if let Err(e) = client.bind_transceiver(bind).await {
+    let (id, pw, st) = (
+        cstr(&c.system_id)?,
+        cstr(&c.password)?,
+        cstr(&c.system_type)?,
+    );
+    // The three bind PDUs have the same fields.
+    macro_rules! bind_pdu {
+        ($t:ty) => {
+            <$t>::new(
+                id,
+                pw,
+                st,
+                InterfaceVersion::Smpp3_4,
+                Ton::Unknown,
+                Npi::Unknown,
+                COctetString::empty(),
+            )
+        };
+    }
+    let bound = match role {
+        Role::Trx => client
+            .bind_transceiver(bind_pdu!(BindTransceiver))
+            .await
+            .map(drop),
+        Role::Tx => client
+            .bind_transmitter(bind_pdu!(BindTransmitter))
+            .await
+            .map(drop),
+        Role::Rx => client
+            .bind_receiver(bind_pdu!(BindReceiver))
+            .await
+            .map(drop),
+    };
+    if let Err(e) = bound {
         let _ = client.close().await;
         return Err(format!("bind: {e}"));
     }
@@ -125,25 +151,28 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Runs the session until `stop` turns true; then unbinds. Publishes the bound client
-/// (or `None`) on `bound`.
+/// Runs the session in `slot` until `stop` turns true; then unbinds. A session that
+/// submits is in `pool` while bound.
 pub async fn run_session(
     ctx: SessionCtx,
-    bound: watch::Sender<Option<Client>>,
+    slot: usize,
+    role: Role,
+    pool: BindPool,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = ctx.carrier.name.clone();
+    let mode = role.as_str();
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
     while !*stop.borrow() {
-        let (client, mut events) = match connect(&ctx).await {
+        let (client, mut events) = match connect(&ctx, role).await {
             Ok(x) => x,
             Err(e) => {
                 ctx.metrics
                     .binds
                     .with_label_values(&[&name, "failed"])
                     .inc();
-                tracing::warn!(carrier = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "bind failed");
+                tracing::warn!(carrier = %name, slot, mode, error = %e, retry_in_ms = delay.as_millis() as u64, "bind failed");
                 let jitter = rand::random_range(0.5..1.5);
                 tokio::select! {
                     _ = tokio::time::sleep(delay.mul_f64(jitter)) => {}
@@ -154,11 +183,12 @@ pub async fn run_session(
             }
         };
         ctx.metrics.binds.with_label_values(&[&name, "ok"]).inc();
-        ctx.metrics.bound.with_label_values(&[&name]).set(1);
-        tracing::info!(carrier = %name, "bound as transceiver");
+        ctx.metrics.bound.with_label_values(&[&name, mode]).inc();
+        tracing::info!(carrier = %name, slot, mode, "bound");
         delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
-        bound.send_replace(Some(client.clone()));
-        publish_status(&ctx, true, "bound").await;
+        if role.submits() && pool.up(slot, client.clone()) {
+            publish_status(&ctx, true, "bound").await;
+        }
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -186,14 +216,21 @@ pub async fn run_session(
                 }
             }
         }
-        bound.send_replace(None);
-        ctx.metrics.bound.with_label_values(&[&name]).set(0);
-        if *stop.borrow() {
-            tracing::info!(carrier = %name, "unbound");
-            publish_status(&ctx, false, "unbound at shutdown").await;
+        let last = role.submits() && pool.down(slot);
+        ctx.metrics.bound.with_label_values(&[&name, mode]).dec();
+        let stopping = *stop.borrow();
+        if stopping {
+            tracing::info!(carrier = %name, slot, mode, "unbound");
         } else {
-            tracing::warn!(carrier = %name, "session closed; reconnecting");
-            publish_status(&ctx, false, "session closed").await;
+            tracing::warn!(carrier = %name, slot, mode, "session closed; reconnecting");
+        }
+        if last {
+            let detail = if stopping {
+                "unbound at shutdown"
+            } else {
+                "session closed"
+            };
+            publish_status(&ctx, false, detail).await;
         }
     }
 }

@@ -381,6 +381,8 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
     });
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
+    // A transmitter session gets no deliver_sm: its receipts go to a receiver bind.
+    let mut receives = false;
     loop {
         let cmd = tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -402,7 +404,7 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
             Some(
                 bind @ (Pdu::BindTransceiver(_) | Pdu::BindReceiver(_) | Pdu::BindTransmitter(_)),
             ) => {
-                let (id, pw, receives, resp): (&str, &str, bool, Pdu) = match bind {
+                let (id, pw, rx_bind, resp): (&str, &str, bool, Pdu) = match bind {
                     Pdu::BindTransceiver(b) => (
                         b.system_id.as_str(),
                         b.password.as_str(),
@@ -434,7 +436,8 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                 };
                 let ok = bind_ok(&shared, id, pw);
                 reply(bind_status(ok), resp);
-                if ok && receives {
+                receives = ok && rx_bind;
+                if receives {
                     // Receivers get receipts and MO.
                     shared
                         .receivers
@@ -474,6 +477,13 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                     .collect();
                 let (shared, tx) = (shared.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let receipts_to = |shared: &Shared| {
+                        if receives {
+                            return Some(tx.clone());
+                        }
+                        let rx = shared.receivers.lock().unwrap_or_else(|e| e.into_inner());
+                        rx.iter().find(|r| !r.is_closed()).cloned()
+                    };
                     if rule.latency_ms > 0 {
                         tokio::time::sleep(Duration::from_millis(rule.latency_ms)).await;
                     }
@@ -525,10 +535,11 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                         &id,
                     )));
                     d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(state));
-                    if tx
-                        .send(Command::new(CommandStatus::EsmeRok, shared.seq(), d))
-                        .is_ok()
-                    {
+                    let sent = receipts_to(&shared).is_some_and(|to| {
+                        to.send(Command::new(CommandStatus::EsmeRok, shared.seq(), d))
+                            .is_ok()
+                    });
+                    if sent {
                         shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
                     }
                 });
