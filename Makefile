@@ -5,11 +5,12 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: all deps tansu peers build run test analytics-test lint fmt bench clean
+.PHONY: all deps tansu peers perl-smpp build run test analytics-test lint fmt bench clean
 
 all: build
 
-## Install what is missing: Tansu (the broker, ~15 min the first time) and the npm SMPP peer.
+## Install what is missing: Tansu (the broker, ~15 min the first time) and the two
+## third-party SMPP peers (npm `smpp`, Perl Net::SMPP from Debian).
 deps: tansu peers
 
 tansu:
@@ -20,7 +21,14 @@ tansu:
 	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
-peers: tests/peers/node_modules/smpp/package.json
+peers: tests/peers/node_modules/smpp/package.json perl-smpp
+
+perl-smpp:
+	@if perl -MNet::SMPP -e1 2>/dev/null; then echo "Net::SMPP present"; else \
+	  echo "installing libnet-smpp-perl"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y libnet-smpp-perl || { $$SUDO apt-get update && $$SUDO apt-get install -y libnet-smpp-perl; }; \
+	fi
 
 tests/peers/node_modules/smpp/package.json: tests/peers/package.json tests/peers/package-lock.json
 	cd tests/peers && npm ci --no-audit --no-fund

@@ -2,10 +2,18 @@
 // package (not our code, and not our simulator). It accepts any bind, answers
 // submit_sm with a hex id, and sends a delivery receipt (text form plus the
 // receipted_message_id / message_state TLVs) after a delay. Behaviour by destination
-// prefix comes from --rules (JSON): [{"prefix":"4479112","reject":true},
-// {"prefix":"4479113","stat":"UNDELIV"}]; unmatched destinations are DELIVRD.
+// prefix comes from --rules (JSON), first match wins:
+//   reject: true         answer submit_sm with ESME_RSUBMITFAIL
+//   stat: "UNDELIV"      receipt status (default DELIVRD)
+//   throttle_first: N    answer the first N submits of the session with ESME_RTHROTTLED
+//   hold_ms: MS          answer submit_sm only after MS (a window that fills up)
+//   dlr_first: true      send the receipt before the submit_sm_resp
+//   drop_at: N           never answer; close the connection once N are outstanding
+// --bind-fail N refuses the first N binds with ESME_RBINDFAIL. A transmitter's receipts
+// go to a receiver bind, as real SMSCs do.
 // An HTTP control port injects MO messages (POST /mo {from,to,body}) and reports
-// counters (GET /stats).
+// counters (GET /stats). --log FILE appends every bind, submit (with the text as the
+// npm package decoded it), receipt and drop as one JSON object per line.
 'use strict';
 const smpp = require('smpp');
 const http = require('http');
@@ -18,8 +26,36 @@ const port = Number(arg('port', '2775'));
 const controlPort = Number(arg('control', '2776'));
 const dlrDelay = Number(arg('dlr-delay-ms', '200'));
 const rules = JSON.parse(arg('rules', '[]'));
+const bindFail = Number(arg('bind-fail', '0'));
+const logFile = arg('log', null);
+const fs = require('fs');
 
 const stats = { binds: 0, submits: 0, refused: 0, receipts: 0, mo: 0 };
+let bindAttempts = 0;
+let sessions = 0;
+function note(ev) {
+  if (!logFile) return;
+  ev.peer = 'npm';
+  ev.at = Date.now() / 1000;
+  fs.appendFileSync(logFile, JSON.stringify(ev) + '\n');
+}
+
+// Concatenation info from a UDH information element list or SAR TLVs.
+function concatOf(pdu, sm) {
+  for (const ie of (sm && sm.udh) || []) {
+    if (ie[0] === 0x00 && ie[1] === 3) return [ie[2], ie[3], ie[4]];
+    if (ie[0] === 0x08 && ie[1] === 4) return [ie.readUInt16BE(2), ie[4], ie[5]];
+  }
+  if (pdu.sar_msg_ref_num !== undefined) return [pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum];
+  return null;
+}
+function textOf(pdu) {
+  const sm = pdu.short_message;
+  if (sm && sm.message !== undefined && sm.message.length) return sm.message;
+  const p = pdu.message_payload;
+  if (p && p.message !== undefined) return p.message;
+  return typeof sm === 'string' ? sm : '';
+}
 const receivers = new Set();
 let nextId = 0xA000;
 
@@ -33,11 +69,30 @@ function yymmddhhmm() {
   return p(d.getUTCFullYear() % 100) + p(d.getUTCMonth() + 1) + p(d.getUTCDate()) + p(d.getUTCHours()) + p(d.getUTCMinutes());
 }
 
+function receiptSession(session) {
+  if (session.receives) return session;
+  for (const s of receivers) return s;
+  return null;
+}
+
 const server = smpp.createServer(function (session) {
+  const seen = {};
+  let outstanding = 0;
+  const conn = ++sessions;
   const bind = function (pdu) {
+    const mode = { bind_transceiver: 'trx', bind_receiver: 'rx', bind_transmitter: 'tx' }[pdu.command];
+    if (++bindAttempts <= bindFail) {
+      session.send(pdu.response({ command_status: smpp.ESME_RBINDFAIL }));
+      note({ ev: 'bind', mode, ok: false, conn });
+      setTimeout(() => session.close(), 50);
+      return;
+    }
     stats.binds++;
     session.send(pdu.response());
-    if (pdu.command !== 'bind_transmitter') receivers.add(session);
+    note({ ev: 'bind', mode, ok: true, conn });
+    session.receives = pdu.command !== 'bind_transmitter';
+    session.conn = conn;
+    if (session.receives) receivers.add(session);
   };
   session.on('bind_transceiver', bind);
   session.on('bind_receiver', bind);
@@ -54,29 +109,61 @@ const server = smpp.createServer(function (session) {
     stats.submits++;
     const dest = pdu.destination_addr;
     const rule = ruleFor(dest);
+    const count = (seen[rule.prefix || ''] = (seen[rule.prefix || ''] || 0) + 1);
+    const ev = {
+      ev: 'submit', conn, dest, esm: pdu.esm_class, dc: pdu.data_coding, rd: pdu.registered_delivery,
+      text: textOf(pdu), concat: concatOf(pdu, pdu.short_message),
+      validity: pdu.validity_period || '', schedule: pdu.schedule_delivery_time || '',
+    };
+    if (rule.throttle_first && count <= rule.throttle_first) {
+      stats.refused++;
+      session.send(pdu.response({ command_status: smpp.ESME_RTHROTTLED }));
+      note(Object.assign(ev, { status: 0x58 }));
+      return;
+    }
     if (rule.reject) {
       stats.refused++;
       session.send(pdu.response({ command_status: smpp.ESME_RSUBMITFAIL }));
+      note(Object.assign(ev, { status: 0x45 }));
       return;
     }
-    const id = (nextId++).toString(16).toUpperCase();
-    session.send(pdu.response({ message_id: id }));
-    if (!(pdu.registered_delivery & 0x03)) return;
-    const stat = rule.stat || 'DELIVRD';
-    const state = stat === 'DELIVRD' ? 2 : 5;
-    setTimeout(function () {
-      const date = yymmddhhmm();
-      session.deliver_sm({
-        source_addr: dest,
-        destination_addr: pdu.source_addr,
-        esm_class: 0x04,
-        short_message: 'id:' + id + ' sub:001 dlvrd:' + (state === 2 ? '001' : '000') + ' submit date:' + date +
-          ' done date:' + date + ' stat:' + stat + ' err:000 text:',
-        receipted_message_id: id,
-        message_state: state,
-      });
-      stats.receipts++;
-    }, dlrDelay);
+    outstanding++;
+    note(Object.assign(ev, { status: 0, outstanding }));
+    if (rule.drop_at) {
+      if (outstanding >= rule.drop_at) {
+        note({ ev: 'drop', outstanding });
+        session.socket.destroy();
+      }
+      return;
+    }
+    const answer = function () {
+      const id = (nextId++).toString(16).toUpperCase();
+      const wants = pdu.registered_delivery & 0x03;
+      const stat = rule.stat || 'DELIVRD';
+      const dlr = function (beforeResp) {
+        const to = receiptSession(session);
+        if (!to) return;
+        const state = stat === 'DELIVRD' ? 2 : 5;
+        const date = yymmddhhmm();
+        to.deliver_sm({
+          source_addr: dest,
+          destination_addr: pdu.source_addr,
+          esm_class: 0x04,
+          short_message: 'id:' + id + ' sub:001 dlvrd:' + (state === 2 ? '001' : '000') + ' submit date:' + date +
+            ' done date:' + date + ' stat:' + stat + ' err:000 text:',
+          receipted_message_id: id,
+          message_state: state,
+        });
+        stats.receipts++;
+        note({ ev: 'dlr', id, before_resp: beforeResp, conn: to.conn });
+      };
+      if (wants && rule.dlr_first) dlr(true);
+      session.send(pdu.response({ message_id: id }));
+      outstanding--;
+      if (wants && !rule.dlr_first) setTimeout(() => dlr(false), dlrDelay);
+    };
+    if (rule.hold_ms) setTimeout(answer, rule.hold_ms);
+    else answer();
   });
 });
 server.listen(port, '127.0.0.1');

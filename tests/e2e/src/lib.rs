@@ -171,6 +171,14 @@ impl Gateway {
     /// Starts a broker, creates the topics and starts the services, routing `+44` to
     /// [`CARRIER`] at `smsc_url`.
     pub async fn start(smsc_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(smsc_url, |_| {}).await
+    }
+
+    /// Like [`Gateway::start`], with the carrier's settings adjusted by `configure`.
+    pub async fn start_with(
+        smsc_url: &str,
+        configure: impl FnOnce(&mut smsgw_dispatcher::CarrierConfig),
+    ) -> anyhow::Result<Self> {
         let broker = Broker::start()?;
         let kafka = broker.kafka();
         broker.bootstrap(&kafka, &[CARRIER]).await?;
@@ -205,6 +213,7 @@ impl Gateway {
         carrier.reconnect_min_ms = 100;
         carrier.reconnect_max_ms = 1000;
         carrier.response_timeout_ms = 5000;
+        configure(&mut carrier);
         let dispatcher = smsgw_dispatcher::Config {
             kafka: kafka.clone(),
             admin_listen: local(),
@@ -307,5 +316,126 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+}
+
+/// Which third-party SMPP implementation plays the SMSC in an interop test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// The npm `smpp` package (`tests/peers/npm-smpp-smsc.js`).
+    Npm,
+    /// Perl Net::SMPP (`tests/peers/perl-smpp-smsc.pl`).
+    Perl,
+}
+
+/// A third-party SMSC whose every bind, submit (with the text as *it* decoded it),
+/// receipt and dropped connection lands in a JSON-lines log.
+pub struct Peer {
+    child: Child,
+    /// `smpp://` URL.
+    pub url: String,
+    log: PathBuf,
+}
+
+impl Peer {
+    /// Starts `kind` with `--bind-fail bind_fail` and the given rules (see the scripts).
+    pub async fn start(
+        kind: PeerKind,
+        bind_fail: u32,
+        rules: serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers");
+        let port = free_port();
+        let log =
+            std::env::temp_dir().join(format!("smsgw-peer-{}-{port}.jsonl", std::process::id()));
+        std::fs::write(&log, "")?;
+        let common = [
+            "--port".to_string(),
+            port.to_string(),
+            "--log".into(),
+            log.to_string_lossy().into_owned(),
+            "--bind-fail".into(),
+            bind_fail.to_string(),
+            "--rules".into(),
+            rules.to_string(),
+            "--dlr-delay-ms".into(),
+            "100".into(),
+        ];
+        let mut cmd = match kind {
+            PeerKind::Npm => {
+                anyhow::ensure!(
+                    dir.join("node_modules/smpp").exists(),
+                    "run `npm ci` in tests/peers (make deps does)"
+                );
+                let mut c = Command::new("node");
+                c.arg(dir.join("npm-smpp-smsc.js"))
+                    .args(["--control", &free_port().to_string()]);
+                c
+            }
+            PeerKind::Perl => {
+                let probe = Command::new("perl").args(["-MNet::SMPP", "-e1"]).status();
+                anyhow::ensure!(
+                    probe.is_ok_and(|s| s.success()),
+                    "Perl Net::SMPP is missing: apt-get install libnet-smpp-perl (make deps does)"
+                );
+                let mut c = Command::new("perl");
+                c.arg(dir.join("perl-smpp-smsc.pl"));
+                c
+            }
+        };
+        let mut child = cmd
+            .args(common)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the {kind:?} SMSC"))?;
+        // Both print one line once they listen. (Not a probe connection: the Perl peer
+        // counts connections for --bind-fail.)
+        let stdout = child.stdout.take().context("peer stdout")?;
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        });
+        let line = tokio::time::timeout(Duration::from_secs(20), ready)
+            .await
+            .context("peer SMSC did not start within 20 s")???;
+        anyhow::ensure!(line.contains("ready"), "peer SMSC said {line:?}");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        Ok(Peer {
+            child,
+            url: format!("smpp://{addr}"),
+            log,
+        })
+    }
+
+    /// Every event the peer logged so far.
+    pub fn events(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(&self.log)?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("peer log line {l:?}")))
+            .collect()
+    }
+
+    /// Logged events of kind `ev` (`bind`, `submit`, `dlr`, `drop`).
+    pub fn of(&self, ev: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self
+            .events()?
+            .into_iter()
+            .filter(|e| e["ev"] == ev)
+            .collect())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The Perl peer forks a child per connection: take those down first.
+        let _ = Command::new("pkill")
+            .args(["-P", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
