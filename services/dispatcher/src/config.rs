@@ -15,21 +15,32 @@ pub struct Config {
     /// Address of `/metrics` and `/healthz`.
     #[serde(default = "default_admin")]
     pub admin_listen: SocketAddr,
+    /// Address of the webhooks HTTP carriers call with receipts and MO
+    /// (`/v1/carriers/{name}/receipts`, `/v1/carriers/{name}/mo`). Needed when a carrier
+    /// has `http.webhook`.
+    #[serde(default)]
+    pub webhook_listen: Option<SocketAddr>,
     /// The carriers this dispatcher serves; each gets its own consumer and sessions.
     pub carriers: Vec<CarrierConfig>,
 }
 
-/// One SMPP carrier.
+/// One carrier: SMPP (`smpp://` url) or HTTP (`http://` / `https://` url plus `http`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierConfig {
     /// Name used in routes, topics and events.
     pub name: String,
-    /// `smpp://host:port`. (TLS, `smpps://`, is not built in yet.)
+    /// `smpp://host:port` for SMPP (TLS, `smpps://`, is not built in yet), or the submit
+    /// URL of an HTTP carrier, which may hold `{{placeholders}}` (see `http.body`).
     pub url: String,
-    /// Bind `system_id`.
+    /// HTTP carriers: the request template, auth, id extraction and webhooks.
+    #[serde(default)]
+    pub http: Option<crate::http::HttpConfig>,
+    /// SMPP: bind `system_id`.
+    #[serde(default)]
     pub system_id: String,
-    /// Bind password.
+    /// SMPP: bind password (or `env:NAME`).
+    #[serde(default)]
     pub password: String,
     /// Bind `system_type`.
     #[serde(default)]
@@ -78,6 +89,8 @@ pub struct CarrierConfig {
     /// What each `command_status` in a `submit_sm_resp` means, keyed `"0x58"` (hex) or
     /// `"88"` (decimal); merged over the defaults: `0x58` throttle, `0x14` retry_later,
     /// `0x0A`/`0x0B` (bad source / destination address) fail_permanent, anything else
+    /// fail_retryable. For HTTP carriers the keys are HTTP statuses (`"429"`); defaults:
+    /// 429 throttle, 503 retry_later, other 4xx fail_permanent, anything else
     /// fail_retryable.
     #[serde(default)]
     pub errors: BTreeMap<String, ErrorAction>,
@@ -259,6 +272,7 @@ impl CarrierConfig {
         CarrierConfig {
             name: name.into(),
             url: url.into(),
+            http: None,
             system_id: system_id.into(),
             password: password.into(),
             system_type: String::new(),
@@ -300,6 +314,14 @@ impl CarrierConfig {
         {
             return a;
         }
+        if self.is_http() {
+            return match status {
+                429 => ErrorAction::Throttle,
+                503 => ErrorAction::RetryLater,
+                400..=499 => ErrorAction::FailPermanent,
+                _ => ErrorAction::FailRetryable,
+            };
+        }
         match status {
             0x58 => ErrorAction::Throttle,
             0x14 => ErrorAction::RetryLater,
@@ -318,7 +340,21 @@ impl CarrierConfig {
 
     /// Whether this carrier takes submits at all.
     pub fn submits(&self) -> bool {
-        self.bind_mode != BindMode::Rx
+        self.is_http() || self.bind_mode != BindMode::Rx
+    }
+
+    /// Whether this is an HTTP carrier.
+    pub fn is_http(&self) -> bool {
+        self.url.starts_with("http://") || self.url.starts_with("https://")
+    }
+
+    /// SMPP sessions to hold open (none for HTTP carriers).
+    pub fn smpp_sessions(&self) -> Vec<(usize, Role)> {
+        if self.is_http() {
+            Vec::new()
+        } else {
+            self.sessions()
+        }
     }
 
     /// Response timeout.
@@ -335,26 +371,38 @@ impl CarrierConfig {
         {
             return Err(format!("carrier name {n:?} must be [A-Za-z0-9_-]"));
         }
-        if !self.url.starts_with("smpp://") {
+        if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
             return Err(format!(
-                "carrier {n}: url must start with smpp:// (TLS is not built in yet)"
+                "carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"
             ));
         }
-        if self.system_id.is_empty() || self.system_id.len() > 15 {
+        if self.is_http() {
+            let http = self
+                .http
+                .as_ref()
+                .ok_or_else(|| format!("carrier {n}: an http:// url needs an [http] section"))?;
+            crate::http::HttpConnector::new(&self.url, http)
+                .map_err(|e| format!("carrier {n}: http: {e}"))?;
+        } else if !self.url.starts_with("smpp://") {
+            return Err(format!(
+                "carrier {n}: url must start with smpp://, http:// or https:// (SMPP over TLS is not built in yet)"
+            ));
+        } else if self.http.is_some() {
+            return Err(format!(
+                "carrier {n}: an [http] section needs an http(s):// url"
+            ));
+        } else if self.system_id.is_empty() || self.system_id.len() > 15 {
             return Err(format!("carrier {n}: system_id must be 1 to 15 characters"));
         }
-        if self.password.len() > 8 {
+        let password = crate::http::secret(&self.password)
+            .map_err(|e| format!("carrier {n}: password: {e}"))?;
+        if !self.is_http() && password.len() > 8 {
             return Err(format!(
                 "carrier {n}: password must be at most 8 characters (SMPP 3.4)"
             ));
         }
         if self.binds == 0 || self.binds > 64 {
             return Err(format!("carrier {n}: binds must be 1 to 64"));
-        }
-        if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
-            return Err(format!(
-                "carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"
-            ));
         }
         if let Some(k) = self.errors.keys().find(|k| parse_status(k).is_none()) {
             return Err(format!(
@@ -383,7 +431,11 @@ impl Config {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err("carrier names must be unique".into());
         }
-        self.carriers.iter().try_for_each(CarrierConfig::validate)
+        self.carriers.iter().try_for_each(CarrierConfig::validate)?;
+        if crate::webhook::wanted(&self.carriers) && self.webhook_listen.is_none() {
+            return Err("a carrier has http.webhook: set webhook_listen".into());
+        }
+        Ok(())
     }
 }
 

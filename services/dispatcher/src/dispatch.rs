@@ -2,6 +2,7 @@
 //! window, record the outcome, and store offsets only for work whose outcome is recorded.
 
 use crate::config::{CarrierConfig, ErrorAction};
+use crate::http::HttpConnector;
 use crate::metrics::Metrics;
 use crate::pdu::{build_submits, classify, Attempt};
 use crate::pool::BindPool;
@@ -16,6 +17,7 @@ use smsgw_kafka::{
     OutRecord, Producer, Topics,
 };
 use smsgw_runtime::Shutdown;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -35,11 +37,20 @@ pub struct DispatchCtx {
     pub limiter: std::sync::Arc<crate::limiter::RateLimiter>,
 }
 
+/// How submits reach the carrier.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// The carrier's SMPP binds.
+    Smpp(BindPool),
+    /// An HTTP carrier.
+    Http(Arc<HttpConnector>),
+}
+
 /// Runs until `shutdown`, then drains the window and commits.
 pub async fn run_dispatch(
     ctx: DispatchCtx,
     kafka: &smsgw_kafka::KafkaConfig,
-    bound: BindPool,
+    link: Link,
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
@@ -80,9 +91,9 @@ pub async fn run_dispatch(
                 let (p, o) = (input.partition, input.offset);
                 match input.payload.map(DispatchRequested::decode) {
                     Some(Ok(req)) => {
-                        let (ctx, bound, done) = (ctx.clone(), bound.clone(), done_tx.clone());
+                        let (ctx, link, done) = (ctx.clone(), link.clone(), done_tx.clone());
                         tokio::spawn(async move {
-                            submit_one(&ctx, req, bound).await;
+                            submit_one(&ctx, req, link).await;
                             drop(permit);
                             let _ = done.send((p, o));
                         });
@@ -131,15 +142,18 @@ async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
     }
 }
 
-/// Submits one part under the carrier's rate limit and error policy: throttling and
-/// queue-full statuses send the same PDU again (slowing the carrier down for
-/// throttling), other statuses fail the attempt.
-async fn submit_part(
+/// Submits one part (or one HTTP request) under the carrier's rate limit and error
+/// policy: throttling and queue-full statuses send the same thing again (slowing the
+/// carrier down for throttling), other statuses fail the attempt. `once` makes one try.
+async fn with_policy<F, Fut>(
     ctx: &DispatchCtx,
-    bound: &BindPool,
-    sm: SubmitSm,
     segments: u32,
-) -> Result<String, SubmitOutcome> {
+    mut once: F,
+) -> Result<String, SubmitOutcome>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt>,
+{
     let c = &ctx.carrier;
     let mut retries = 0;
     let fail = |command_status: Option<i32>, reason: String, retryable: bool, ambiguous: bool| {
@@ -151,21 +165,8 @@ async fn submit_part(
         })
     };
     loop {
-        let Some(lease) = bound.lease(Duration::from_millis(c.unbound_grace_ms)).await else {
-            return fail(
-                None,
-                format!(
-                    "carrier {} not bound within {} ms",
-                    c.name, c.unbound_grace_ms
-                ),
-                true,
-                false,
-            );
-        };
         ctx.limiter.acquire(segments).await;
-        let result = lease.client.submit_sm(sm.clone()).await;
-        drop(lease);
-        let (code, name) = match classify(result) {
+        let (code, name) = match once().await {
             Attempt::Accepted(id) => return Ok(id),
             Attempt::Unknown(reason) => return fail(None, reason, true, true),
             Attempt::NotSent(reason) => return fail(None, reason, true, false),
@@ -197,64 +198,99 @@ async fn submit_part(
     }
 }
 
+/// One `submit_sm` on a bind of the pool, waiting up to the grace for a bind.
+async fn submit_smpp(ctx: &DispatchCtx, pool: &BindPool, sm: &SubmitSm) -> Attempt {
+    let c = &ctx.carrier;
+    let Some(lease) = pool.lease(Duration::from_millis(c.unbound_grace_ms)).await else {
+        return Attempt::NotSent(format!(
+            "carrier {} not bound within {} ms",
+            c.name, c.unbound_grace_ms
+        ));
+    };
+    classify(lease.client.submit_sm(sm.clone()).await)
+}
+
+/// Sends a request over `link`: the carrier ids of what was accepted, and the failure
+/// that stopped it, if any.
+async fn send_over(
+    ctx: &DispatchCtx,
+    req: &DispatchRequested,
+    link: &Link,
+) -> (Vec<String>, Option<SubmitOutcome>) {
+    let c = &ctx.carrier;
+    let pool = match link {
+        Link::Http(http) => {
+            let segments = req.segments.max(1) as u32;
+            return match with_policy(ctx, segments, || http.submit(req)).await {
+                Ok(id) => (vec![id], None),
+                Err(f) => (Vec::new(), Some(f)),
+            };
+        }
+        Link::Smpp(pool) => pool,
+    };
+    let pdus = match build_submits(req, c.registered_delivery, c.long_messages.mode()) {
+        Ok(p) => p,
+        Err(reason) => {
+            let f = SubmitOutcome::Failed {
+                command_status: None,
+                reason,
+                retryable: false,
+                ambiguous: false,
+            };
+            return (Vec::new(), Some(f));
+        }
+    };
+    // One PDU carries every segment in payload mode.
+    let per_pdu = if pdus.len() == 1 {
+        req.segments.max(1) as u32
+    } else {
+        1
+    };
+    let mut ids = Vec::new();
+    for sm in &pdus {
+        match with_policy(ctx, per_pdu, || submit_smpp(ctx, pool, sm)).await {
+            Ok(id) => ids.push(id),
+            Err(f) => return (ids, Some(f)),
+        }
+    }
+    (ids, None)
+}
+
 /// Submits one request, part by part, and records the outcome. If a later part fails
 /// after earlier ones were accepted, the recipient may see fragments: the failure is
 /// marked ambiguous.
-async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, bound: BindPool) {
+async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
     let c = &ctx.carrier;
-    let mut ids = Vec::new();
-    let outcome = match build_submits(&req, c.registered_delivery, c.long_messages.mode()) {
-        Err(reason) => SubmitOutcome::Failed {
-            command_status: None,
-            reason,
-            retryable: false,
-            ambiguous: false,
-        },
-        Ok(pdus) => {
-            let parts = pdus.len();
-            let mut failure = None;
-            // One PDU carries every segment in payload mode.
-            let per_pdu = if parts == 1 {
-                req.segments.max(1) as u32
+    let (ids, failure) = send_over(ctx, &req, &link).await;
+    let outcome = match failure {
+        None => SubmitOutcome::Accepted {
+            carrier_message_id: ids[0].clone(),
+            segments: if c.is_http() {
+                req.segments
             } else {
-                1
+                ids.len() as i32
+            },
+        },
+        Some(SubmitOutcome::Failed {
+            command_status,
+            reason,
+            retryable,
+            ambiguous,
+        }) => {
+            let partial = !ids.is_empty();
+            let reason = if partial {
+                format!("part {} of {}: {reason}", ids.len() + 1, req.segments)
+            } else {
+                reason
             };
-            for sm in pdus {
-                match submit_part(ctx, &bound, sm, per_pdu).await {
-                    Ok(id) => ids.push(id),
-                    Err(f) => {
-                        failure = Some(f);
-                        break;
-                    }
-                }
-            }
-            match failure {
-                None => SubmitOutcome::Accepted {
-                    carrier_message_id: ids[0].clone(),
-                    segments: parts as i32,
-                },
-                Some(SubmitOutcome::Failed {
-                    command_status,
-                    reason,
-                    retryable,
-                    ambiguous,
-                }) => {
-                    let partial = !ids.is_empty();
-                    let reason = if partial {
-                        format!("part {} of {parts}: {reason}", ids.len() + 1)
-                    } else {
-                        reason
-                    };
-                    SubmitOutcome::Failed {
-                        command_status,
-                        reason,
-                        retryable,
-                        ambiguous: ambiguous || partial,
-                    }
-                }
-                Some(accepted) => accepted,
+            SubmitOutcome::Failed {
+                command_status,
+                reason,
+                retryable,
+                ambiguous: ambiguous || partial,
             }
         }
+        Some(accepted) => accepted,
     };
     let label = match &outcome {
         SubmitOutcome::Accepted { .. } => "ok",

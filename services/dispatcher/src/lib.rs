@@ -19,12 +19,14 @@
 pub mod config;
 pub mod dispatch;
 pub mod guard;
+pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod mo;
 pub mod pdu;
 pub mod pool;
 pub mod session;
+pub mod webhook;
 
 pub use config::{CarrierConfig, Config};
 
@@ -64,6 +66,30 @@ pub async fn run(
     )
     .await?;
     let producer = Producer::new(&config.kafka)?;
+    let hooks = match config.webhook_listen {
+        Some(addr) if webhook::wanted(&config.carriers) => {
+            let app = webhook::router(
+                &config.carriers,
+                producer.clone(),
+                config.kafka.topics.clone(),
+                metrics.clone(),
+            )
+            .map_err(DispatcherError::Config)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DispatcherError::Config(format!("webhook_listen {addr}: {e}")))?;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.wait())
+                    .await
+                {
+                    tracing::error!(error = %e, "webhook server failed");
+                }
+            }))
+        }
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for carrier in &config.carriers {
         let pool = pool::BindPool::new(
@@ -81,7 +107,7 @@ pub async fn run(
             ))),
         };
         let sessions: Vec<_> = carrier
-            .sessions()
+            .smpp_sessions()
             .into_iter()
             .map(|(slot, role)| {
                 tokio::spawn(session::run_session(
@@ -100,10 +126,16 @@ pub async fn run(
             metrics: metrics.clone(),
             limiter: std::sync::Arc::new(limiter::RateLimiter::new(carrier.max_rate)),
         };
+        let link = match &carrier.http {
+            Some(h) if carrier.is_http() => dispatch::Link::Http(std::sync::Arc::new(
+                http::HttpConnector::new(&carrier.url, h).map_err(DispatcherError::Config)?,
+            )),
+            _ => dispatch::Link::Smpp(pool),
+        };
         let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             let r = if ctx.carrier.submits() {
-                dispatch::run_dispatch(ctx, &kafka, pool, stop).await
+                dispatch::run_dispatch(ctx, &kafka, link, stop).await
             } else {
                 // Receive-only: nothing to submit, so its dispatch topic is not consumed.
                 stop.wait().await;
@@ -124,6 +156,9 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "dispatch task panicked"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(h) = hooks {
+        let _ = h.await;
     }
     let _ = admin.await;
     result

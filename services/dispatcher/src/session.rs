@@ -66,7 +66,7 @@ async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), Strin
         .connected(stream);
     let (id, pw, st) = (
         cstr(&c.system_id)?,
-        cstr(&c.password)?,
+        cstr(&crate::http::secret(&c.password)?)?,
         cstr(&c.system_type)?,
     );
     // The three bind PDUs have the same fields.

@@ -47,6 +47,7 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
     carrier.reconnect_min_ms = 50;
     let config = Config {
         kafka: kafka.clone(),
+        webhook_listen: None,
         admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
         carriers: vec![carrier],
     };
@@ -121,6 +122,7 @@ async fn a_throttling_carrier_slows_us_down_but_every_message_goes_out() -> anyh
     carrier.throttle_retries = 20;
     let config = Config {
         kafka: kafka.clone(),
+        webhook_listen: None,
         admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
         carriers: vec![carrier],
     };
@@ -230,6 +232,7 @@ async fn a_malformed_pdu_is_nacked_and_the_bind_survives() -> anyhow::Result<()>
     let carrier = CarrierConfig::new("raw", &format!("smpp://{addr}"), "gw", "pw");
     let config = Config {
         kafka: kafka.clone(),
+        webhook_listen: None,
         admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
         carriers: vec![carrier],
     };

@@ -157,6 +157,8 @@ pub struct Gateway {
     pub kafka: KafkaConfig,
     /// Base URL of the HTTP API.
     pub api: String,
+    /// Base URL of the dispatcher's carrier webhooks.
+    pub webhooks: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -214,8 +216,11 @@ impl Gateway {
         carrier.reconnect_max_ms = 1000;
         carrier.response_timeout_ms = 5000;
         configure(&mut carrier);
+        let webhook_listen = local();
+        let webhooks = format!("http://{webhook_listen}");
         let dispatcher = smsgw_dispatcher::Config {
             kafka: kafka.clone(),
+            webhook_listen: Some(webhook_listen),
             admin_listen: local(),
             carriers: vec![carrier],
         };
@@ -249,6 +254,7 @@ impl Gateway {
             broker,
             kafka,
             api,
+            webhooks,
             stops,
             tasks,
         };

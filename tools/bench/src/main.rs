@@ -82,6 +82,7 @@ async fn dispatcher_rate(window: usize, n: usize) -> anyhow::Result<f64> {
     carrier.window = window;
     let config = smsgw_dispatcher::Config {
         kafka: kafka.clone(),
+        webhook_listen: None,
         admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
         carriers: vec![carrier],
     };

@@ -1,0 +1,227 @@
+//! An HTTP carrier end to end: the generic connector submits with a templated JSON body
+//! and a bearer token, takes the id from the response, rides out a 429, records a 400 as
+//! a permanent failure; the carrier's signed receipt and MO webhooks settle messages and
+//! opt recipients out; unsigned or unreadable calls are refused (and dead-lettered).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use smsgw_codec::DeadLetter;
+use smsgw_dispatcher::http::{HttpAuth, HttpConfig, WebhookConfig};
+use smsgw_e2e::Gateway;
+use smsgw_testkit::read_records;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "hook-secret";
+const TOKEN: &str = "tok-123";
+
+/// What the fake carrier saw, and where to send receipts.
+#[derive(Default)]
+struct Carrier {
+    requests: Vec<Value>,
+    throttled_once: bool,
+    next_id: u64,
+    receipts_to: String,
+}
+
+type Shared = Arc<Mutex<Carrier>>;
+
+fn sign(ts: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(ts.as_bytes());
+    m.update(b".");
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+async fn call_webhook(url: &str, body: &Value, signed: bool) -> reqwest::Response {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let ts = (smsgw_kafka::now_ms() / 1000).to_string();
+    let sig = if signed {
+        sign(&ts, &bytes)
+    } else {
+        sign(&ts, b"something else")
+    };
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("X-Carrier-Signature", sig)
+        .header("X-Carrier-Timestamp", ts)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn send(
+    State(c): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tok-123") {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "auth"})));
+    }
+    let to = req["to"].as_str().unwrap_or("").to_string();
+    let (id, hook) = {
+        let mut c = c.lock().unwrap();
+        c.requests.push(req.clone());
+        if to.ends_with("99") && !c.throttled_once {
+            c.throttled_once = true;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": "slow down"})),
+            );
+        }
+        if to.starts_with("+4474002") {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unknown subscriber"})),
+            );
+        }
+        c.next_id += 1;
+        (c.next_id, c.receipts_to.clone())
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = call_webhook(
+            &hook,
+            &json!({"data": {"ref": id, "state": "delivered"}}),
+            true,
+        )
+        .await;
+        assert_eq!(r.status(), 200, "receipt webhook");
+    });
+    (StatusCode::OK, Json(json!({"messages": [{"id": id}]})))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    let shared: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/send", post(send))
+        .with_state(shared.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = HttpConfig {
+        method: "POST".into(),
+        body: r#"{"to":"{{to}}","text":"{{body}}","ref":"{{message_id}}"}"#.into(),
+        content_type: "application/json".into(),
+        headers: Default::default(),
+        auth: HttpAuth::Bearer {
+            token: TOKEN.into(),
+        },
+        id_pointer: Some("/messages/0/id".into()),
+        id_regex: None,
+        timeout_ms: 5000,
+        webhook: Some(serde_json::from_value::<WebhookConfig>(json!({
+            "secret": SECRET,
+            "signature_header": "X-Carrier-Signature",
+            "timestamp_header": "X-Carrier-Timestamp",
+            "receipt_id_pointer": "/data/ref",
+            "receipt_status_pointer": "/data/state",
+            "statuses": {"delivered": "DELIVRD", "failed": "UNDELIV"},
+            "mo_from_pointer": "/msisdn",
+            "mo_to_pointer": "/to",
+            "mo_body_pointer": "/text"
+        }))?),
+    };
+    let gw = Gateway::start_with(&format!("http://{addr}/send"), |c| {
+        c.http = Some(http);
+    })
+    .await?;
+    let receipts = format!(
+        "{}/v1/carriers/{}/receipts",
+        gw.webhooks,
+        smsgw_e2e::CARRIER
+    );
+    let mo = format!("{}/v1/carriers/{}/mo", gw.webhooks, smsgw_e2e::CARRIER);
+    shared.lock().unwrap().receipts_to = receipts.clone();
+
+    let post = |to: &str, body: &str| {
+        gw.post(json!({"to": to, "from": "SHOP", "body": body, "client_id": "http"}))
+    };
+    let text = "Say \"hi\" & 😀 — \\ ok";
+    let (_, a) = post("+447911100001", text).await?;
+    let (_, b) = post("+447911100099", "throttled once").await?;
+    let (_, c) = post("+447400200001", "refused").await?;
+    let a_id = a["id"].as_str().unwrap();
+    let s = gw.final_status(a_id).await?;
+    assert_eq!(s["state"], "delivered", "{s}");
+    let s = gw.final_status(b["id"].as_str().unwrap()).await?;
+    assert_eq!(s["state"], "delivered", "{s}");
+    let s = gw.final_status(c["id"].as_str().unwrap()).await?;
+    assert_eq!(s["state"], "undeliverable", "{s}");
+    let failed = &s["history"][2]["details"];
+    assert_eq!(failed["command_status"], 400, "{s}");
+    assert_eq!(failed["retryable"], false, "{s}");
+    {
+        let c = shared.lock().unwrap();
+        let sent = c
+            .requests
+            .iter()
+            .find(|r| r["to"] == "+447911100001")
+            .unwrap();
+        assert_eq!(sent["text"], text, "the JSON template escaped the text");
+        assert_eq!(sent["ref"], a_id);
+        let tries = c
+            .requests
+            .iter()
+            .filter(|r| r["to"] == "+447911100099")
+            .count();
+        assert_eq!(tries, 2, "429 then success");
+    }
+
+    // Refused calls: a bad signature, then a signed but unreadable receipt.
+    let r = call_webhook(
+        &receipts,
+        &json!({"data": {"ref": 1, "state": "failed"}}),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let r = call_webhook(&receipts, &json!({"nothing": "here"}), true).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await?.contains("/data/ref"));
+    let dead: Vec<DeadLetter> = read_records(
+        &gw.kafka,
+        &gw.kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        dead[0].reason.contains("unreadable receipt webhook"),
+        "{dead:?}"
+    );
+
+    // An MO STOP through the webhook opts the recipient out.
+    let r = call_webhook(
+        &mo,
+        &json!({"msisdn": "447911100005", "to": "SHOP", "text": "STOP"}),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let stop: Vec<smsgw_codec::OptOutChanged> = read_records(
+        &gw.kafka,
+        &gw.kafka.topics.optout(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(stop[0].number, "+447911100005");
+    let (_, d) = post("+447911100005", "after stop").await?;
+    let s = gw.final_status(d["id"].as_str().unwrap()).await?;
+    assert_eq!(s["state"], "blocked", "{s}");
+
+    gw.stop().await?;
+    Ok(())
+}
