@@ -42,7 +42,7 @@ for path in sorted(glob.glob("schemas/*/fixtures/*/*.bin")):
         if value is None:
             forms = [f"{key}: None"]
         elif isinstance(value, bool):
-            forms = [f"{key}: {str(value).lower()}"]
+            forms = [f"{key}: {str(value).lower()}", f"{key}: Some({str(value).lower()})"]
         elif isinstance(value, (int, str)):
             v = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
             forms = [f"{key}: {v}", f"{key}: Some({v})"]

@@ -113,7 +113,9 @@ const server = smpp.createServer(function (session) {
     const ev = {
       ev: 'submit', conn, dest, esm: pdu.esm_class, dc: pdu.data_coding, rd: pdu.registered_delivery,
       text: textOf(pdu), concat: concatOf(pdu, pdu.short_message),
-      validity: pdu.validity_period || '', schedule: pdu.schedule_delivery_time || '',
+      // The package parses SMPP times into Dates: log them as Unix ms.
+      validity_ms: pdu.validity_period instanceof Date ? pdu.validity_period.getTime() : null,
+      schedule_ms: pdu.schedule_delivery_time instanceof Date ? pdu.schedule_delivery_time.getTime() : null,
     };
     if (rule.throttle_first && count <= rule.throttle_first) {
       stats.refused++;

@@ -22,6 +22,7 @@ use IO::Select;
 use JSON::PP;
 use Encode qw(decode);
 use Time::HiRes qw(time);
+use Time::Local qw(timegm);
 
 my %opt = (port => 2775, log => '/dev/null', 'bind-fail' => 0, 'dlr-delay-ms' => 100, rules => '[]');
 while (@ARGV) {
@@ -88,6 +89,16 @@ sub decode_submit {
     return ($text, $concat);
 }
 
+# An SMPP absolute time, YYMMDDhhmmsstnnp, as Unix ms (undef when empty or relative).
+sub smpp_ms {
+    my ($t) = @_;
+    return undef unless defined $t && $t =~ /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d)(\d\d)([+-])$/;
+    my $utc = timegm($6, $5, $4, $3, $2 - 1, 2000 + $1) + $7 / 10;
+    my $offset = $8 * 15 * 60;
+    $utc += $9 eq '+' ? -$offset : $offset;
+    return int($utc * 1000 + 0.5);
+}
+
 sub serve {
     my ($c, $n) = @_;
     my $sel = IO::Select->new($c);
@@ -130,7 +141,8 @@ sub serve {
                 my ($text, $concat) = decode_submit($pdu);
                 my %ev = (ev => 'submit', dest => $dest, esm => $pdu->{esm_class}, dc => $pdu->{data_coding},
                           rd => $pdu->{registered_delivery}, text => $text, concat => $concat,
-                          validity => $pdu->{validity_period}, schedule => $pdu->{schedule_delivery_time});
+                          validity_ms => smpp_ms($pdu->{validity_period}),
+                          schedule_ms => smpp_ms($pdu->{schedule_delivery_time}));
                 if ($rule->{throttle_first} && $count <= $rule->{throttle_first}) {
                     $c->submit_sm_resp(seq => $pdu->{seq}, message_id => '', status => 0x58);
                     note(%ev, status => 0x58);

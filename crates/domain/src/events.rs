@@ -97,6 +97,15 @@ pub struct MessageAccepted {
     pub encoding: String,
     /// Parts needed.
     pub segments: i32,
+    /// Ask the carrier for a delivery receipt (unset: the carrier's setting). (v2)
+    #[serde(default)]
+    pub registered_delivery: Option<bool>,
+    /// End of the validity period, Unix ms. (v2)
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Carrier-side scheduled delivery, Unix ms (SMPP `schedule_delivery_time`). (v2)
+    #[serde(default)]
+    pub schedule_delivery_at: Option<i64>,
 }
 
 /// Ingest refused a request.

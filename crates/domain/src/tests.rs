@@ -15,6 +15,9 @@ fn accepted() -> MessageAccepted {
         body: "hello".into(),
         encoding: "GSM7".into(),
         segments: 1,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
     }
 }
 

@@ -150,6 +150,32 @@ pub fn stat_from_message_state(state: u8) -> &'static str {
     }
 }
 
+/// An SMPP 3.4 absolute time (section 7.1.1), `YYMMDDhhmmsstnnp`, for a Unix time in
+/// milliseconds, written in UTC (`00+`). Used for `validity_period` and
+/// `schedule_delivery_time`.
+pub fn smpp_absolute_time(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let tenths = unix_ms.rem_euclid(1000) / 100;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{:02}{month:02}{day:02}{:02}{:02}{:02}{tenths}00+",
+        year.rem_euclid(100),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +253,15 @@ mod tests {
             prop_assert_eq!(r.id, id);
             prop_assert_eq!(r.stat, stat);
         }
+    }
+
+    #[test]
+    fn absolute_times_are_utc_yymmddhhmmsstnnp() {
+        assert_eq!(smpp_absolute_time(0), "700101000000000+");
+        // 2026-11-26 12:34:56.789 UTC
+        assert_eq!(smpp_absolute_time(1_795_696_496_789), "261126123456700+");
+        // 2000-02-29 23:59:59 UTC (leap day)
+        assert_eq!(smpp_absolute_time(951_868_799_000), "000229235959000+");
+        assert_eq!(smpp_absolute_time(1_795_696_496_789).len(), 16);
     }
 }

@@ -261,6 +261,16 @@ async fn send_over(
 /// marked ambiguous.
 async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
     let c = &ctx.carrier;
+    if req.expires_at.is_some_and(|e| e <= now_ms()) {
+        // Never submit what is no longer worth delivering.
+        ctx.metrics
+            .submits
+            .with_label_values(&[&c.name, "expired"])
+            .inc();
+        let reason = "validity period ended before submit".to_string();
+        record(ctx, &req, Command::Expire { reason }, &[]).await;
+        return;
+    }
     let (ids, failure) = send_over(ctx, &req, &link).await;
     let outcome = match failure {
         None => SubmitOutcome::Accepted {
@@ -309,17 +319,25 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
     ctx.metrics
         .accept_to_submit
         .observe(((now - req.accepted_at).max(0) as f64) / 1000.0);
+    let command = Command::RecordSubmit {
+        carrier: c.name.clone(),
+        attempt: req.attempt,
+        outcome,
+    };
+    record(ctx, &req, command, &ids).await;
+}
+
+/// Decides `command` on the routed message and stores its events; after a
+/// `MessageSubmitted`, one correlation per accepted part (`ids`).
+async fn record(ctx: &DispatchCtx, req: &DispatchRequested, command: Command, ids: &[String]) {
+    let c = &ctx.carrier;
+    let now = now_ms();
     let snapshot = Message::snapshot(
         req.message_id.clone(),
         State::Routed,
         req.attempt,
         req.carriers_tried.clone(),
     );
-    let command = Command::RecordSubmit {
-        carrier: c.name.clone(),
-        attempt: req.attempt,
-        outcome,
-    };
     let events = match snapshot.decide(command, now) {
         Ok(e) => e,
         Err(e) => {

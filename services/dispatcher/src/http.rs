@@ -269,9 +269,11 @@ impl HttpConnector {
         let escape = match c.content_type.split(';').next().unwrap_or("").trim() {
             "application/json" => Escape::Json,
             "application/x-www-form-urlencoded" => Escape::Url,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "content_type {other:?}: use application/json or application/x-www-form-urlencoded"
-            )),
+            ))
+            }
         };
         let known = |n: &str| PLACEHOLDERS.contains(&n).then(String::new);
         render(&c.body, escape, known).map_err(|e| format!("body: {e}"))?;
@@ -412,6 +414,9 @@ mod tests {
             encoding: "GSM7".into(),
             segments: 1,
             accepted_at: 0,
+            registered_delivery: None,
+            expires_at: None,
+            schedule_delivery_at: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use rusmpp::pdus::{DeliverSm, SubmitSm, SubmitSmResp};
 use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
-use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
 use smsgw_codec::{
     CarrierRecord, CarrierRecordKind, DispatchRequested, InboundMessage, ReceiptReceived,
@@ -20,8 +20,15 @@ pub fn concat_reference(message_id: &str, attempt: i32) -> u16 {
     (h ^ (h >> 16)) as u16
 }
 
+fn smpp_time(unix_ms: Option<i64>) -> EmptyOrFullCOctetString<17> {
+    unix_ms
+        .and_then(|t| EmptyOrFullCOctetString::from_string(smsgw_smpp::smpp_absolute_time(t)).ok())
+        .unwrap_or_else(EmptyOrFullCOctetString::empty)
+}
+
 /// Builds the `submit_sm` PDUs for a dispatch request: one, or one per part of a long
-/// message as `mode` says.
+/// message as `mode` says. The message's own `registered_delivery` overrides the
+/// carrier's; its validity and carrier-side schedule go out as absolute UTC times.
 pub fn build_submits(
     req: &DispatchRequested,
     registered_delivery: bool,
@@ -41,7 +48,7 @@ pub fn build_submits(
     let (dst_ton, dst_npi, dest) = address(&req.destination);
     let source = COctetString::from_string(source).map_err(|e| format!("sender: {e}"))?;
     let dest = COctetString::from_string(dest).map_err(|e| format!("destination: {e}"))?;
-    let rd = if registered_delivery {
+    let rd = if req.registered_delivery.unwrap_or(registered_delivery) {
         RegisteredDelivery::request_all()
     } else {
         RegisteredDelivery::default()
@@ -59,6 +66,8 @@ pub fn build_submits(
                 .destination_addr(dest.clone())
                 .esm_class(EsmClass::from(esm))
                 .registered_delivery(rd)
+                .validity_period(smpp_time(req.expires_at))
+                .schedule_delivery_time(smpp_time(req.schedule_delivery_at))
                 .data_coding(DataCoding::from(encoding.data_coding()));
             if part.payload {
                 b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(

@@ -20,6 +20,9 @@ fn work(id: &str, to: &str) -> DispatchRequested {
         encoding: "GSM7".into(),
         segments: 1,
         accepted_at: 0,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
     }
 }
 
@@ -56,11 +59,22 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
     let topic = kafka.topics.dispatch("sim");
     produce(&kafka, &topic, "m1", &work("m1", "+447911100001")).await?;
     produce(&kafka, &topic, "m2", &work("m2", "+447400200002")).await?;
+    // Its validity ended before the dispatcher got to it: never submitted.
+    let stale = DispatchRequested {
+        expires_at: Some(1_000),
+        ..work("m3", "+447911100003")
+    };
+    produce(&kafka, &topic, "m3", &stale).await?;
 
     let events: Vec<Event> =
-        read_records(&kafka, &kafka.topics.events(), 2, Duration::from_secs(30)).await?;
+        read_records(&kafka, &kafka.topics.events(), 3, Duration::from_secs(30)).await?;
     let m1 = events.iter().find(|e| e.message_id == "m1").unwrap();
     let m2 = events.iter().find(|e| e.message_id == "m2").unwrap();
+    let m3 = events.iter().find(|e| e.message_id == "m3").unwrap();
+    assert!(
+        matches!(&m3.payload, EventPayload::Expired(x) if x.reason.contains("validity")),
+        "{m3:?}"
+    );
     let EventPayload::Submitted(s) = &m1.payload else {
         panic!("{m1:?}")
     };

@@ -47,6 +47,12 @@ pub struct Limits {
     /// Longest client id / idempotency key / client ref.
     #[serde(default = "default_max_id")]
     pub max_id_len: usize,
+    /// Longest `validity_period_s` a request may ask for.
+    #[serde(default = "default_max_validity")]
+    pub max_validity_s: i32,
+    /// How far ahead `schedule_delivery_at` may be (s).
+    #[serde(default = "default_max_schedule")]
+    pub max_schedule_ahead_s: i64,
 }
 
 impl Default for Limits {
@@ -55,6 +61,8 @@ impl Default for Limits {
             max_body_chars: default_max_chars(),
             max_segments: default_max_segments(),
             max_id_len: default_max_id(),
+            max_validity_s: default_max_validity(),
+            max_schedule_ahead_s: default_max_schedule(),
         }
     }
 }
@@ -82,6 +90,12 @@ fn default_max_segments() -> usize {
 }
 fn default_max_id() -> usize {
     128
+}
+fn default_max_validity() -> i32 {
+    7 * 24 * 3600
+}
+fn default_max_schedule() -> i64 {
+    35 * 24 * 3600
 }
 
 impl Config {

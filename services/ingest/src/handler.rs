@@ -83,7 +83,7 @@ impl Handler for IngestHandler {
                 .inc();
             return Err(HandleError::Drop("duplicate message id"));
         }
-        let (command, result) = match validate(&req, &self.limits, self.default_country) {
+        let (command, result) = match validate(&req, &self.limits, self.default_country, now_ms) {
             Ok(accepted) => (Command::Accept(accepted), "accepted"),
             Err(r) => (Command::Reject(rejected(&req, r)), "rejected"),
         };

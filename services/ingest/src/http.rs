@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use smsgw_codec::SubmitRequest;
 use smsgw_domain::{EventPayload, Message};
-use smsgw_kafka::{send, OutRecord, Producer, Topics};
+use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -53,6 +53,15 @@ pub struct PostMessage {
     /// Client reference.
     #[serde(default)]
     pub client_ref: Option<String>,
+    /// Ask for a delivery receipt (unset: the carrier's setting).
+    #[serde(default)]
+    pub registered_delivery: Option<bool>,
+    /// Seconds the message stays worth delivering.
+    #[serde(default)]
+    pub validity_period_s: Option<i32>,
+    /// Have the carrier deliver at this time (Unix ms).
+    #[serde(default)]
+    pub schedule_delivery_at: Option<i64>,
 }
 
 /// The API routes.
@@ -116,8 +125,11 @@ async fn post_inner(
         idempotency_key: idempotency_key.clone(),
         client_ref: p.client_ref,
         message_id: Some(message_id.clone()),
+        registered_delivery: p.registered_delivery,
+        validity_period_s: p.validity_period_s,
+        schedule_delivery_at: p.schedule_delivery_at,
     };
-    let verdict = validate(&req, &st.limits, st.default_country);
+    let verdict = validate(&req, &st.limits, st.default_country, now_ms());
     // Invalid requests go to the topic too, so that the event log records the rejection.
     let key = idempotency_key.unwrap_or_else(|| message_id.clone());
     let rec = match OutRecord::avro(st.topics.ingest(), key, &req) {

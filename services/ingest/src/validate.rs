@@ -79,6 +79,7 @@ pub fn validate(
     req: &SubmitRequest,
     limits: &Limits,
     default_country: Option<phonenumber::country::Id>,
+    now_ms: i64,
 ) -> Result<MessageAccepted, Rejection> {
     if req.client_id.trim().is_empty() {
         return Err(reject("invalid_client", "client_id is empty"));
@@ -122,6 +123,37 @@ pub fn validate(
             ),
         ));
     }
+    let expires_at = match req.validity_period_s {
+        None => None,
+        Some(v) if v >= 1 && v <= limits.max_validity_s => Some(now_ms + v as i64 * 1000),
+        Some(v) => {
+            return Err(reject(
+                "invalid_validity_period",
+                format!(
+                    "validity_period_s is {v}; it must be 1 to {}",
+                    limits.max_validity_s
+                ),
+            ))
+        }
+    };
+    if let Some(at) = req.schedule_delivery_at {
+        let latest = now_ms + limits.max_schedule_ahead_s * 1000;
+        if at <= now_ms || at > latest {
+            return Err(reject(
+                "invalid_schedule",
+                format!(
+                    "schedule_delivery_at must be in the future and at most {} s ahead",
+                    limits.max_schedule_ahead_s
+                ),
+            ));
+        }
+        if expires_at.is_some_and(|e| e <= at) {
+            return Err(reject(
+                "invalid_schedule",
+                "the validity period ends before the scheduled delivery",
+            ));
+        }
+    }
     Ok(MessageAccepted {
         client_id: req.client_id.clone(),
         idempotency_key: req.idempotency_key.clone(),
@@ -131,6 +163,9 @@ pub fn validate(
         body: req.body.clone(),
         encoding: a.encoding.as_str().to_string(),
         segments: a.segments as i32,
+        registered_delivery: req.registered_delivery,
+        expires_at,
+        schedule_delivery_at: req.schedule_delivery_at,
     })
 }
 
@@ -157,11 +192,41 @@ mod tests {
             idempotency_key: None,
             client_ref: None,
             message_id: None,
+            registered_delivery: None,
+            validity_period_s: None,
+            schedule_delivery_at: None,
         }
     }
 
     fn check(r: &SubmitRequest) -> Result<MessageAccepted, Rejection> {
-        validate(r, &Limits::default(), None)
+        validate(r, &Limits::default(), None, 0)
+    }
+
+    #[test]
+    fn validity_and_schedule_are_bounded_and_carried() {
+        let now = 1_000_000;
+        let limits = Limits::default();
+        let mut r = req("+447911123456", "SHOP", "x");
+        r.validity_period_s = Some(600);
+        r.schedule_delivery_at = Some(now + 60_000);
+        r.registered_delivery = Some(false);
+        let a = validate(&r, &limits, None, now).unwrap();
+        assert_eq!(a.expires_at, Some(now + 600_000));
+        assert_eq!(a.schedule_delivery_at, Some(now + 60_000));
+        assert_eq!(a.registered_delivery, Some(false));
+        let code = |r: &SubmitRequest| validate(r, &limits, None, now).unwrap_err().code;
+        for bad in [0, -5, limits.max_validity_s + 1] {
+            r.validity_period_s = Some(bad);
+            assert_eq!(code(&r), "invalid_validity_period", "{bad}");
+        }
+        r.validity_period_s = None;
+        r.schedule_delivery_at = Some(now - 1);
+        assert_eq!(code(&r), "invalid_schedule", "in the past");
+        r.schedule_delivery_at = Some(now + limits.max_schedule_ahead_s * 1000 + 1);
+        assert_eq!(code(&r), "invalid_schedule", "too far ahead");
+        r.schedule_delivery_at = Some(now + 120_000);
+        r.validity_period_s = Some(60);
+        assert_eq!(code(&r), "invalid_schedule", "expires before it is due");
     }
 
     #[test]
@@ -179,7 +244,7 @@ mod tests {
         );
         let gb = "GB".parse().ok();
         assert_eq!(
-            validate(&req("07911 123456", "SHOP", "x"), &Limits::default(), gb)
+            validate(&req("07911 123456", "SHOP", "x"), &Limits::default(), gb, 0)
                 .unwrap()
                 .destination,
             "+447911123456"

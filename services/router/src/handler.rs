@@ -157,6 +157,9 @@ impl RouterHandler {
             encoding: a.encoding.clone(),
             segments: a.segments,
             accepted_at: p.accepted_at,
+            registered_delivery: a.registered_delivery,
+            expires_at: a.expires_at,
+            schedule_delivery_at: a.schedule_delivery_at,
         };
         let decision = if attempt == 0 { "routed" } else { "rerouted" };
         decide(
@@ -259,6 +262,9 @@ mod tests {
                     body: "hi".into(),
                     encoding: "GSM7".into(),
                     segments: 1,
+                    registered_delivery: None,
+                    expires_at: None,
+                    schedule_delivery_at: None,
                 }),
                 1,
             )

@@ -17,6 +17,9 @@ fn accepted(id: &str, to: &str) -> Event {
         body: "hi".into(),
         encoding: "GSM7".into(),
         segments: 1,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
     };
     Message::new(id)
         .decide(Command::Accept(a), smsgw_kafka::now_ms())

@@ -93,6 +93,31 @@ async fn interop(kind: PeerKind) -> anyhow::Result<()> {
         assert_eq!(s["history"][2]["details"]["segments"], parts, "{s}");
     }
 
+    // The message's validity and carrier-side schedule reach the SMSC as absolute times.
+    let later = smsgw_kafka::now_ms() + 120_000;
+    let (code, r) = gw
+        .post(
+            json!({"to": "+447911100004", "from": "SHOP", "body": "timed", "client_id": "interop",
+            "validity_period_s": 3600, "schedule_delivery_at": later}),
+        )
+        .await?;
+    assert_eq!(code, 202, "{r}");
+    delivered(&gw, r["id"].as_str().unwrap()).await?;
+    let timed = peer
+        .of("submit")?
+        .into_iter()
+        .find(|s| s["dest"] == "447911100004")
+        .unwrap();
+    // The peer parsed both times itself: the schedule is the one asked for, and the
+    // validity ends an hour after acceptance (so 58 minutes after the schedule).
+    let (validity, schedule) = (
+        timed["validity_ms"].as_i64().expect("validity"),
+        timed["schedule_ms"].as_i64().expect("schedule"),
+    );
+    assert!((schedule - later).abs() < 1000, "{timed} vs {later}");
+    let gap = validity - schedule;
+    assert!((3_470_000..3_490_000).contains(&gap), "{timed}");
+
     // A receipt before its submit_sm_resp still settles the message.
     let early = send(&gw, &format!("+{DLR_FIRST}00001"), "receipt first").await?;
     delivered(&gw, &early).await?;

@@ -48,6 +48,9 @@ fn work(i: usize) -> DispatchRequested {
         encoding: "GSM7".into(),
         segments: 1,
         accepted_at: smsgw_kafka::now_ms(),
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
     }
 }
 

@@ -73,8 +73,22 @@ pub struct SubmitRequest {
     /// Message id assigned by the HTTP API.
     #[serde(default)]
     pub message_id: Option<String>,
+    /// Ask for a delivery receipt (unset: the carrier's setting). (v2)
+    #[serde(default)]
+    pub registered_delivery: Option<bool>,
+    /// Seconds the message stays worth delivering. (v2)
+    #[serde(default)]
+    pub validity_period_s: Option<i32>,
+    /// Have the carrier deliver at this time, Unix ms (SMPP `schedule_delivery_time`). (v2)
+    #[serde(default)]
+    pub schedule_delivery_at: Option<i64>,
 }
-serde_record!(SubmitRequest, "ingest", "ingest/submit_request.v1.avsc");
+serde_record!(
+    SubmitRequest,
+    "ingest",
+    "ingest/submit_request.v1.avsc",
+    "ingest/submit_request.v2.avsc"
+);
 
 /// Decodes an ingest record by its content type (Avro when absent).
 pub fn decode_submit_request(
@@ -118,11 +132,21 @@ pub struct DispatchRequested {
     pub segments: i32,
     /// When ingest accepted it (Unix ms).
     pub accepted_at: i64,
+    /// Ask for a delivery receipt (unset: the carrier's setting). (v2)
+    #[serde(default)]
+    pub registered_delivery: Option<bool>,
+    /// End of the validity period, Unix ms. (v2)
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Carrier-side scheduled delivery, Unix ms. (v2)
+    #[serde(default)]
+    pub schedule_delivery_at: Option<i64>,
 }
 serde_record!(
     DispatchRequested,
     "dispatch",
-    "dispatch/dispatch_request.v1.avsc"
+    "dispatch/dispatch_request.v1.avsc",
+    "dispatch/dispatch_request.v2.avsc"
 );
 
 /// A mobile-originated message.
@@ -342,7 +366,11 @@ impl AvroRecord for CarrierRecord {
 
 impl AvroRecord for Event {
     fn schemas() -> &'static SchemaSet {
-        schema_set!("events", "events/message_event.v1.avsc")
+        schema_set!(
+            "events",
+            "events/message_event.v1.avsc",
+            "events/message_event.v2.avsc"
+        )
     }
 
     fn encode(&self) -> Result<Vec<u8>, CodecError> {

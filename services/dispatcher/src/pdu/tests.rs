@@ -14,6 +14,9 @@ fn req(body: &str, encoding: &str) -> DispatchRequested {
         encoding: encoding.into(),
         segments: 1,
         accepted_at: 0,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
     }
 }
 
@@ -180,4 +183,29 @@ fn udh_mo_part_is_recognised_and_the_header_is_not_text() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_message_sets_receipts_validity_and_schedule() {
+    let mut r = req("hi", "GSM7");
+    let s = build_submit(&r, true).unwrap();
+    assert_eq!(u8::from(s.registered_delivery) & 0x03, 0x01);
+    assert!(s.validity_period.is_empty() && s.schedule_delivery_time.is_empty());
+    r.registered_delivery = Some(false);
+    r.expires_at = Some(1_795_696_496_789);
+    r.schedule_delivery_at = Some(1_795_690_000_000);
+    let s = build_submit(&r, true).unwrap();
+    assert_eq!(
+        u8::from(s.registered_delivery) & 0x03,
+        0x00,
+        "message says no"
+    );
+    assert_eq!(s.validity_period.to_string(), "261126123456700+");
+    assert_eq!(s.schedule_delivery_time.to_string(), "261126104640000+");
+    r.registered_delivery = Some(true);
+    assert_eq!(
+        u8::from(build_submit(&r, false).unwrap().registered_delivery) & 0x03,
+        0x01,
+        "message says yes over the carrier's no"
+    );
 }
