@@ -18,7 +18,11 @@ fn examples() -> Vec<String> {
 #[test]
 fn documented_carrier_configs_load_and_validate() {
     // The secrets the examples read from the environment.
-    for var in ["ACME_SMPP_PASSWORD", "WEBTEL_TOKEN", "WEBTEL_WEBHOOK_SECRET"] {
+    for var in [
+        "ACME_SMPP_PASSWORD",
+        "WEBTEL_TOKEN",
+        "WEBTEL_WEBHOOK_SECRET",
+    ] {
         std::env::set_var(var, "x");
     }
     let examples = examples();
