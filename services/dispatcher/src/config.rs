@@ -22,6 +22,13 @@ pub struct Config {
     pub webhook_listen: Option<SocketAddr>,
     /// The carriers this dispatcher serves; each gets its own consumer and sessions.
     pub carriers: Vec<CarrierConfig>,
+    /// How often the copy of the opt-out log catches up with the log (ms).
+    #[serde(default = "default_optout_refresh")]
+    pub optout_refresh_ms: u64,
+    /// How stale that copy may be when a message is checked just before its first
+    /// submit (ms): a STOP on the log this long blocks every later submit.
+    #[serde(default = "default_optout_staleness")]
+    pub optout_max_staleness_ms: u64,
 }
 
 /// One carrier: SMPP (`smpp://` url) or HTTP (`http://` / `https://` url plus `http`).
@@ -220,6 +227,12 @@ impl LongMessages {
     }
 }
 
+fn default_optout_refresh() -> u64 {
+    50
+}
+fn default_optout_staleness() -> u64 {
+    250
+}
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9102))
 }
@@ -420,6 +433,18 @@ impl CarrierConfig {
 }
 
 impl Config {
+    /// A config with defaults for these carriers.
+    pub fn new(kafka: KafkaConfig, carriers: Vec<CarrierConfig>) -> Self {
+        Config {
+            kafka,
+            admin_listen: default_admin(),
+            webhook_listen: None,
+            carriers,
+            optout_refresh_ms: default_optout_refresh(),
+            optout_max_staleness_ms: default_optout_staleness(),
+        }
+    }
+
     /// Fails fast on values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
@@ -432,6 +457,11 @@ impl Config {
             return Err("carrier names must be unique".into());
         }
         self.carriers.iter().try_for_each(CarrierConfig::validate)?;
+        if self.optout_refresh_ms == 0 || self.optout_max_staleness_ms < self.optout_refresh_ms {
+            return Err(
+                "optout_refresh_ms must be positive and at most optout_max_staleness_ms".into(),
+            );
+        }
         if crate::webhook::wanted(&self.carriers) && self.webhook_listen.is_none() {
             return Err("a carrier has http.webhook: set webhook_listen".into());
         }

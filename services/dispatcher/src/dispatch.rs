@@ -35,6 +35,17 @@ pub struct DispatchCtx {
     pub metrics: Metrics,
     /// The carrier's rate limit, shared by its binds.
     pub limiter: std::sync::Arc<crate::limiter::RateLimiter>,
+    /// The opt-out log, checked again just before a message's first submit.
+    pub optouts: crate::optouts::OptOutGate,
+}
+
+/// Why a send stopped before completing.
+#[derive(Debug)]
+enum Stop {
+    /// The attempt failed.
+    Failed(SubmitOutcome),
+    /// The recipient opted out (scope) after the message was routed: nothing was sent.
+    Blocked(String),
 }
 
 /// How submits reach the carrier.
@@ -148,8 +159,9 @@ async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
 async fn with_policy<F, Fut>(
     ctx: &DispatchCtx,
     segments: u32,
+    gate: Option<&DispatchRequested>,
     mut once: F,
-) -> Result<String, SubmitOutcome>
+) -> Result<String, Stop>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Attempt>,
@@ -157,15 +169,22 @@ where
     let c = &ctx.carrier;
     let mut retries = 0;
     let fail = |command_status: Option<i32>, reason: String, retryable: bool, ambiguous: bool| {
-        Err(SubmitOutcome::Failed {
+        Err(Stop::Failed(SubmitOutcome::Failed {
             command_status,
             reason,
             retryable,
             ambiguous,
-        })
+        }))
     };
     loop {
         ctx.limiter.acquire(segments).await;
+        // The last moment before the first part leaves: a STOP that arrived after
+        // routing still blocks the message.
+        if let Some(req) = gate {
+            if let Some(scope) = ctx.optouts.blocking_scope(req).await {
+                return Err(Stop::Blocked(scope));
+            }
+        }
         let (code, name) = match once().await {
             Attempt::Accepted(id) => return Ok(id),
             Attempt::Unknown(reason) => return fail(None, reason, true, true),
@@ -216,12 +235,12 @@ async fn send_over(
     ctx: &DispatchCtx,
     req: &DispatchRequested,
     link: &Link,
-) -> (Vec<String>, Option<SubmitOutcome>) {
+) -> (Vec<String>, Option<Stop>) {
     let c = &ctx.carrier;
     let pool = match link {
         Link::Http(http) => {
             let segments = req.segments.max(1) as u32;
-            return match with_policy(ctx, segments, || http.submit(req)).await {
+            return match with_policy(ctx, segments, Some(req), || http.submit(req)).await {
                 Ok(id) => (vec![id], None),
                 Err(f) => (Vec::new(), Some(f)),
             };
@@ -237,7 +256,7 @@ async fn send_over(
                 retryable: false,
                 ambiguous: false,
             };
-            return (Vec::new(), Some(f));
+            return (Vec::new(), Some(Stop::Failed(f)));
         }
     };
     // One PDU carries every segment in payload mode.
@@ -247,8 +266,9 @@ async fn send_over(
         1
     };
     let mut ids = Vec::new();
-    for sm in &pdus {
-        match with_policy(ctx, per_pdu, || submit_smpp(ctx, pool, sm)).await {
+    for (i, sm) in pdus.iter().enumerate() {
+        let gate = (i == 0).then_some(req);
+        match with_policy(ctx, per_pdu, gate, || submit_smpp(ctx, pool, sm)).await {
             Ok(id) => ids.push(id),
             Err(f) => return (ids, Some(f)),
         }
@@ -272,6 +292,22 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
         return;
     }
     let (ids, failure) = send_over(ctx, &req, &link).await;
+    let failure = match failure {
+        Some(Stop::Blocked(scope)) => {
+            ctx.metrics
+                .submits
+                .with_label_values(&[&c.name, "blocked"])
+                .inc();
+            let command = Command::Block {
+                reason: "opted_out".into(),
+                scope,
+            };
+            record(ctx, &req, command, &[]).await;
+            return;
+        }
+        Some(Stop::Failed(f)) => Some(f),
+        None => None,
+    };
     let outcome = match failure {
         None => SubmitOutcome::Accepted {
             carrier_message_id: ids[0].clone(),

@@ -417,6 +417,7 @@ mod tests {
             registered_delivery: None,
             expires_at: None,
             schedule_delivery_at: None,
+            client_id: None,
         }
     }
 

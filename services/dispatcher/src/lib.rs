@@ -23,6 +23,7 @@ pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod mo;
+pub mod optouts;
 pub mod pdu;
 pub mod pool;
 pub mod session;
@@ -66,6 +67,36 @@ pub async fn run(
     )
     .await?;
     let producer = Producer::new(&config.kafka)?;
+    let (gate, optout_tail) = {
+        let index = std::sync::Arc::new(std::sync::Mutex::new(smsgw_codec::OptOutIndex::default()));
+        let state = std::sync::Arc::new(smsgw_kafka::TailState::default());
+        let (kafka, stop, ix, st) = (
+            config.kafka.clone(),
+            shutdown.clone(),
+            index.clone(),
+            state.clone(),
+        );
+        let refresh = std::time::Duration::from_millis(config.optout_refresh_ms);
+        let task = tokio::spawn(async move {
+            use smsgw_codec::AvroRecord;
+            use smsgw_kafka::rdkafka::Message;
+            let topic = kafka.topics.optout();
+            let r = smsgw_kafka::tail(&kafka, &topic, Some(refresh), &st, stop.wait(), |m| {
+                if let Some(Ok(c)) = m.payload().map(smsgw_codec::OptOutChanged::decode) {
+                    ix.lock().unwrap_or_else(|p| p.into_inner()).apply(&c);
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "opt-out tail stopped; submits wait until restart");
+            }
+        });
+        state.caught_up().await;
+        (
+            optouts::OptOutGate::new(index, state, config.optout_max_staleness_ms as i64),
+            task,
+        )
+    };
     let hooks = match config.webhook_listen {
         Some(addr) if webhook::wanted(&config.carriers) => {
             let app = webhook::router(
@@ -125,6 +156,7 @@ pub async fn run(
             topics: config.kafka.topics.clone(),
             metrics: metrics.clone(),
             limiter: std::sync::Arc::new(limiter::RateLimiter::new(carrier.max_rate)),
+            optouts: gate.clone(),
         };
         let link = match &carrier.http {
             Some(h) if carrier.is_http() => dispatch::Link::Http(std::sync::Arc::new(
@@ -160,6 +192,7 @@ pub async fn run(
     if let Some(h) = hooks {
         let _ = h.await;
     }
+    let _ = optout_tail.await;
     let _ = admin.await;
     result
 }

@@ -23,6 +23,7 @@ fn work(id: &str, to: &str) -> DispatchRequested {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        client_id: None,
     }
 }
 
@@ -48,12 +49,9 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
 
     let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
     carrier.reconnect_min_ms = 50;
-    let config = Config {
-        kafka: kafka.clone(),
-        webhook_listen: None,
-        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
-        carriers: vec![carrier],
-    };
+    let mut config = Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let topic = kafka.topics.dispatch("sim");
@@ -134,12 +132,9 @@ async fn a_throttling_carrier_slows_us_down_but_every_message_goes_out() -> anyh
     let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
     carrier.window = 20;
     carrier.throttle_retries = 20;
-    let config = Config {
-        kafka: kafka.clone(),
-        webhook_listen: None,
-        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
-        carriers: vec![carrier],
-    };
+    let mut config = Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     // All 30 at once, so the dispatcher (window 20) outruns the carrier's 10/s.
@@ -244,12 +239,9 @@ async fn a_malformed_pdu_is_nacked_and_the_bind_survives() -> anyhow::Result<()>
         anyhow::Ok(())
     });
     let carrier = CarrierConfig::new("raw", &format!("smpp://{addr}"), "gw", "pw");
-    let config = Config {
-        kafka: kafka.clone(),
-        webhook_listen: None,
-        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
-        carriers: vec![carrier],
-    };
+    let mut config = Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let mo: Vec<InboundMessage> =

@@ -112,6 +112,14 @@ async fn post_inner(
         .client_id
         .or_else(|| header("x-client-id"))
         .unwrap_or_else(|| "http".into());
+    if client_id.starts_with("smsgw-") {
+        // The gateway's own replies bypass opt-outs: nobody else may send as them.
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reserved_client",
+            format!("client_id {client_id:?} is reserved for the gateway"),
+        );
+    }
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
     let message_id = match &idempotency_key {
         Some(k) => id_for_key(&client_id, k),

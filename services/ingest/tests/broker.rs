@@ -70,6 +70,17 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     assert_eq!(bad.status(), 422);
     let bad: serde_json::Value = bad.json().await?;
     assert_eq!(bad["reason_code"], "invalid_destination");
+    // The gateway's own client id (its opt-out replies) cannot be used from outside.
+    let reserved = http
+        .post(format!("{base}/v1/messages"))
+        .json(&serde_json::json!({"to": "+447911123456", "from": "SHOP", "body": "x", "client_id": smsgw_codec::SYSTEM_CLIENT}))
+        .send()
+        .await?;
+    assert_eq!(reserved.status(), 422);
+    assert_eq!(
+        reserved.json::<serde_json::Value>().await?["error"],
+        "reserved_client"
+    );
 
     // Three events: the JSON record accepted, the HTTP message accepted once, the bad one rejected.
     let events: Vec<Event> =

@@ -1,104 +1,37 @@
-//! smsgw optout: keeps the opt-out log.
+//! smsgw optout: keeps the opt-out log, answers keywords, serves the opt-out API, and
+//! forwards other MO messages to webhooks.
 //!
-//! Data flow: the service consumes the inbound (MO) topic. A message whose whole body is
-//! a stop word (`STOP` by default; case and surrounding blanks ignored) becomes an
-//! `OptOutChanged { opted_out: true }` record on the opt-out log, keyed by
-//! `<scope>|<number>`; a start word (`START`) becomes `opted_out: false`. The scope is
-//! the number the MO was sent to (`sender:<id>`) or `global`, by config. The router tails
-//! the opt-out log and never routes to an opted-out recipient.
+//! Data flow:
+//! - The keyword loop consumes the inbound (MO) topic. An MO whose whole text is a
+//!   stop or start keyword (per sender, account or default lists) becomes an
+//!   `OptOutChanged` on the opt-out log, keyed `<scope>|<number>`, with its audit
+//!   (source `keyword`, actor `mo:<carrier>`, the inbound id). STOP, START and HELP get
+//!   their configured reply, written to the ingest topic as an ordinary message from
+//!   [`smsgw_codec::SYSTEM_CLIENT`], which the opt-out it confirms does not block.
+//! - The webhook loop (its own consumer group) POSTs every other MO to its sender's
+//!   webhook, retrying with backoff, dead-lettering after the last attempt.
+//! - The API (`/v1/optouts`) adds, removes, checks, lists and imports opt-outs; it reads
+//!   a copy of the opt-out log tailed into memory (rebuilt from the log on start).
+//!
+//! The router and the dispatcher tail the same log and block opted-out recipients.
 
+pub mod api;
+pub mod config;
+pub mod handler;
+pub mod keywords;
 pub mod metrics;
+pub mod webhook;
 
-use serde::Deserialize;
-use smsgw_codec::{sender_scope, AvroRecord, InboundMessage, OptOutChanged, GLOBAL_SCOPE};
+pub use config::{Config, Scope};
+
+use smsgw_codec::{AvroRecord, OptOutChanged};
 use smsgw_kafka::rdkafka::consumer::Consumer;
-use smsgw_kafka::{
-    consumer, run_consumer, HandleError, Handler, Incoming, KafkaConfig, KafkaError, OutRecord,
-    Producer, Topics,
-};
+use smsgw_kafka::{consumer, run_consumer, tail, KafkaError, Producer, TailState};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use thiserror::Error;
-
-/// Everything optout needs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Brokers, client properties and topic names.
-    pub kafka: KafkaConfig,
-    /// Address of `/metrics` and `/healthz`.
-    #[serde(default = "default_admin")]
-    pub admin_listen: SocketAddr,
-    /// Consumer group on the inbound topic.
-    #[serde(default = "default_group")]
-    pub group_id: String,
-    /// `sender`: a STOP applies to the number it was sent to; `global`: to every sender.
-    #[serde(default)]
-    pub scope: Scope,
-    /// Bodies that opt out (compared upper-cased and trimmed).
-    #[serde(default = "default_stop")]
-    pub stop_words: Vec<String>,
-    /// Bodies that opt back in.
-    #[serde(default = "default_start")]
-    pub start_words: Vec<String>,
-}
-
-/// Which senders a STOP applies to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Only the number or short code the STOP was sent to.
-    #[default]
-    Sender,
-    /// Every sender.
-    Global,
-}
-
-fn default_admin() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9104))
-}
-fn default_group() -> String {
-    "smsgw-optout".into()
-}
-fn default_stop() -> Vec<String> {
-    vec!["STOP".into()]
-}
-fn default_start() -> Vec<String> {
-    vec!["START".into()]
-}
-
-impl Config {
-    /// A config with defaults.
-    pub fn new(kafka: KafkaConfig) -> Self {
-        Config {
-            kafka,
-            admin_listen: default_admin(),
-            group_id: default_group(),
-            scope: Scope::Sender,
-            stop_words: default_stop(),
-            start_words: default_start(),
-        }
-    }
-
-    /// Fails fast on values that cannot work.
-    pub fn validate(&self) -> Result<(), String> {
-        self.kafka.validate()?;
-        let upper = |v: &[String]| {
-            v.iter()
-                .map(|w| w.trim().to_uppercase())
-                .collect::<Vec<_>>()
-        };
-        let (stop, start) = (upper(&self.stop_words), upper(&self.start_words));
-        if stop.is_empty() || stop.iter().chain(&start).any(String::is_empty) {
-            return Err("stop_words must be non-empty and no word may be blank".into());
-        }
-        if stop.iter().any(|w| start.contains(w)) {
-            return Err("a word cannot be both a stop and a start word".into());
-        }
-        Ok(())
-    }
-}
 
 /// Why optout stopped.
 #[derive(Debug, Error)]
@@ -112,63 +45,9 @@ pub enum OptOutError {
     /// The admin endpoint could not start.
     #[error(transparent)]
     Runtime(#[from] smsgw_runtime::RuntimeError),
-}
-
-/// What an inbound message means for the opt-out log. Pure.
-pub fn interpret(m: &InboundMessage, config: &Config, now_ms: i64) -> Option<OptOutChanged> {
-    let word = m.body.trim().to_uppercase();
-    let is = |words: &[String]| words.iter().any(|w| w.trim().to_uppercase() == word);
-    let opted_out = if is(&config.stop_words) {
-        true
-    } else if is(&config.start_words) {
-        false
-    } else {
-        return None;
-    };
-    let scope = match config.scope {
-        Scope::Global => GLOBAL_SCOPE.to_string(),
-        Scope::Sender => sender_scope(&m.to),
-    };
-    Some(OptOutChanged {
-        scope,
-        number: m.from.clone(),
-        opted_out,
-        source: format!("mo:{}", m.inbound_id),
-        changed_at: now_ms,
-    })
-}
-
-struct OptOutHandler {
-    config: Config,
-    topics: Topics,
-    metrics: metrics::Metrics,
-}
-
-impl Handler for OptOutHandler {
-    async fn handle(
-        &mut self,
-        input: &Incoming<'_>,
-        now_ms: i64,
-    ) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input
-            .payload
-            .ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
-        let m = InboundMessage::decode(payload)
-            .map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))?;
-        let Some(change) = interpret(&m, &self.config, now_ms) else {
-            return Ok(vec![]);
-        };
-        let kind = if change.opted_out {
-            "opt_out"
-        } else {
-            "opt_in"
-        };
-        self.metrics.changes.with_label_values(&[kind]).inc();
-        tracing::info!(number = %smsgw_runtime::mask_number(&change.number), scope = %change.scope, kind, "opt-out log updated");
-        let rec = OutRecord::avro(self.topics.optout(), change.key(), &change)
-            .map_err(|e| HandleError::DeadLetter(e.to_string()))?;
-        Ok(vec![rec])
-    }
+    /// The API could not listen.
+    #[error("api_listen: {0}")]
+    Listen(std::io::Error),
 }
 
 /// Runs optout until `shutdown` resolves.
@@ -186,73 +65,114 @@ pub async fn run(
     )
     .await?;
     let producer = Producer::new(&config.kafka)?;
-    let consumer = consumer(&config.kafka, &config.group_id)?;
-    consumer
-        .subscribe(&[&config.kafka.topics.inbound()])
-        .map_err(KafkaError::from)?;
     let topics = config.kafka.topics.clone();
-    let dlq = topics.dead_letter();
-    let mut handler = OptOutHandler {
-        config,
-        topics,
-        metrics: metrics.clone(),
+
+    // The API's copy of the opt-out log.
+    let view = Arc::new(Mutex::new(api::View::default()));
+    let tail_state = Arc::new(TailState::default());
+    let tailer = {
+        let (kafka, view, state, stop) = (
+            config.kafka.clone(),
+            view.clone(),
+            tail_state.clone(),
+            shutdown.clone(),
+        );
+        let refresh = Duration::from_millis(config.refresh_ms);
+        tokio::spawn(async move {
+            let topic = kafka.topics.optout();
+            let r = tail(&kafka, &topic, Some(refresh), &state, stop.wait(), |m| {
+                use smsgw_kafka::rdkafka::Message;
+                if let Some(Ok(c)) = m.payload().map(OptOutChanged::decode) {
+                    view.lock().unwrap_or_else(|p| p.into_inner()).apply(c);
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "opt-out tail stopped; the API's reads go stale");
+            }
+        })
     };
-    let r = run_consumer(
-        &consumer,
-        &producer,
-        &dlq,
-        "optout",
-        &mut handler,
-        &metrics.consumer,
-        1_000,
-        shutdown.wait(),
-    )
-    .await;
-    let _ = admin.await;
-    Ok(r?)
-}
+    tail_state.caught_up().await;
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(OptOutError::Listen)?;
+    let app = api::router(api::ApiState {
+        producer: producer.clone(),
+        topics: topics.clone(),
+        view,
+        metrics: metrics.clone(),
+    });
+    let api_server = {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.wait())
+                .await
+            {
+                tracing::error!(error = %e, "opt-out API failed");
+            }
+        })
+    };
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mo(body: &str) -> InboundMessage {
-        InboundMessage {
-            inbound_id: "i1".into(),
-            carrier: "a".into(),
-            from: "+447911123456".into(),
-            to: "447700900000".into(),
-            body: body.into(),
-            received_at: 0,
+    let keyword_loop = {
+        let consumer = consumer(&config.kafka, &config.group_id)?;
+        consumer
+            .subscribe(&[&topics.inbound()])
+            .map_err(KafkaError::from)?;
+        let (producer, dlq, stop) = (producer.clone(), topics.dead_letter(), shutdown.clone());
+        let mut handler = handler::KeywordHandler {
+            config: config.clone(),
+            topics: topics.clone(),
+            metrics: metrics.clone(),
+        };
+        let m = metrics.consumer.clone();
+        tokio::spawn(async move {
+            run_consumer(
+                &consumer,
+                &producer,
+                &dlq,
+                "optout",
+                &mut handler,
+                &m,
+                1_000,
+                stop.wait(),
+            )
+            .await
+        })
+    };
+    let webhook_loop = {
+        let consumer = consumer(&config.kafka, &config.webhook_group_id)?;
+        consumer
+            .subscribe(&[&topics.inbound()])
+            .map_err(KafkaError::from)?;
+        let (producer, dlq, stop) = (producer.clone(), topics.dead_letter(), shutdown.clone());
+        let mut handler = webhook::WebhookHandler {
+            config: config.clone(),
+            client: reqwest::Client::new(),
+            metrics: metrics.clone(),
+        };
+        let m = metrics.webhook_consumer.clone();
+        tokio::spawn(async move {
+            run_consumer(
+                &consumer,
+                &producer,
+                &dlq,
+                "optout",
+                &mut handler,
+                &m,
+                1_000,
+                stop.wait(),
+            )
+            .await
+        })
+    };
+    let (k, w, _, _, _) = tokio::join!(keyword_loop, webhook_loop, api_server, tailer, admin);
+    for r in [k, w] {
+        match r {
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => tracing::error!(error = %e, "optout loop panicked"),
+            Ok(Ok(())) => {}
         }
     }
-
-    fn config() -> Config {
-        Config::new(KafkaConfig::new("x:1"))
-    }
-
-    #[test]
-    fn stop_and_start_are_whole_message_and_case_insensitive() {
-        let c = config();
-        let o = interpret(&mo("  stop \n"), &c, 1).unwrap();
-        assert!(o.opted_out);
-        assert_eq!(o.key(), "sender:447700900000|+447911123456");
-        assert!(!interpret(&mo("Start"), &c, 1).unwrap().opted_out);
-        assert_eq!(interpret(&mo("please stop"), &c, 1), None);
-        assert_eq!(interpret(&mo("STOPP"), &c, 1), None);
-    }
-
-    #[test]
-    fn global_scope() {
-        let mut c = config();
-        c.scope = Scope::Global;
-        assert_eq!(interpret(&mo("STOP"), &c, 1).unwrap().scope, "global");
-    }
-
-    #[test]
-    fn conflicting_words_fail_validation() {
-        let mut c = config();
-        c.start_words = vec!["stop".into()];
-        assert!(c.validate().is_err());
-    }
+    Ok(())
 }

@@ -106,7 +106,7 @@ impl RouterHandler {
             return Plan::Nothing; // duplicate input: this attempt was already routed
         }
         let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
-        if let Some(scope) = st.blocking_scope(&p.accepted.sender, &p.accepted.destination) {
+        if let Some(scope) = st.blocking_scope(&p.accepted) {
             st.forget(id);
             return decide(
                 snapshot,
@@ -160,6 +160,7 @@ impl RouterHandler {
             registered_delivery: a.registered_delivery,
             expires_at: a.expires_at,
             schedule_delivery_at: a.schedule_delivery_at,
+            client_id: Some(a.client_id.clone()),
         };
         let decision = if attempt == 0 { "routed" } else { "rerouted" };
         decide(
@@ -331,10 +332,18 @@ mod tests {
     #[test]
     fn opted_out_recipient_is_blocked_never_dispatched() {
         let mut h = handler();
-        h.state.lock().unwrap().set_optout(
-            smsgw_codec::optout_key("sender:SHOP", "+447911123456"),
-            true,
-        );
+        h.state
+            .lock()
+            .unwrap()
+            .set_optout(&smsgw_codec::OptOutChanged {
+                scope: "sender:SHOP".into(),
+                number: "+447911123456".into(),
+                opted_out: true,
+                source: "api".into(),
+                changed_at: 0,
+                actor: None,
+                reference: None,
+            });
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out.len(), 1);
         assert!(

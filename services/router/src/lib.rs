@@ -74,7 +74,7 @@ pub async fn run(
             let topic = kafka.topics.optout();
             let r = tail(&kafka, &topic, Some(refresh), &tail_state, stop.wait(), |m| {
                 match m.payload().map(OptOutChanged::decode) {
-                    Some(Ok(o)) => state.lock().unwrap_or_else(|p| p.into_inner()).set_optout(o.key(), o.opted_out),
+                    Some(Ok(o)) => state.lock().unwrap_or_else(|p| p.into_inner()).set_optout(&o),
                     Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "undecodable opt-out record skipped"),
                     None => {}
                 }

@@ -17,7 +17,7 @@ pub struct Pending {
 /// Router memory, folded from the event log, the opt-out log and carrier status.
 #[derive(Debug)]
 pub struct RouterState {
-    optouts: HashSet<String>,
+    optouts: smsgw_codec::OptOutIndex,
     carriers_down: HashSet<String>,
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
@@ -28,7 +28,7 @@ impl RouterState {
     /// Empty state remembering at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
         RouterState {
-            optouts: HashSet::new(),
+            optouts: smsgw_codec::OptOutIndex::default(),
             carriers_down: HashSet::new(),
             pending: HashMap::new(),
             order: VecDeque::new(),
@@ -37,25 +37,15 @@ impl RouterState {
     }
 
     /// Applies an opt-out log record.
-    pub fn set_optout(&mut self, key: String, opted_out: bool) {
-        if opted_out {
-            self.optouts.insert(key);
-        } else {
-            self.optouts.remove(&key);
-        }
+    pub fn set_optout(&mut self, change: &smsgw_codec::OptOutChanged) {
+        self.optouts.apply(change);
     }
 
-    /// The opt-out scope that blocks sending from `sender` to `destination`, if any.
-    pub fn blocking_scope(&self, sender: &str, destination: &str) -> Option<String> {
-        [
-            smsgw_codec::GLOBAL_SCOPE.to_string(),
-            smsgw_codec::sender_scope(sender),
-        ]
-        .into_iter()
-        .find(|scope| {
-            self.optouts
-                .contains(&smsgw_codec::optout_key(scope, destination))
-        })
+    /// The opt-out scope that blocks this message, if any (see
+    /// [`smsgw_codec::OptOutIndex::blocking_scope`]).
+    pub fn blocking_scope(&self, a: &MessageAccepted) -> Option<String> {
+        self.optouts
+            .blocking_scope(&a.sender, Some(&a.client_id), &a.destination)
     }
 
     /// Opt-outs in force.

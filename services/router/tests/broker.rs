@@ -45,6 +45,8 @@ async fn routes_blocks_and_skips_down_carriers() -> anyhow::Result<()> {
         opted_out: true,
         source: "test".into(),
         changed_at: 1,
+        actor: None,
+        reference: None,
     };
     produce(&kafka, &kafka.topics.optout(), &optout.key(), &optout).await?;
 

@@ -218,12 +218,9 @@ impl Gateway {
         configure(&mut carrier);
         let webhook_listen = local();
         let webhooks = format!("http://{webhook_listen}");
-        let dispatcher = smsgw_dispatcher::Config {
-            kafka: kafka.clone(),
-            webhook_listen: Some(webhook_listen),
-            admin_listen: local(),
-            carriers: vec![carrier],
-        };
+        let mut dispatcher = smsgw_dispatcher::Config::new(kafka.clone(), vec![carrier]);
+        dispatcher.webhook_listen = Some(webhook_listen);
+        dispatcher.admin_listen = local();
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((
@@ -243,6 +240,7 @@ impl Gateway {
 
         let mut optout = smsgw_optout::Config::new(kafka.clone());
         optout.admin_listen = local();
+        optout.api_listen = local();
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((

@@ -51,6 +51,7 @@ fn work(i: usize) -> DispatchRequested {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        client_id: None,
     }
 }
 
@@ -83,12 +84,9 @@ async fn dispatcher_rate(window: usize, n: usize) -> anyhow::Result<f64> {
     let mut carrier =
         smsgw_dispatcher::CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "b", "b");
     carrier.window = window;
-    let config = smsgw_dispatcher::Config {
-        kafka: kafka.clone(),
-        webhook_listen: None,
-        admin_listen: format!("127.0.0.1:{}", free_port()).parse()?,
-        carriers: vec![carrier],
-    };
+    let mut config = smsgw_dispatcher::Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let (mut first, mut last, mut seen) = (None, Instant::now(), 0);

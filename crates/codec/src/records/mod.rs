@@ -141,6 +141,9 @@ pub struct DispatchRequested {
     /// Carrier-side scheduled delivery, Unix ms. (v2)
     #[serde(default)]
     pub schedule_delivery_at: Option<i64>,
+    /// Upstream application, the account opt-out scope. (v2)
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 serde_record!(
     DispatchRequested,
@@ -170,18 +173,29 @@ serde_record!(InboundMessage, "inbound", "inbound/inbound_message.v1.avsc");
 /// One change of the opt-out log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptOutChanged {
-    /// `global` or `sender:<id>`.
+    /// `global`, `sender:<id>` or `account:<name>`.
     pub scope: String,
     /// E.164 number.
     pub number: String,
     /// True after STOP, false after START.
     pub opted_out: bool,
-    /// What caused it.
+    /// What caused it: `keyword`, `api`, `import` or `carrier`.
     pub source: String,
     /// When (Unix ms).
     pub changed_at: i64,
+    /// Who (v2).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The inbound message, import or request behind it (v2).
+    #[serde(default)]
+    pub reference: Option<String>,
 }
-serde_record!(OptOutChanged, "optout", "optout/optout_changed.v1.avsc");
+serde_record!(
+    OptOutChanged,
+    "optout",
+    "optout/optout_changed.v1.avsc",
+    "optout/optout_changed.v2.avsc"
+);
 
 impl OptOutChanged {
     /// The compaction key: `<scope>|<number>`.
@@ -196,8 +210,64 @@ pub fn sender_scope(sender: &str) -> String {
     format!("sender:{}", sender.trim().trim_start_matches('+'))
 }
 
+/// The opt-out scope of an account (a pool of senders; messages carry it as `client_id`).
+pub fn account_scope(account: &str) -> String {
+    format!("account:{}", account.trim())
+}
+
+/// The client id of the gateway's own replies (STOP/START confirmations, HELP text):
+/// the opt-out they confirm does not block them. Reserved: the HTTP API refuses it.
+pub const SYSTEM_CLIENT: &str = "smsgw-optout";
+
 /// The scope of opt-outs that apply to every sender.
 pub const GLOBAL_SCOPE: &str = "global";
+
+/// The opt-outs in force, folded from the opt-out log. The router checks it before
+/// routing and the dispatcher again before submitting, with the same rule.
+#[derive(Debug, Clone, Default)]
+pub struct OptOutIndex {
+    keys: std::collections::HashSet<String>,
+}
+
+impl OptOutIndex {
+    /// Applies one opt-out log record (the latest per key wins).
+    pub fn apply(&mut self, c: &OptOutChanged) {
+        if c.opted_out {
+            self.keys.insert(c.key());
+        } else {
+            self.keys.remove(&c.key());
+        }
+    }
+
+    /// The scope that blocks `sender` (of account `client_id`) from texting
+    /// `destination`: global, then the sender, then the account. The gateway's own
+    /// replies ([`SYSTEM_CLIENT`]) are never blocked: they confirm the opt-out.
+    pub fn blocking_scope(
+        &self,
+        sender: &str,
+        client_id: Option<&str>,
+        destination: &str,
+    ) -> Option<String> {
+        if client_id == Some(SYSTEM_CLIENT) {
+            return None;
+        }
+        let mut scopes = vec![GLOBAL_SCOPE.to_string(), sender_scope(sender)];
+        scopes.extend(client_id.map(account_scope));
+        scopes
+            .into_iter()
+            .find(|scope| self.keys.contains(&optout_key(scope, destination)))
+    }
+
+    /// Opt-outs in force.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none is in force.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
 
 /// The opt-out log key for a scope and number.
 pub fn optout_key(scope: &str, number: &str) -> String {

@@ -120,6 +120,7 @@ fn flat_records_round_trip() {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        client_id: None,
     };
     assert_eq!(DispatchRequested::decode(&d.encode().unwrap()).unwrap(), d);
     let dl = DeadLetter {
@@ -140,6 +141,8 @@ fn flat_records_round_trip() {
         opted_out: true,
         source: "mo:1".into(),
         changed_at: 1,
+        actor: None,
+        reference: None,
     };
     assert_eq!(OptOutChanged::decode(&o.encode().unwrap()).unwrap(), o);
     assert_eq!(o.key(), "global|+1");
@@ -304,4 +307,38 @@ fn receipts_v1_records_decode_with_the_current_reader() {
         CarrierRecord::schemas().current_fingerprint()
     );
     assert_eq!(CarrierRecord::decode(&bytes).unwrap(), old);
+}
+
+#[test]
+fn opt_outs_block_by_global_sender_and_account_scope_but_not_system_replies() {
+    let change = |scope: &str, number: &str, opted_out: bool| OptOutChanged {
+        scope: scope.into(),
+        number: number.into(),
+        opted_out,
+        source: "api".into(),
+        changed_at: 0,
+        actor: None,
+        reference: None,
+    };
+    let mut ix = OptOutIndex::default();
+    let to = "+447911100001";
+    assert_eq!(ix.blocking_scope("SHOP", Some("acme"), to), None);
+    ix.apply(&change("account:acme", to, true));
+    assert_eq!(
+        ix.blocking_scope("SHOP", Some("acme"), to).as_deref(),
+        Some("account:acme")
+    );
+    assert_eq!(ix.blocking_scope("SHOP", Some("other"), to), None);
+    assert_eq!(ix.blocking_scope("SHOP", Some(SYSTEM_CLIENT), to), None);
+    ix.apply(&change(&sender_scope("+447700900000"), to, true));
+    assert_eq!(
+        ix.blocking_scope("447700900000", None, to).as_deref(),
+        Some("sender:447700900000")
+    );
+    ix.apply(&change(GLOBAL_SCOPE, to, true));
+    assert_eq!(ix.blocking_scope("X", None, to).as_deref(), Some("global"));
+    ix.apply(&change(GLOBAL_SCOPE, to, false));
+    ix.apply(&change("account:acme", to, false));
+    assert_eq!(ix.blocking_scope("X", Some("acme"), to), None);
+    assert_eq!(ix.len(), 1);
 }

@@ -17,6 +17,7 @@ fn req(body: &str, encoding: &str) -> DispatchRequested {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        client_id: None,
     }
 }
 
