@@ -13,6 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
 /// of a record are acknowledged) and committed in the background.
+/// How long a fetch may wait for data at the broker. Kafka answers a waiting fetch as
+/// soon as data arrives, but Tansu 0.6 waits the whole time, so librdkafka's 500 ms
+/// default would add up to half a second per hop. Overridable through `properties`.
+pub const FETCH_WAIT_MAX_MS: &str = "20";
+
 pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
     kafka
         .client_config(&[
@@ -22,6 +27,7 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, Kafk
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
+            ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
         ])
         .create()
         .map_err(|e| KafkaError::Config(e.to_string()))

@@ -97,6 +97,7 @@ where
                 ("group.id", &group),
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
+                ("fetch.wait.max.ms", crate::consumer::FETCH_WAIT_MAX_MS),
             ])
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?,
