@@ -181,6 +181,15 @@ impl Gateway {
         smsc_url: &str,
         configure: impl FnOnce(&mut smsgw_dispatcher::CarrierConfig),
     ) -> anyhow::Result<Self> {
+        Self::start_full(smsc_url, configure, |_| {}).await
+    }
+
+    /// Like [`Gateway::start_with`], with the optout service's settings adjusted too.
+    pub async fn start_full(
+        smsc_url: &str,
+        configure: impl FnOnce(&mut smsgw_dispatcher::CarrierConfig),
+        configure_optout: impl FnOnce(&mut smsgw_optout::Config),
+    ) -> anyhow::Result<Self> {
         let broker = Broker::start()?;
         let kafka = broker.kafka();
         broker.bootstrap(&kafka, &[CARRIER]).await?;
@@ -241,6 +250,7 @@ impl Gateway {
         let mut optout = smsgw_optout::Config::new(kafka.clone());
         optout.admin_listen = local();
         optout.api_listen = local();
+        configure_optout(&mut optout);
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((
@@ -339,6 +349,7 @@ pub struct Peer {
     /// `smpp://` URL.
     pub url: String,
     log: PathBuf,
+    control: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -365,6 +376,7 @@ impl Peer {
             "--dlr-delay-ms".into(),
             "100".into(),
         ];
+        let control_port = free_port();
         let mut cmd = match kind {
             PeerKind::Npm => {
                 anyhow::ensure!(
@@ -373,7 +385,7 @@ impl Peer {
                 );
                 let mut c = Command::new("node");
                 c.arg(dir.join("npm-smpp-smsc.js"))
-                    .args(["--control", &free_port().to_string()]);
+                    .args(["--control", &control_port.to_string()]);
                 c
             }
             PeerKind::Perl => {
@@ -410,6 +422,11 @@ impl Peer {
             child,
             url: format!("smpp://{addr}"),
             log,
+            control: (kind == PeerKind::Npm).then(|| {
+                format!("127.0.0.1:{control_port}")
+                    .parse()
+                    .expect("address")
+            }),
         })
     }
 
@@ -420,6 +437,24 @@ impl Peer {
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).with_context(|| format!("peer log line {l:?}")))
             .collect()
+    }
+
+    /// The npm peer's MO injection URL (`POST {from, to, body}`).
+    pub fn mo_url(&self) -> anyhow::Result<String> {
+        let control = self.control.context("only the npm peer takes MO")?;
+        Ok(format!("http://{control}/mo"))
+    }
+
+    /// Injects an MO through the npm peer's control port; returns the sessions that got it.
+    pub async fn send_mo(&self, from: &str, to: &str, body: &str) -> anyhow::Result<u64> {
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(self.mo_url()?)
+            .json(&serde_json::json!({"from": from, "to": to, "body": body}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(r["delivered_to_sessions"].as_u64().unwrap_or(0))
     }
 
     /// Logged events of kind `ev` (`bind`, `submit`, `dlr`, `drop`).
