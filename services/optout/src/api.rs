@@ -10,6 +10,7 @@
 //!   default, or `opt_in`), a result per line
 //!
 //! Scopes: `global`, `sender:<id>`, `account:<name>`. Numbers are E.164 (`+` and digits).
+//! `X-Source: carrier` marks changes that come from a carrier's list (source `carrier`).
 
 use crate::metrics::Metrics;
 use axum::extract::{Path, Query, State};
@@ -141,6 +142,15 @@ fn actor(headers: &HeaderMap) -> String {
         .collect()
 }
 
+/// The source of an API change: `api`, or `carrier` when `X-Source: carrier` says the
+/// list came from a carrier (imports are `import` unless they say `carrier`).
+fn source(headers: &HeaderMap, default: &'static str) -> &'static str {
+    match headers.get("x-source").and_then(|v| v.to_str().ok()) {
+        Some(s) if s.eq_ignore_ascii_case("carrier") => "carrier",
+        _ => default,
+    }
+}
+
 fn change(
     scope: &str,
     number: &str,
@@ -199,14 +209,17 @@ async fn set(
         &scope,
         &number,
         opted_out,
-        "api",
+        source(&headers, "api"),
         &actor(&headers),
         uuid::Uuid::new_v4().to_string(),
     );
     match write(&s, std::slice::from_ref(&c)).await {
         Ok(()) => {
             let kind = if opted_out { "opt_out" } else { "opt_in" };
-            s.metrics.changes.with_label_values(&[kind, "api"]).inc();
+            s.metrics
+                .changes
+                .with_label_values(&[kind, &c.source])
+                .inc();
             (StatusCode::OK, Json(record_json(&c))).into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e),
@@ -348,7 +361,16 @@ async fn import(
     let who = actor(&headers);
     let changes: Vec<OptOutChanged> = rows
         .iter()
-        .map(|(n, out)| change(&q.scope, n, *out, "import", &who, import_id.clone()))
+        .map(|(n, out)| {
+            change(
+                &q.scope,
+                n,
+                *out,
+                source(&headers, "import"),
+                &who,
+                import_id.clone(),
+            )
+        })
         .collect();
     if let Err(e) = write(&s, &changes).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e);

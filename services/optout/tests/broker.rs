@@ -227,6 +227,7 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
         200
     );
     http.put(format!("{api}/sender:SHOP/+447911100009"))
+        .header("x-source", "carrier")
         .send()
         .await?;
 
@@ -258,6 +259,7 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(s["opted_out"], true);
+    assert_eq!(s["source"], "carrier");
     assert_eq!(
         state("global", "+447911100001").await.unwrap()["opted_out"],
         false
