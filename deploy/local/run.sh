@@ -42,7 +42,7 @@ wait_port() { # port, name
 }
 
 start tansu "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
-  --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine "sqlite://$DATA/tansu.db"
+  --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine "sqlite://$(case "$DATA" in /*) echo "/$DATA";; *) echo "$DATA";; esac)/tansu.db"
 wait_port 9092 tansu
 "$BIN/smsgw-admin" bootstrap deploy/local/bootstrap.toml >"$DATA/logs/bootstrap.log" 2>&1
 echo "topics created (see $DATA/logs/bootstrap.log)"
