@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: all deps tansu peers perl-smpp build run test analytics-test lint fmt bench clean
+.PHONY: all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -43,13 +43,23 @@ run: tansu build
 
 ## Unit, integration (real Tansu) and end-to-end (real SMSCs) tests, plus lints, plus the
 ## analytics check: a third-party Avro library decodes the event log from the .avsc files.
-test: deps lint analytics-test
+test: deps lint analytics-test helm-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
 .venv/bin/python:
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet fastavro==1.13.1
+
+## The Helm chart: linted and rendered with Helm's Go SDK (helm-python-sdk), manifests
+## validated with kubernetes-validate, every rendered config loaded by smsgw-admin.
+.venv-helm/bin/python:
+	python3 -m venv .venv-helm
+	.venv-helm/bin/pip install --quiet helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3
+
+helm-test: .venv-helm/bin/python
+	$(CARGO) build -p smsgw-admin
+	ADMIN_BIN=target/debug/smsgw-admin .venv-helm/bin/python tests/helm/test_chart.py
 
 analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py

@@ -50,3 +50,39 @@ pub enum KafkaError {
     #[error("encode: {0}")]
     Codec(#[from] smsgw_codec::CodecError),
 }
+
+/// Keeps the `kafka` check of `health` current: every 5 s it asks the brokers for
+/// metadata (2 s timeout). Readiness depends on it. Runs until `shutdown`.
+pub fn spawn_probe(
+    kafka: &KafkaConfig,
+    health: smsgw_runtime::Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+        kafka
+            .client_config(&[("group.id", "smsgw-probe")])
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?,
+    );
+    Ok(tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        loop {
+            let c = client.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                c.fetch_metadata(None, std::time::Duration::from_secs(2))
+                    .map(|m| m.brokers().len())
+            })
+            .await;
+            match r {
+                Ok(Ok(n)) => health.set("kafka", true, true, format!("{n} broker(s)")),
+                Ok(Err(e)) => health.set("kafka", false, true, e.to_string()),
+                Err(e) => health.set("kafka", false, true, e.to_string()),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+        }
+    }))
+}

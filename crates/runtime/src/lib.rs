@@ -99,17 +99,68 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Serves `GET /metrics` (Prometheus text) and `GET /healthz` until `shutdown`.
-/// Binding happens before this returns, so a bad address fails at startup.
+/// What `/readyz` reports: named checks (the broker, carriers, stores), each up or down
+/// with a detail. Ready when every check that gates readiness is up and at least one
+/// check has reported.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    checks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Check>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Check {
+    up: bool,
+    gates: bool,
+    detail: String,
+}
+
+impl Health {
+    /// Records a check. `gates`: whether it being down makes the service not ready
+    /// (otherwise it is only reported).
+    pub fn set(&self, name: &str, up: bool, gates: bool, detail: impl Into<String>) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name.to_string(),
+                Check {
+                    up,
+                    gates,
+                    detail: detail.into(),
+                },
+            );
+    }
+
+    /// Whether the service is ready, and every check as JSON.
+    pub fn report(&self) -> (bool, serde_json::Value) {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = !checks.is_empty() && checks.values().all(|c| c.up || !c.gates);
+        let body = checks
+            .iter()
+            .map(|(k, c)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"up": c.up, "gates_readiness": c.gates, "detail": c.detail}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>();
+        (ready, serde_json::json!({"ready": ready, "checks": body}))
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text), `GET /healthz` (the process is alive) and
+/// `GET /readyz` (its dependencies are reachable: 200 or 503 with every check) until
+/// `shutdown`. Binding happens before this returns, so a bad address fails at startup.
 pub async fn serve_admin(
     addr: SocketAddr,
     registry: Registry,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| RuntimeError::Bind { addr, source })?;
-    let app = admin_router(registry);
+    let app = admin_router(registry, health);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -121,10 +172,25 @@ pub async fn serve_admin(
 }
 
 /// The admin routes, for services that merge them into their own HTTP server.
-pub fn admin_router(registry: Registry) -> axum::Router {
+pub fn admin_router(registry: Registry, health: Health) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    let (ready, body) = health.report();
+                    let code = if ready {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, axum::Json(body))
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {

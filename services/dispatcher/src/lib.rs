@@ -60,9 +60,12 @@ pub async fn run(
     config.validate().map_err(DispatcherError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
+    let health = smsgw_runtime::Health::default();
+    let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
     let admin = smsgw_runtime::serve_admin(
         config.admin_listen,
         metrics.registry.clone(),
+        health.clone(),
         shutdown.clone().wait(),
     )
     .await?;
@@ -133,10 +136,19 @@ pub async fn run(
             producer: producer.clone(),
             topics: config.kafka.topics.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
             mo: std::sync::Arc::new(std::sync::Mutex::new(mo::Reassembler::new(
                 carrier.mo_reassembly_timeout_ms,
             ))),
         };
+        if !carrier.is_http() {
+            health.set(
+                &format!("carrier:{}", carrier.name),
+                false,
+                false,
+                "not bound yet",
+            );
+        }
         let sessions: Vec<_> = carrier
             .smpp_sessions()
             .into_iter()

@@ -29,6 +29,8 @@ pub struct SessionCtx {
     pub topics: Topics,
     /// Metrics.
     pub metrics: Metrics,
+    /// Readiness checks (`carrier:<name>`, reported, not gating: the router fails over).
+    pub health: smsgw_runtime::Health,
     /// Concatenated MO parts waiting for their siblings (per carrier).
     pub mo: std::sync::Arc<std::sync::Mutex<crate::mo::Reassembler<(Client, u32)>>>,
 }
@@ -105,6 +107,8 @@ async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), Strin
 }
 
 async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
+    ctx.health
+        .set(&format!("carrier:{}", ctx.carrier.name), up, false, detail);
     let s = CarrierStatusChanged {
         carrier: ctx.carrier.name.clone(),
         up,

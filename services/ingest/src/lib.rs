@@ -75,6 +75,8 @@ pub async fn run(
         })
     };
 
+    let health = smsgw_runtime::Health::default();
+    let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
     let api = http::router(http::ApiState {
         producer: producer.clone(),
         topics: config.kafka.topics.clone(),
@@ -83,7 +85,10 @@ pub async fn run(
         default_country,
         metrics: metrics.clone(),
     })
-    .merge(smsgw_runtime::admin_router(metrics.registry.clone()));
+    .merge(smsgw_runtime::admin_router(
+        metrics.registry.clone(),
+        health.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "HTTP API listening");
     let http_task = {

@@ -58,9 +58,12 @@ pub async fn run(
     config.validate().map_err(OptOutError::Config)?;
     let shutdown = Shutdown::new(shutdown);
     let metrics = metrics::Metrics::new();
+    let health = smsgw_runtime::Health::default();
+    let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
     let admin = smsgw_runtime::serve_admin(
         config.admin_listen,
         metrics.registry.clone(),
+        health.clone(),
         shutdown.clone().wait(),
     )
     .await?;

@@ -159,6 +159,8 @@ pub struct Gateway {
     pub api: String,
     /// Base URL of the dispatcher's carrier webhooks.
     pub webhooks: String,
+    /// Base URL of each service's `/metrics`, `/healthz` and `/readyz` (ingest: `api`).
+    pub admin: Vec<(&'static str, String)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -195,6 +197,7 @@ impl Gateway {
         broker.bootstrap(&kafka, &[CARRIER]).await?;
         let mut stops = Vec::new();
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let mut admin: Vec<(&'static str, String)> = Vec::new();
 
         let mut ingest = smsgw_ingest::Config::new(kafka.clone());
         ingest.listen = local();
@@ -212,6 +215,7 @@ impl Gateway {
         }];
         let mut router = smsgw_router::Config::new(kafka.clone(), routes);
         router.admin_listen = local();
+        admin.push(("router", format!("http://{}", router.admin_listen)));
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((
@@ -230,6 +234,7 @@ impl Gateway {
         let mut dispatcher = smsgw_dispatcher::Config::new(kafka.clone(), vec![carrier]);
         dispatcher.webhook_listen = Some(webhook_listen);
         dispatcher.admin_listen = local();
+        admin.push(("dispatcher", format!("http://{}", dispatcher.admin_listen)));
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((
@@ -239,6 +244,7 @@ impl Gateway {
 
         let mut receipt = smsgw_receipt::Config::new(kafka.clone());
         receipt.admin_listen = local();
+        admin.push(("receipt", format!("http://{}", receipt.admin_listen)));
         receipt.tick_ms = 100;
         let (tx, sd) = stopper();
         stops.push(tx);
@@ -249,6 +255,7 @@ impl Gateway {
 
         let mut optout = smsgw_optout::Config::new(kafka.clone());
         optout.admin_listen = local();
+        admin.push(("optout", format!("http://{}", optout.admin_listen)));
         optout.api_listen = local();
         configure_optout(&mut optout);
         let (tx, sd) = stopper();
@@ -263,6 +270,7 @@ impl Gateway {
             kafka,
             api,
             webhooks,
+            admin,
             stops,
             tasks,
         };
@@ -276,6 +284,30 @@ impl Gateway {
         })
         .await?;
         Ok(gw)
+    }
+
+    /// The value of a metric sample (`name{labels}` as exposed, exact match on the part
+    /// before the value), summed over matching lines; 0 when absent.
+    pub async fn metric(&self, service: &str, series: &str) -> anyhow::Result<f64> {
+        let base = if service == "ingest" {
+            self.api.clone()
+        } else {
+            self.admin
+                .iter()
+                .find(|(s, _)| *s == service)
+                .map(|(_, u)| u.clone())
+                .context("no such service")?
+        };
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(k, _)| *k == series)
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum())
     }
 
     /// `POST /v1/messages`; returns (status, body).

@@ -20,6 +20,39 @@ fn events(status: &serde_json::Value) -> Vec<String> {
 async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     let gw = Gateway::start(&smsc.url()).await?;
+    // Every service is ready: the broker answers (and the dispatcher's carrier is bound).
+    for (name, base) in gw
+        .admin
+        .iter()
+        .map(|(n, b)| (*n, b.clone()))
+        .chain([("ingest", gw.api.clone())])
+    {
+        let r =
+            smsgw_testkit::eventually(&format!("{name} ready"), Duration::from_secs(30), || {
+                let url = format!("{base}/readyz");
+                async move {
+                    let r = reqwest::get(url).await.ok()?;
+                    let ok = r.status() == 200;
+                    let body: serde_json::Value = r.json().await.ok()?;
+                    (ok && (name != "dispatcher" || body["checks"]["carrier:alpha"]["up"] == true))
+                        .then_some(body)
+                }
+            })
+            .await?;
+        assert_eq!(r["checks"]["kafka"]["up"], true, "{name}: {r}");
+    }
+    let ok_before = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_submits_total{carrier=\"alpha\",outcome=\"ok\"}",
+        )
+        .await?;
+    let latency_before = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_accept_to_submit_seconds_count",
+        )
+        .await?;
     let msg =
         |to: &str, body: &str| json!({"to": to, "from": "SHOP", "body": body, "client_id": "e2e"});
 
@@ -148,6 +181,51 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     // messages reached it, the Unicode one in two parts.
     let stats = smsc.stats().await?;
     assert_eq!(stats["submits"].as_u64().unwrap(), 7, "{stats}");
+
+    // The key series moved during the run.
+    let submits = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_submits_total{carrier=\"alpha\",outcome=\"ok\"}",
+        )
+        .await?;
+    assert!(
+        submits >= ok_before + 5.0,
+        "submits {ok_before} -> {submits}"
+    );
+    let latency = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_accept_to_submit_seconds_count",
+        )
+        .await?;
+    assert!(latency > latency_before, "ingest->submit histogram");
+    assert!(
+        gw.metric("ingest", "smsgw_ingest_messages_total{result=\"accepted\"}")
+            .await?
+            >= 6.0
+    );
+    assert!(
+        gw.metric(
+            "router",
+            "smsgw_router_decisions_total{decision=\"blocked\"}"
+        )
+        .await?
+            >= 1.0
+    );
+    assert!(
+        gw.metric("optout", "smsgw_optout_keywords_total{keyword=\"stop\"}")
+            .await?
+            >= 1.0
+    );
+    assert!(
+        gw.metric(
+            "dispatcher",
+            "smsgw_dispatcher_bound_sessions{carrier=\"alpha\",mode=\"trx\"}"
+        )
+        .await?
+            == 1.0
+    );
 
     gw.stop().await?;
     smsc.stop().await;

@@ -2,6 +2,9 @@
 //!
 //! - `smsgw-admin bootstrap CONFIG` creates every topic (Tansu never auto-creates them),
 //!   with the partition counts of the config's `[layout]` and a dispatch topic per carrier.
+//! - `smsgw-admin check-config SERVICE FILE` loads and validates a service's config the
+//!   way the service does at start (environment overrides included), so a bad config is
+//!   caught before a deploy; the Helm chart's tests run it on every rendered config.
 //! - `smsgw-admin demo API SMSC_CONTROL` sends the demo messages of `make run` through the
 //!   HTTP API and prints each one's final state.
 
@@ -24,11 +27,33 @@ struct BootstrapConfig {
     carriers: Vec<String>,
 }
 
+/// Loads `file` as `service`'s config and validates it.
+fn check_config(service: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    use smsgw_runtime::load_config;
+    let checked = match service {
+        "ingest" => load_config::<smsgw_ingest::Config>(Some(file))?.validate(),
+        "router" => load_config::<smsgw_router::Config>(Some(file))?.validate(),
+        "dispatcher" => load_config::<smsgw_dispatcher::Config>(Some(file))?.validate(),
+        "receipt" => load_config::<smsgw_receipt::Config>(Some(file))?.validate(),
+        "optout" => load_config::<smsgw_optout::Config>(Some(file))?.validate(),
+        other => bail!("unknown service {other:?}: ingest, router, dispatcher, receipt or optout"),
+    };
+    checked.map_err(|e| anyhow::anyhow!("{service}: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     smsgw_runtime::init_telemetry();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("check-config") => {
+            let (Some(service), Some(file)) = (args.get(1), args.get(2)) else {
+                bail!("usage: smsgw-admin check-config SERVICE FILE");
+            };
+            check_config(service, std::path::Path::new(file))?;
+            println!("{service}: {file} is valid");
+            Ok(())
+        }
         Some("bootstrap") => {
             let path = args.get(1).context("usage: smsgw-admin bootstrap CONFIG")?;
             let c: BootstrapConfig = smsgw_runtime::load_config(Some(std::path::Path::new(path)))?;
