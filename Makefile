@@ -60,6 +60,7 @@ test: deps lint analytics-test helm-test
 helm-test: .venv-helm/bin/python
 	$(CARGO) build -p smsgw-admin
 	ADMIN_BIN=target/debug/smsgw-admin .venv-helm/bin/python tests/helm/test_chart.py
+	.venv-helm/bin/python tests/deploy/test_deploy_kit.py
 
 analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py

@@ -120,11 +120,15 @@ pub struct ConsumerMetrics {
     pub dead_lettered: IntCounter,
     /// Records dropped by the handler.
     pub dropped: IntCounter,
+    /// Time lag by partition: how old (seconds since it was produced) the record being
+    /// handled is. Grows when the service falls behind.
+    pub lag: prometheus::GaugeVec,
 }
 
 impl ConsumerMetrics {
     /// Registers the counter `name{outcome}` (`processed`, `dead_lettered`, `dropped`)
-    /// in `registry`. Panics only on a duplicate name, a programming error.
+    /// and the gauge `<name without _records_total>_consumer_lag_seconds{partition}` in
+    /// `registry`. Panics only on a duplicate name, a programming error.
     pub fn register(registry: &prometheus::Registry, name: &str, help: &str) -> Self {
         let records =
             prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &["outcome"])
@@ -133,10 +137,23 @@ impl ConsumerMetrics {
             .register(Box::new(records.clone()))
             .expect("metric registered once");
         let get = |o: &str| records.with_label_values(&[o]);
+        let lag_name = format!(
+            "{}_consumer_lag_seconds",
+            name.trim_end_matches("_total").trim_end_matches("_records")
+        );
+        let lag = prometheus::GaugeVec::new(
+            prometheus::Opts::new(lag_name, "Age of the record being handled"),
+            &["partition"],
+        )
+        .expect("valid metric name");
+        registry
+            .register(Box::new(lag.clone()))
+            .expect("metric registered once");
         ConsumerMetrics {
             processed: get("processed"),
             dead_lettered: get("dead_lettered"),
             dropped: get("dropped"),
+            lag,
         }
     }
 }
@@ -183,6 +200,12 @@ pub async fn run_consumer<H: Handler>(
                     }
                 };
                 let input = Incoming::from_message(&msg);
+                if let Some(produced) = msg.timestamp().to_millis() {
+                    metrics
+                        .lag
+                        .with_label_values(&[&input.partition.to_string()])
+                        .set(((now_ms() - produced).max(0) as f64) / 1000.0);
+                }
                 let outputs = match handler.handle(&input, now_ms()).await {
                     Ok(o) => o,
                     Err(HandleError::DeadLetter(reason)) => {
