@@ -6,6 +6,8 @@
 //! service serves `/metrics` and `/healthz` with [`serve_admin`] and masks phone numbers
 //! in logs with [`mask_number`].
 
+pub mod auth;
+
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use prometheus::{Encoder, Registry, TextEncoder};

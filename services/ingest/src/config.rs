@@ -32,6 +32,31 @@ pub struct Config {
     /// Records awaiting broker acknowledgement at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// API keys of the HTTP API, one `name:sha256hex[:requests_per_second]` per line
+    /// (`smsgw-admin hash-key` prints the hash). Usually injected from a Secret as
+    /// `SMSGW_API_KEYS`. Unset or empty: the API is open (a warning is logged).
+    #[serde(default)]
+    pub api_keys: Option<String>,
+    /// Requests per second per key where its line sets none.
+    #[serde(default = "default_rate")]
+    pub api_rate_limit: f64,
+}
+
+impl Config {
+    /// The parsed API keys (empty when none are configured).
+    pub fn keys(&self) -> Result<smsgw_runtime::auth::ApiKeys, String> {
+        if !(self.api_rate_limit > 0.0 && self.api_rate_limit.is_finite()) {
+            return Err("api_rate_limit must be a positive number".into());
+        }
+        smsgw_runtime::auth::ApiKeys::parse(
+            self.api_keys.as_deref().unwrap_or(""),
+            self.api_rate_limit,
+        )
+    }
+}
+
+fn default_rate() -> f64 {
+    100.0
 }
 
 /// Request limits.
@@ -110,12 +135,15 @@ impl Config {
             view_capacity: default_view_capacity(),
             dedupe_capacity: default_dedupe_capacity(),
             max_in_flight: default_in_flight(),
+            api_keys: None,
+            api_rate_limit: default_rate(),
         }
     }
 
     /// Fails fast on values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
+        self.keys()?;
         if let Some(c) = &self.default_country {
             c.parse::<phonenumber::country::Id>()
                 .map_err(|_| format!("default_country {c:?} is not a country code"))?;

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub default_country: Option<phonenumber::country::Id>,
     /// Metrics.
     pub metrics: Metrics,
+    /// API keys (empty: open).
+    pub keys: smsgw_runtime::auth::ApiKeys,
 }
 
 /// Body of `POST /v1/messages`.
@@ -64,12 +66,24 @@ pub struct PostMessage {
     pub schedule_delivery_at: Option<i64>,
 }
 
-/// The API routes.
+/// Every route ingest serves (method, path), as `docs/openapi.yaml` documents them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/messages"),
+    ("GET", "/v1/messages/{id}"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+/// The API routes, behind the API-key check.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/messages", post(post_message))
-        .route("/v1/messages/{id}", get(get_message))
-        .with_state(state)
+    let keys = state.keys.clone();
+    keys.protect(
+        Router::new()
+            .route("/v1/messages", post(post_message))
+            .route("/v1/messages/{id}", get(get_message)),
+    )
+    .with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -82,10 +96,12 @@ fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response 
 
 async fn post_message(
     State(st): State<ApiState>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
     headers: HeaderMap,
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let resp = post_inner(&st, &headers, body).await;
+    let caller = caller.map(|c| c.0 .0).filter(|c| c != "anonymous");
+    let resp = post_inner(&st, &headers, caller, body).await;
     st.metrics
         .http
         .with_label_values(&["post_message", resp.status().as_str()])
@@ -96,6 +112,7 @@ async fn post_message(
 async fn post_inner(
     st: &ApiState,
     headers: &HeaderMap,
+    caller: Option<String>,
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(p) = match body {
@@ -111,6 +128,7 @@ async fn post_inner(
     let client_id = p
         .client_id
         .or_else(|| header("x-client-id"))
+        .or(caller)
         .unwrap_or_else(|| "http".into());
     if client_id.starts_with("smsgw-") {
         // The gateway's own replies bypass opt-outs: nobody else may send as them.

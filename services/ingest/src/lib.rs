@@ -77,6 +77,10 @@ pub async fn run(
 
     let health = smsgw_runtime::Health::default();
     let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
+    let keys = config.keys().map_err(IngestError::Config)?;
+    if keys.is_empty() {
+        tracing::warn!("no api_keys configured: the HTTP API accepts unauthenticated calls");
+    }
     let api = http::router(http::ApiState {
         producer: producer.clone(),
         topics: config.kafka.topics.clone(),
@@ -84,6 +88,7 @@ pub async fn run(
         limits: config.limits.clone(),
         default_country,
         metrics: metrics.clone(),
+        keys,
     })
     .merge(smsgw_runtime::admin_router(
         metrics.registry.clone(),

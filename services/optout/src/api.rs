@@ -74,18 +74,23 @@ pub struct ApiState {
     pub view: Arc<Mutex<View>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// API keys (empty: open).
+    pub keys: smsgw_runtime::auth::ApiKeys,
 }
 
-/// The routes.
+/// The routes, behind the API-key check.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/optouts", get(list))
-        .route("/v1/optouts/import", post(import))
-        .route(
-            "/v1/optouts/{scope}/{number}",
-            get(check).put(add).delete(remove),
-        )
-        .with_state(state)
+    let keys = state.keys.clone();
+    keys.protect(
+        Router::new()
+            .route("/v1/optouts", get(list))
+            .route("/v1/optouts/import", post(import))
+            .route(
+                "/v1/optouts/{scope}/{number}",
+                get(check).put(add).delete(remove),
+            ),
+    )
+    .with_state(state)
 }
 
 fn error(code: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
@@ -130,12 +135,20 @@ pub fn valid_number(number: &str) -> Result<String, String> {
     }
 }
 
-fn actor(headers: &HeaderMap) -> String {
+fn actor(
+    headers: &HeaderMap,
+    caller: &Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+) -> String {
+    let key = caller
+        .as_ref()
+        .map(|c| c.0 .0.as_str())
+        .filter(|c| *c != "anonymous");
     headers
         .get("x-actor")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
+        .or(key)
         .unwrap_or("api")
         .chars()
         .take(200)
@@ -196,6 +209,7 @@ async fn set(
     scope: String,
     number: String,
     headers: HeaderMap,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
     opted_out: bool,
 ) -> Response {
     if let Err(e) = valid_scope(&scope) {
@@ -210,7 +224,7 @@ async fn set(
         &number,
         opted_out,
         source(&headers, "api"),
-        &actor(&headers),
+        &actor(&headers, &caller),
         uuid::Uuid::new_v4().to_string(),
     );
     match write(&s, std::slice::from_ref(&c)).await {
@@ -237,17 +251,19 @@ fn record_json(c: &OptOutChanged) -> serde_json::Value {
 async fn add(
     State(s): State<ApiState>,
     Path((scope, number)): Path<(String, String)>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    set(s, scope, number, headers, true).await
+    set(s, scope, number, headers, caller, true).await
 }
 
 async fn remove(
     State(s): State<ApiState>,
     Path((scope, number)): Path<(String, String)>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    set(s, scope, number, headers, false).await
+    set(s, scope, number, headers, caller, false).await
 }
 
 async fn check(
@@ -343,6 +359,7 @@ pub fn parse_csv(text: &str) -> Parsed {
 async fn import(
     State(s): State<ApiState>,
     Query(q): Query<ImportQuery>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -358,7 +375,7 @@ async fn import(
     }
     let (rows, errors) = parse_csv(&body);
     let import_id = uuid::Uuid::new_v4().to_string();
-    let who = actor(&headers);
+    let who = actor(&headers, &caller);
     let changes: Vec<OptOutChanged> = rows
         .iter()
         .map(|(n, out)| {

@@ -41,6 +41,17 @@ pub struct Config {
     /// How MO webhooks are retried.
     #[serde(default)]
     pub webhook_retry: Retry,
+    /// API keys of the opt-out API, one `name:sha256hex[:requests_per_second]` per line
+    /// (see ingest's `api_keys`; usually `SMSGW_API_KEYS` from a Secret). Unset: open.
+    #[serde(default)]
+    pub api_keys: Option<String>,
+    /// Requests per second per key where its line sets none.
+    #[serde(default = "default_rate")]
+    pub api_rate_limit: f64,
+}
+
+fn default_rate() -> f64 {
+    100.0
 }
 
 /// A pool of senders that share opt-outs (scope `account:<name>`; messages carry the
@@ -202,6 +213,8 @@ impl Config {
             accounts: BTreeMap::new(),
             senders: BTreeMap::new(),
             webhook_retry: Retry::default(),
+            api_keys: None,
+            api_rate_limit: default_rate(),
         }
     }
 
@@ -278,6 +291,17 @@ impl Config {
         })
     }
 
+    /// The parsed API keys (empty when none are configured).
+    pub fn keys(&self) -> Result<smsgw_runtime::auth::ApiKeys, String> {
+        if !(self.api_rate_limit > 0.0 && self.api_rate_limit.is_finite()) {
+            return Err("api_rate_limit must be a positive number".into());
+        }
+        smsgw_runtime::auth::ApiKeys::parse(
+            self.api_keys.as_deref().unwrap_or(""),
+            self.api_rate_limit,
+        )
+    }
+
     /// Fails fast on values that cannot work: every configured sender and account must
     /// resolve, and the defaults too.
     pub fn validate(&self) -> Result<(), String> {
@@ -316,6 +340,7 @@ impl Config {
                 return Err(format!("webhook_url {url:?} must be http(s)://"));
             }
         }
+        self.keys()?;
         if self.webhook_retry.max_attempts == 0 || self.refresh_ms == 0 {
             return Err("webhook_retry.max_attempts and refresh_ms must be positive".into());
         }

@@ -99,11 +99,16 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(OptOutError::Listen)?;
+    let keys = config.keys().map_err(OptOutError::Config)?;
+    if keys.is_empty() {
+        tracing::warn!("no api_keys configured: the opt-out API accepts unauthenticated calls");
+    }
     let app = api::router(api::ApiState {
         producer: producer.clone(),
         topics: topics.clone(),
         view,
         metrics: metrics.clone(),
+        keys,
     });
     let api_server = {
         let stop = shutdown.clone();

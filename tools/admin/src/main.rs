@@ -5,6 +5,8 @@
 //! - `smsgw-admin check-config SERVICE FILE` loads and validates a service's config the
 //!   way the service does at start (environment overrides included), so a bad config is
 //!   caught before a deploy; the Helm chart's tests run it on every rendered config.
+//! - `smsgw-admin hash-key NAME [RATE]` reads an API key on stdin and prints the
+//!   `name:sha256hex[:rate]` line for the `api_keys` setting (only the hash is stored).
 //! - `smsgw-admin demo API SMSC_CONTROL` sends the demo messages of `make run` through the
 //!   HTTP API and prints each one's final state.
 
@@ -46,6 +48,21 @@ async fn main() -> anyhow::Result<()> {
     smsgw_runtime::init_telemetry();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("hash-key") => {
+            let name = args
+                .get(1)
+                .context("usage: smsgw-admin hash-key NAME [RATE] < key")?;
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key)?;
+            let key = key.trim();
+            anyhow::ensure!(key.len() >= 16, "use a key of at least 16 characters");
+            let hash = smsgw_runtime::auth::hash_key(key);
+            match args.get(2) {
+                Some(rate) => println!("{name}:{hash}:{rate}"),
+                None => println!("{name}:{hash}"),
+            }
+            Ok(())
+        }
         Some("check-config") => {
             let (Some(service), Some(file)) = (args.get(1), args.get(2)) else {
                 bail!("usage: smsgw-admin check-config SERVICE FILE");
