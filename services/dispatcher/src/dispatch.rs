@@ -185,13 +185,31 @@ where
                 return Err(Stop::Blocked(scope));
             }
         }
+        let error = |kind: &str| {
+            ctx.metrics
+                .submit_errors
+                .with_label_values(&[&c.name, kind])
+                .inc()
+        };
         let (code, name) = match once().await {
             Attempt::Accepted(id) => return Ok(id),
-            Attempt::Unknown(reason) => return fail(None, reason, true, true),
-            Attempt::NotSent(reason) => return fail(None, reason, true, false),
+            Attempt::Unknown(reason) => {
+                error("ambiguous");
+                return fail(None, reason, true, true);
+            }
+            Attempt::NotSent(reason) => {
+                error("not_sent");
+                return fail(None, reason, true, false);
+            }
             Attempt::Refused(code, name) => (code, name),
         };
         let action = c.action(code);
+        error(match action {
+            ErrorAction::Throttle => "throttle",
+            ErrorAction::RetryLater => "retry_later",
+            ErrorAction::FailRetryable => "fail_retryable",
+            ErrorAction::FailPermanent => "fail_permanent",
+        });
         let again = matches!(action, ErrorAction::Throttle | ErrorAction::RetryLater)
             && retries < c.throttle_retries;
         if !again {

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub window_in_use: IntGaugeVec,
     /// Binds attempted by carrier and outcome.
     pub binds: IntCounterVec,
+    /// Submit errors by carrier and kind (`throttle`, `retry_later`, `fail_retryable`,
+    /// `fail_permanent`, `ambiguous`, `not_sent`).
+    pub submit_errors: IntCounterVec,
     /// Dispatch records dead-lettered by carrier.
     pub dead_lettered: IntCounterVec,
     /// Time from acceptance to `submit_sm_resp`, seconds.
@@ -54,6 +57,11 @@ impl Metrics {
             "smsgw_dispatcher_binds_total",
             "Bind attempts by carrier and outcome",
             &["carrier", "outcome"],
+        );
+        let submit_errors = counter(
+            "smsgw_dispatcher_submit_errors_total",
+            "Submit errors by carrier and kind",
+            &["carrier", "kind"],
         );
         let dead_lettered = counter(
             "smsgw_dispatcher_dead_letters_total",
@@ -96,6 +104,7 @@ impl Metrics {
             bound,
             window_in_use,
             binds,
+            submit_errors,
             dead_lettered,
             accept_to_submit,
         }

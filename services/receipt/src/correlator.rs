@@ -21,6 +21,8 @@ pub struct Actions {
     pub orphans: Vec<(i32, i64, String)>,
     /// `(partition, offset)` of records no longer needed, once the above are stored.
     pub done: Vec<(i32, i64)>,
+    /// Submit-to-final-receipt times (ms) of the messages settled, for the histogram.
+    pub receipt_latencies_ms: Vec<i64>,
 }
 
 #[derive(Debug)]
@@ -34,6 +36,8 @@ struct Correlation {
     partition: i32,
     offset: i64,
     expires_at: i64,
+    /// When the carrier accepted the submit (the correlation's `received_at`).
+    submitted_at: i64,
 }
 
 /// The final receipts of a concatenated message's parts, gathered until all are in.
@@ -112,6 +116,7 @@ impl Correlator {
                     partition,
                     offset,
                     expires_at: now_ms + self.receipt_timeout_ms,
+                    submitted_at: rec.received_at,
                 });
                 for o in self.orphans.remove(&key).unwrap_or_default() {
                     if let Some(c) = corr.take() {
@@ -159,6 +164,7 @@ impl Correlator {
             return Some(c);
         }
         if c.parts <= 1 {
+            a.receipt_latencies_ms.push(now_ms - c.submitted_at);
             emit_receipt(&c, r, now_ms, a);
             a.done.extend([(c.partition, c.offset), receipt_at]);
             return None;
@@ -180,6 +186,7 @@ impl Correlator {
                 .values()
                 .min_by_key(|r| rank(r))
                 .expect("non-empty");
+            a.receipt_latencies_ms.push(now_ms - c.submitted_at);
             emit_receipt(&c, worst, now_ms, a);
             a.done.extend(g.held);
         }

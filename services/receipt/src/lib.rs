@@ -119,6 +119,11 @@ impl Loop {
     /// Enqueues the outputs in order, then completes the offsets once all are acknowledged.
     async fn act(&mut self, a: Actions) -> Result<(), KafkaError> {
         let mut out = Vec::new();
+        for ms in &a.receipt_latencies_ms {
+            self.metrics
+                .submit_to_receipt
+                .observe((*ms).max(0) as f64 / 1000.0);
+        }
         for e in &a.events {
             self.metrics
                 .events

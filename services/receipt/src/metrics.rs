@@ -15,6 +15,8 @@ pub struct Metrics {
     pub dead_lettered: IntCounter,
     /// Records waiting for their counterpart (`correlation`, `receipt`).
     pub waiting: IntGaugeVec,
+    /// Time from the carrier accepting a submit to its final receipt being settled.
+    pub submit_to_receipt: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -49,7 +51,21 @@ impl Metrics {
         registry
             .register(Box::new(waiting.clone()))
             .expect("unique");
+        let submit_to_receipt = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "smsgw_receipt_submit_to_receipt_seconds",
+                "Carrier acceptance to final receipt",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0,
+            ]),
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(submit_to_receipt.clone()))
+            .expect("unique");
         Metrics {
+            submit_to_receipt,
             registry,
             events,
             orphans,

@@ -142,6 +142,13 @@ async fn interop(kind: PeerKind) -> anyhow::Result<()> {
     let throttled = storm.iter().filter(|s| s["status"] == 0x58).count();
     let accepted = storm.iter().filter(|s| s["status"] == 0).count();
     assert_eq!((throttled, accepted), (THROTTLED, 6), "{storm:?}");
+    let counted = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_submit_errors_total{carrier=\"alpha\",kind=\"throttle\"}",
+        )
+        .await?;
+    assert_eq!(counted, THROTTLED as f64, "throttles counted by kind");
 
     // A full window: the peer holds every response for HOLD_MS; never more than WINDOW
     // submits are outstanding, and the window does fill.
@@ -182,6 +189,13 @@ async fn interop(kind: PeerKind) -> anyhow::Result<()> {
         assert_eq!(failed["details"]["ambiguous"], true, "{s}");
     }
     assert_eq!(peer.of("drop")?.len(), 1);
+    let ambiguous = gw
+        .metric(
+            "dispatcher",
+            "smsgw_dispatcher_ambiguous_submits_total{carrier=\"alpha\"}",
+        )
+        .await?;
+    assert_eq!(ambiguous, 3.0, "ambiguous submits are counted and visible");
     let after = send(&gw, "+447911100009", "after the drop").await?;
     delivered(&gw, &after).await?;
     assert!(ok_binds(&peer)? > before, "rebound after the drop");

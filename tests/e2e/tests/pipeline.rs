@@ -201,6 +201,12 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
         .await?;
     assert!(latency > latency_before, "ingest->submit histogram");
     assert!(
+        gw.metric("receipt", "smsgw_receipt_submit_to_receipt_seconds_count")
+            .await?
+            >= 4.0,
+        "submit->receipt histogram"
+    );
+    assert!(
         gw.metric("ingest", "smsgw_ingest_messages_total{result=\"accepted\"}")
             .await?
             >= 6.0
