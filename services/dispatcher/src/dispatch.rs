@@ -97,6 +97,12 @@ pub async fn run_dispatch(
                     }
                 };
                 let input = Incoming::from_message(&msg);
+                if let Some(produced) = smsgw_kafka::rdkafka::Message::timestamp(&msg).to_millis() {
+                    ctx.metrics
+                        .consumer_lag
+                        .with_label_values(&[&ctx.carrier.name, &input.partition.to_string()])
+                        .set(((now_ms() - produced).max(0) as f64) / 1000.0);
+                }
                 tracker.begin(&topic, input.partition, input.offset);
                 let permit = window.clone().acquire_owned().await.expect("semaphore open");
                 let (p, o) = (input.partition, input.offset);

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub submit_errors: IntCounterVec,
     /// Dispatch records dead-lettered by carrier.
     pub dead_lettered: IntCounterVec,
+    /// Age of the dispatch record being taken, by carrier and partition (time lag).
+    pub consumer_lag: prometheus::GaugeVec,
     /// Time from acceptance to `submit_sm_resp`, seconds.
     pub accept_to_submit: Histogram,
 }
@@ -85,6 +87,17 @@ impl Metrics {
         registry
             .register(Box::new(window_in_use.clone()))
             .expect("unique");
+        let consumer_lag = prometheus::GaugeVec::new(
+            Opts::new(
+                "smsgw_dispatcher_consumer_lag_seconds",
+                "Age of the dispatch record being taken",
+            ),
+            &["carrier", "partition"],
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique");
         let accept_to_submit = Histogram::with_opts(
             HistogramOpts::new(
                 "smsgw_dispatcher_accept_to_submit_seconds",
@@ -106,6 +119,7 @@ impl Metrics {
             binds,
             submit_errors,
             dead_lettered,
+            consumer_lag,
             accept_to_submit,
         }
     }
