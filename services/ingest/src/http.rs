@@ -69,6 +69,7 @@ pub struct PostMessage {
 /// Every route ingest serves (method, path), as `docs/openapi.yaml` documents them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/batch"),
     ("GET", "/v1/messages/{id}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -81,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
     keys.protect(
         Router::new()
             .route("/v1/messages", post(post_message))
+            .route("/v1/messages/batch", post(post_batch))
             .route("/v1/messages/{id}", get(get_message)),
     )
     .with_state(state)
@@ -109,16 +111,23 @@ async fn post_message(
     resp
 }
 
-async fn post_inner(
+/// One request made ready: the record for the ingest topic and what validation said.
+struct Prepared {
+    message_id: String,
+    record: OutRecord,
+    verdict: Result<smsgw_domain::MessageAccepted, crate::validate::Rejection>,
+}
+
+/// Turns a posted message into its ingest record: client id (body, `X-Client-Id`, the
+/// API key's name, `http`), idempotency key (body, `Idempotency-Key`), message id, and
+/// the validation verdict (invalid requests go to the topic too, so that the event log
+/// records the rejection). `Err` for what cannot even become a record.
+fn prepare(
     st: &ApiState,
     headers: &HeaderMap,
     caller: Option<String>,
-    body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(p) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
-    };
+    p: PostMessage,
+) -> Result<Prepared, (StatusCode, &'static str, String)> {
     let header = |n: &str| {
         headers
             .get(n)
@@ -132,11 +141,11 @@ async fn post_inner(
         .unwrap_or_else(|| "http".into());
     if client_id.starts_with("smsgw-") {
         // The gateway's own replies bypass opt-outs: nobody else may send as them.
-        return error(
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             "reserved_client",
             format!("client_id {client_id:?} is reserved for the gateway"),
-        );
+        ));
     }
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
     let message_id = match &idempotency_key {
@@ -156,32 +165,141 @@ async fn post_inner(
         schedule_delivery_at: p.schedule_delivery_at,
     };
     let verdict = validate(&req, &st.limits, st.default_country, now_ms());
-    // Invalid requests go to the topic too, so that the event log records the rejection.
     let key = idempotency_key.unwrap_or_else(|| message_id.clone());
-    let rec = match OutRecord::avro(st.topics.ingest(), key, &req) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-    };
-    if let Err(e) = send(&st.producer, &rec).await {
-        tracing::error!(error = %e, "could not write to the ingest topic");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the ingest topic is not writable; retry with the same idempotency key",
-        );
-    }
-    match verdict {
+    let record = OutRecord::avro(st.topics.ingest(), key, &req)
+        .map_err(|e| (StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    Ok(Prepared {
+        message_id,
+        record,
+        verdict,
+    })
+}
+
+/// The answer for one stored request: 202 accepted or 422 rejected, with its body.
+fn outcome(p: &Prepared) -> (StatusCode, Value) {
+    match &p.verdict {
         Ok(a) => (
             StatusCode::ACCEPTED,
-            Json(json!({"id": message_id, "status": "accepted", "segments": a.segments, "encoding": a.encoding})),
-        )
-            .into_response(),
+            json!({"id": p.message_id, "status": "accepted", "segments": a.segments, "encoding": a.encoding}),
+        ),
         Err(r) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"id": message_id, "status": "rejected", "reason_code": r.code, "reason": r.reason})),
-        )
-            .into_response(),
+            json!({"id": p.message_id, "status": "rejected", "reason_code": r.code, "reason": r.reason}),
+        ),
     }
+}
+
+const UNAVAILABLE: &str = "the ingest topic is not writable; retry with the same idempotency key";
+
+async fn post_inner(
+    st: &ApiState,
+    headers: &HeaderMap,
+    caller: Option<String>,
+    body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(p) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
+    };
+    let prepared = match prepare(st, headers, caller, p) {
+        Ok(p) => p,
+        Err((code, e, reason)) => return error(code, e, reason),
+    };
+    if let Err(e) = send(&st.producer, &prepared.record).await {
+        tracing::error!(error = %e, "could not write to the ingest topic");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", UNAVAILABLE);
+    }
+    let (code, body) = outcome(&prepared);
+    (code, Json(body)).into_response()
+}
+
+/// Body of `POST /v1/messages/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostBatch {
+    /// Up to [`MAX_BATCH`] messages, each as `POST /v1/messages` takes it.
+    pub messages: Vec<PostMessage>,
+}
+
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+async fn post_batch(
+    State(st): State<ApiState>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    headers: HeaderMap,
+    body: Result<Json<PostBatch>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let caller = caller.map(|c| c.0 .0).filter(|c| c != "anonymous");
+    let resp = batch_inner(&st, &headers, caller, body).await;
+    st.metrics
+        .http
+        .with_label_values(&["post_batch", resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn batch_inner(
+    st: &ApiState,
+    headers: &HeaderMap,
+    caller: Option<String>,
+    body: Result<Json<PostBatch>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(batch) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
+    };
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            format!(
+                "a batch holds 1 to {MAX_BATCH} messages, not {}",
+                batch.messages.len()
+            ),
+        );
+    }
+    // Every item is written on its own (same validation and idempotency as a single
+    // message); all are enqueued before any acknowledgement is awaited.
+    let items: Vec<_> = batch
+        .messages
+        .into_iter()
+        .map(|p| prepare(st, headers, caller.clone(), p))
+        .collect();
+    let mut acks = Vec::with_capacity(items.len());
+    for item in &items {
+        acks.push(match item {
+            Ok(p) => Some(st.producer.enqueue(&p.record).await),
+            Err(_) => None,
+        });
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for (index, (item, ack)) in items.iter().zip(acks).enumerate() {
+        let stored = match ack {
+            Some(Ok(f)) => matches!(f.await, Ok(Ok(_))),
+            _ => false,
+        };
+        results.push(match item {
+            Err((code, e, reason)) => {
+                json!({"index": index, "http_status": code.as_u16(), "error": e, "reason": reason})
+            }
+            Ok(_) if !stored => {
+                json!({"index": index, "http_status": 503, "error": "unavailable", "reason": UNAVAILABLE})
+            }
+            Ok(p) => {
+                let (code, mut body) = outcome(p);
+                body["index"] = json!(index);
+                body["http_status"] = json!(code.as_u16());
+                body
+            }
+        });
+    }
+    let accepted = results.iter().filter(|r| r["status"] == "accepted").count();
+    (
+        StatusCode::OK,
+        Json(json!({"accepted": accepted, "results": results})),
+    )
+        .into_response()
 }
 
 async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Response {

@@ -127,6 +127,48 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
         read_records::<Event>(&kafka, &kafka.topics.events(), 4, Duration::from_secs(2)).await;
     assert!(extra.is_err(), "a fourth event appeared");
 
+    // A batch: each item is validated and deduplicated like a single message.
+    let batch = serde_json::json!({"messages": [
+        {"to": "+447911100011", "from": "SHOP", "body": "one", "client_id": "shop", "idempotency_key": "b-1"},
+        {"to": "12", "from": "SHOP", "body": "bad number", "client_id": "shop"},
+        {"to": "+447911100011", "from": "SHOP", "body": "one", "client_id": "shop", "idempotency_key": "b-1"},
+        {"to": "+447911100012", "from": "SHOP", "body": "x", "client_id": "smsgw-optout"},
+    ]});
+    let r: serde_json::Value = http
+        .post(format!("{base}/v1/messages/batch"))
+        .json(&batch)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{r}");
+    assert_eq!(results[0]["status"], "accepted", "{r}");
+    assert_eq!(results[1]["reason_code"], "invalid_destination", "{r}");
+    assert_eq!(results[2]["id"], results[0]["id"], "same key, same message");
+    assert_eq!(results[3]["error"], "reserved_client", "{r}");
+    // One more accepted (the duplicate is dropped by ingest) and one more rejected.
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 5, Duration::from_secs(30)).await?;
+    let accepted = events
+        .iter()
+        .filter(|e| matches!(e.payload, EventPayload::Accepted(_)))
+        .count();
+    assert_eq!(accepted, 3);
+    let extra =
+        read_records::<Event>(&kafka, &kafka.topics.events(), 6, Duration::from_secs(2)).await;
+    assert!(
+        extra.is_err(),
+        "the duplicate in the batch became a second message"
+    );
+    let too_many = serde_json::json!({"messages": vec![serde_json::json!({"to": "+447911100013", "from": "SHOP", "body": "x"}); 1001]});
+    let r = http
+        .post(format!("{base}/v1/messages/batch"))
+        .json(&too_many)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+
     let _ = stop.send(());
     svc.await??;
     Ok(())
