@@ -338,7 +338,7 @@ impl Message {
             }
             (S::Submitted, P::Delivered(_)) => S::Delivered,
             (S::Accepted | S::SubmitFailed | S::Submitted, P::Undeliverable(_)) => S::Undeliverable,
-            (S::Routed | S::Submitted, P::Expired(_)) => S::Expired,
+            (S::Accepted | S::SubmitFailed | S::Routed | S::Submitted, P::Expired(_)) => S::Expired,
             _ => return Err(illegal()),
         };
         Ok(next)

@@ -251,6 +251,8 @@ fn run(commands: &[Command]) -> (Message, Vec<Event>) {
 }
 
 /// The legal transition relation, written out independently of the implementation.
+/// Expiry (the validity period ran out) ends a message wherever it is before a final
+/// state.
 fn legal(from: State, to: State) -> bool {
     use State::*;
     matches!(
@@ -264,7 +266,7 @@ fn legal(from: State, to: State) -> bool {
             | (Routed, SubmitFailed)
             | (Submitted, Delivered)
             | (Accepted | SubmitFailed | Submitted, Undeliverable)
-            | (Routed | Submitted, Expired)
+            | (Accepted | SubmitFailed | Routed | Submitted, Expired)
     )
 }
 

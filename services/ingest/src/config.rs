@@ -72,6 +72,10 @@ pub struct Limits {
     /// Longest client id / idempotency key / client ref.
     #[serde(default = "default_max_id")]
     pub max_id_len: usize,
+    /// Validity given to requests that set none (seconds; unset: none, the message is
+    /// chased until a final receipt or the receipt timeout).
+    #[serde(default)]
+    pub default_validity_s: Option<i32>,
     /// Longest `validity_period_s` a request may ask for.
     #[serde(default = "default_max_validity")]
     pub max_validity_s: i32,
@@ -86,6 +90,7 @@ impl Default for Limits {
             max_body_chars: default_max_chars(),
             max_segments: default_max_segments(),
             max_id_len: default_max_id(),
+            default_validity_s: None,
             max_validity_s: default_max_validity(),
             max_schedule_ahead_s: default_max_schedule(),
         }
@@ -147,6 +152,13 @@ impl Config {
         if let Some(c) = &self.default_country {
             c.parse::<phonenumber::country::Id>()
                 .map_err(|_| format!("default_country {c:?} is not a country code"))?;
+        }
+        if self
+            .limits
+            .default_validity_s
+            .is_some_and(|d| d < 1 || d > self.limits.max_validity_s)
+        {
+            return Err("limits.default_validity_s must be 1 to limits.max_validity_s".into());
         }
         if self.limits.max_segments == 0 || self.limits.max_body_chars == 0 {
             return Err("limits must be positive".into());

@@ -123,7 +123,7 @@ pub fn validate(
             ),
         ));
     }
-    let expires_at = match req.validity_period_s {
+    let expires_at = match req.validity_period_s.or(limits.default_validity_s) {
         None => None,
         Some(v) if v >= 1 && v <= limits.max_validity_s => Some(now_ms + v as i64 * 1000),
         Some(v) => {
@@ -227,6 +227,14 @@ mod tests {
         r.schedule_delivery_at = Some(now + 120_000);
         r.validity_period_s = Some(60);
         assert_eq!(code(&r), "invalid_schedule", "expires before it is due");
+        // A default validity applies to requests that set none.
+        let limits = Limits {
+            default_validity_s: Some(300),
+            ..Limits::default()
+        };
+        let plain = req("+447911123456", "SHOP", "x");
+        let a = validate(&plain, &limits, None, now).unwrap();
+        assert_eq!(a.expires_at, Some(now + 300_000));
     }
 
     #[test]

@@ -118,6 +118,15 @@ impl RouterHandler {
                 "blocked",
             );
         }
+        // The validity period ends the message (and any chase for another carrier).
+        if p.accepted
+            .expires_at
+            .is_some_and(|x| x <= e.occurred_at_ms.max(smsgw_kafka::now_ms()))
+        {
+            st.forget(id);
+            let reason = "validity period ended before it could be routed".to_string();
+            return decide(snapshot, Command::Expire { reason }, None, "expired");
+        }
         if let EventPayload::SubmitFailed(f) = &e.payload {
             if !f.retryable {
                 let reason = format!("permanent failure on {}: {}", f.carrier, f.reason);
@@ -309,6 +318,22 @@ mod tests {
                 (r.topic, ev)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_message_past_its_validity_expires_instead_of_being_routed() {
+        let mut h = handler();
+        let mut e = accepted("m1", "+447911123456");
+        if let EventPayload::Accepted(a) = &mut e.payload {
+            a.expires_at = Some(1_000); // long gone
+        }
+        let out = handle(&mut h, &e);
+        assert_eq!(out.len(), 1, "no dispatch");
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Expired(x) if x.reason.contains("validity")),
+            "{:?}",
+            out[0].1
+        );
     }
 
     #[test]
