@@ -49,6 +49,8 @@ pub enum EventPayload {
     Undeliverable(MessageUndeliverable),
     /// See [`MessageExpired`].
     Expired(MessageExpired),
+    /// See [`MessageCancelled`] (events schema v3).
+    Cancelled(MessageCancelled),
 }
 
 impl EventPayload {
@@ -64,6 +66,7 @@ impl EventPayload {
             EventPayload::Delivered(_) => "MessageDelivered",
             EventPayload::Undeliverable(_) => "MessageUndeliverable",
             EventPayload::Expired(_) => "MessageExpired",
+            EventPayload::Cancelled(_) => "MessageCancelled",
         }
     }
 
@@ -196,6 +199,15 @@ pub struct MessageUndeliverable {
     pub stat: Option<String>,
     /// Raw DLR `err`, when a receipt said so.
     pub error_code: Option<String>,
+}
+
+/// The sender cancelled it before it was submitted; nothing was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageCancelled {
+    /// Who asked (the API key's name, or `api`).
+    pub actor: Option<String>,
+    /// Where it was stopped: `router` or `dispatcher`.
+    pub stopped_by: String,
 }
 
 /// Validity ran out before delivery.

@@ -46,6 +46,8 @@ pub enum State {
     Expired,
     /// The recipient opted out; nothing was sent (terminal).
     Blocked,
+    /// The sender cancelled it before submission; nothing was sent (terminal).
+    Cancelled,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
                 | State::Undeliverable
                 | State::Expired
                 | State::Blocked
+                | State::Cancelled
         )
     }
 
@@ -66,6 +69,7 @@ impl State {
         match self {
             State::New => "new",
             State::Accepted => "accepted",
+            State::Cancelled => "cancelled",
             State::Rejected => "rejected",
             State::Routed => "routed",
             State::Submitted => "submitted",
@@ -145,6 +149,13 @@ pub enum Command {
     Expire {
         /// Why.
         reason: String,
+    },
+    /// The sender cancelled it (only before it is submitted).
+    Cancel {
+        /// Who asked.
+        actor: Option<String>,
+        /// `router` or `dispatcher`.
+        stopped_by: String,
     },
     /// No carrier is left to try, or none is configured.
     GiveUp {
@@ -339,6 +350,7 @@ impl Message {
             (S::Submitted, P::Delivered(_)) => S::Delivered,
             (S::Accepted | S::SubmitFailed | S::Submitted, P::Undeliverable(_)) => S::Undeliverable,
             (S::Accepted | S::SubmitFailed | S::Routed | S::Submitted, P::Expired(_)) => S::Expired,
+            (S::Accepted | S::SubmitFailed | S::Routed, P::Cancelled(_)) => S::Cancelled,
             _ => return Err(illegal()),
         };
         Ok(next)
@@ -425,6 +437,9 @@ impl Message {
                 carrier: self.carrier.clone(),
                 reason,
             }),
+            Command::Cancel { actor, stopped_by } => {
+                EventPayload::Cancelled(MessageCancelled { actor, stopped_by })
+            }
             Command::GiveUp { reason } => EventPayload::Undeliverable(MessageUndeliverable {
                 carrier: self.carrier.clone(),
                 reason,

@@ -229,6 +229,10 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(Command::Expire {
             reason: "timeout".into()
         }),
+        Just(Command::Cancel {
+            actor: None,
+            stopped_by: "router".into()
+        }),
         Just(Command::GiveUp {
             reason: "no carrier".into()
         }),
@@ -267,6 +271,7 @@ fn legal(from: State, to: State) -> bool {
             | (Submitted, Delivered)
             | (Accepted | SubmitFailed | Submitted, Undeliverable)
             | (Accepted | SubmitFailed | Routed | Submitted, Expired)
+            | (Accepted | SubmitFailed | Routed, Cancelled)
     )
 }
 

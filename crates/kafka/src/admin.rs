@@ -130,6 +130,7 @@ impl TopicLayout {
             spec(topics.inbound(), self.small_partitions, &[]),
             spec(topics.optout(), self.small_partitions, &compact),
             spec(topics.carrier_status(), 1, &compact),
+            spec(topics.cancellations(), self.small_partitions, &compact),
             spec(topics.dead_letter(), self.small_partitions, &[]),
         ];
         for c in carriers {

@@ -116,6 +116,10 @@ impl Topics {
     pub fn carrier_status(&self) -> String {
         self.name("carrier-status")
     }
+    /// Cancellation requests (compacted, key: message id).
+    pub fn cancellations(&self) -> String {
+        self.name("cancellations")
+    }
 
     fn validate(&self) -> Result<(), String> {
         let ok = !self.prefix.is_empty()

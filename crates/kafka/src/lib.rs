@@ -23,7 +23,7 @@ pub use consumer::{
 };
 pub use producer::{dead_letter, send, OutRecord, Producer};
 pub use rdkafka;
-pub use tail::{tail, TailState};
+pub use tail::{spawn_tail, tail, TailState};
 
 use thiserror::Error;
 

@@ -165,3 +165,37 @@ fn uuid_like() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Spawns a [`tail`] of `topic` that decodes each record as `T` and hands it to `apply`
+/// (undecodable records are skipped with a warning: the topic's writers are ours).
+/// Returns the tail's state, to wait on `caught_up` / `fresh_after`, and the task.
+pub fn spawn_tail<T, F>(
+    kafka: &KafkaConfig,
+    topic: String,
+    refresh: Option<Duration>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut apply: F,
+) -> (Arc<TailState>, tokio::task::JoinHandle<()>)
+where
+    T: smsgw_codec::AvroRecord,
+    F: FnMut(T) + Send + 'static,
+{
+    let state = Arc::new(TailState::default());
+    let (kafka, st) = (kafka.clone(), state.clone());
+    let task = tokio::spawn(async move {
+        let r = tail(&kafka, &topic, refresh, &st, shutdown, |m| {
+            match m.payload().map(T::decode) {
+                Some(Ok(v)) => apply(v),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %topic, error = %e, "undecodable record skipped")
+                }
+                None => {}
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(topic = %topic, error = %e, "tail stopped; this copy goes stale");
+        }
+    });
+    (state, task)
+}

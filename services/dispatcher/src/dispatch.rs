@@ -46,6 +46,8 @@ enum Stop {
     Failed(SubmitOutcome),
     /// The recipient opted out (scope) after the message was routed: nothing was sent.
     Blocked(String),
+    /// The sender cancelled it (who asked) after it was routed: nothing was sent.
+    Cancelled(Option<String>),
 }
 
 /// How submits reach the carrier.
@@ -187,6 +189,9 @@ where
         // The last moment before the first part leaves: a STOP that arrived after
         // routing still blocks the message.
         if let Some(req) = gate {
+            if let Some(actor) = ctx.optouts.cancelled(&req.message_id).await {
+                return Err(Stop::Cancelled(actor));
+            }
             if let Some(scope) = ctx.optouts.blocking_scope(req).await {
                 return Err(Stop::Blocked(scope));
             }
@@ -325,6 +330,18 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
             let command = Command::Block {
                 reason: "opted_out".into(),
                 scope,
+            };
+            record(ctx, &req, command, &[]).await;
+            return;
+        }
+        Some(Stop::Cancelled(actor)) => {
+            ctx.metrics
+                .submits
+                .with_label_values(&[&c.name, "cancelled"])
+                .inc();
+            let command = Command::Cancel {
+                actor,
+                stopped_by: "dispatcher".into(),
             };
             record(ctx, &req, command, &[]).await;
             return;

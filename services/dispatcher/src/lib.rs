@@ -70,36 +70,46 @@ pub async fn run(
     )
     .await?;
     let producer = Producer::new(&config.kafka)?;
-    let (gate, optout_tail) = {
-        let index = std::sync::Arc::new(std::sync::Mutex::new(smsgw_codec::OptOutIndex::default()));
-        let state = std::sync::Arc::new(smsgw_kafka::TailState::default());
-        let (kafka, stop, ix, st) = (
-            config.kafka.clone(),
-            shutdown.clone(),
-            index.clone(),
-            state.clone(),
-        );
-        let refresh = std::time::Duration::from_millis(config.optout_refresh_ms);
-        let task = tokio::spawn(async move {
-            use smsgw_codec::AvroRecord;
-            use smsgw_kafka::rdkafka::Message;
-            let topic = kafka.topics.optout();
-            let r = smsgw_kafka::tail(&kafka, &topic, Some(refresh), &st, stop.wait(), |m| {
-                if let Some(Ok(c)) = m.payload().map(smsgw_codec::OptOutChanged::decode) {
-                    ix.lock().unwrap_or_else(|p| p.into_inner()).apply(&c);
-                }
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "opt-out tail stopped; submits wait until restart");
-            }
-        });
-        state.caught_up().await;
-        (
-            optouts::OptOutGate::new(index, state, config.optout_max_staleness_ms as i64),
-            task,
+    // Copies of the opt-out log and of the cancellations, checked before each first part.
+    let refresh = Some(std::time::Duration::from_millis(config.optout_refresh_ms));
+    let optout_index =
+        std::sync::Arc::new(std::sync::Mutex::new(smsgw_codec::OptOutIndex::default()));
+    let (optout_state, optout_tail) = {
+        let ix = optout_index.clone();
+        smsgw_kafka::spawn_tail(
+            &config.kafka,
+            config.kafka.topics.optout(),
+            refresh,
+            shutdown.clone().wait(),
+            move |c: smsgw_codec::OptOutChanged| {
+                ix.lock().unwrap_or_else(|p| p.into_inner()).apply(&c)
+            },
         )
     };
+    let cancelled = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let (cancel_state, cancel_tail) = {
+        let c = cancelled.clone();
+        smsgw_kafka::spawn_tail(
+            &config.kafka,
+            config.kafka.topics.cancellations(),
+            refresh,
+            shutdown.clone().wait(),
+            move |r: smsgw_codec::CancelRequested| {
+                c.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(r.message_id, r.actor);
+            },
+        )
+    };
+    optout_state.caught_up().await;
+    cancel_state.caught_up().await;
+    let gate = optouts::OptOutGate::new(
+        optout_index,
+        optout_state,
+        cancelled,
+        cancel_state,
+        config.optout_max_staleness_ms as i64,
+    );
     let hooks = match config.webhook_listen {
         Some(addr) if webhook::wanted(&config.carriers) => {
             let app = webhook::router(
@@ -205,6 +215,7 @@ pub async fn run(
         let _ = h.await;
     }
     let _ = optout_tail.await;
+    let _ = cancel_tail.await;
     let _ = admin.await;
     result
 }

@@ -71,6 +71,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/batch"),
     ("GET", "/v1/messages/{id}"),
+    ("DELETE", "/v1/messages/{id}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -83,7 +84,7 @@ pub fn router(state: ApiState) -> Router {
         Router::new()
             .route("/v1/messages", post(post_message))
             .route("/v1/messages/batch", post(post_batch))
-            .route("/v1/messages/{id}", get(get_message)),
+            .route("/v1/messages/{id}", get(get_message).delete(cancel_message)),
     )
     .with_state(state)
 }
@@ -325,6 +326,113 @@ async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Resp
     resp
 }
 
+/// How long `DELETE` waits to say whether the cancellation won.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `DELETE /v1/messages/{id}`: cancels a message that has not been submitted. The
+/// router or the dispatcher, whichever reaches it first, stops it (`MessageCancelled`);
+/// a message already past the dispatcher's last check is sent instead. The answer waits
+/// (up to 5 s) for which happened: 200 cancelled, 409 already submitted (or final), or
+/// 202 when neither is known yet.
+async fn cancel_message(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+) -> Response {
+    let resp = cancel_inner(&st, &id, caller.map(|c| c.0 .0)).await;
+    st.metrics
+        .http
+        .with_label_values(&["cancel_message", resp.status().as_str()])
+        .inc();
+    resp
+}
+
+fn state_of(st: &ApiState, id: &str) -> Option<smsgw_domain::State> {
+    st.shared
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .map(|m| m.state())
+}
+
+/// The answer once the message's fate is known, or `None` while it is not.
+fn cancel_verdict(id: &str, state: smsgw_domain::State) -> Option<Response> {
+    use smsgw_domain::State as S;
+    match state {
+        S::Cancelled => Some(
+            (
+                StatusCode::OK,
+                Json(json!({"id": id, "status": "cancelled"})),
+            )
+                .into_response(),
+        ),
+        S::Submitted | S::Delivered | S::Undeliverable => Some(error(
+            StatusCode::CONFLICT,
+            "already_submitted",
+            format!(
+                "message {id} was already submitted to a carrier ({})",
+                state.as_str()
+            ),
+        )),
+        s if s.is_terminal() => Some(error(
+            StatusCode::CONFLICT,
+            "already_final",
+            format!("message {id} already ended as {}", s.as_str()),
+        )),
+        _ => None,
+    }
+}
+
+async fn cancel_inner(st: &ApiState, id: &str, actor: Option<String>) -> Response {
+    // A message posted a moment ago may not be in the view yet: give it a second.
+    let mut state = state_of(st, id);
+    let known_by = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while state.is_none() && tokio::time::Instant::now() < known_by {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        state = state_of(st, id);
+    }
+    let Some(state) = state else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no message {id}"),
+        );
+    };
+    if let Some(r) = cancel_verdict(id, state) {
+        return r;
+    }
+    let req = smsgw_codec::CancelRequested {
+        message_id: id.to_string(),
+        actor: actor.filter(|a| a != "anonymous"),
+        requested_at: now_ms(),
+    };
+    let stored = match OutRecord::avro(st.topics.cancellations(), id.to_string(), &req) {
+        Ok(rec) => send(&st.producer, &rec).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "could not write the cancellation");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "retry the cancellation",
+        );
+    }
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(r) = state_of(st, id).and_then(|s| cancel_verdict(id, s)) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": "cancel_requested"})),
+    )
+        .into_response()
+}
+
 /// The JSON form of a message: state, essentials, and the event history.
 pub fn render(m: &Message) -> Value {
     let history: Vec<Value> = m
@@ -341,6 +449,7 @@ pub fn render(m: &Message) -> Value {
                 EventPayload::Delivered(x) => serde_json::to_value(x),
                 EventPayload::Undeliverable(x) => serde_json::to_value(x),
                 EventPayload::Expired(x) => serde_json::to_value(x),
+                EventPayload::Cancelled(x) => serde_json::to_value(x),
             }
             .unwrap_or(Value::Null);
             json!({"event": e.payload.kind(), "event_id": e.event_id, "occurred_at_ms": e.occurred_at_ms, "details": details})

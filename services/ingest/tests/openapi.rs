@@ -98,7 +98,7 @@ async fn served_routes_are_the_documented_routes() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        call(&app, "DELETE", "/v1/messages/x", None, "").await.0,
+        call(&app, "PUT", "/v1/messages/x", None, "").await.0,
         StatusCode::METHOD_NOT_ALLOWED
     );
 }

@@ -25,7 +25,8 @@ pub fn observe(state: &mut RouterState, e: &Event) {
         | EventPayload::Blocked(_)
         | EventPayload::Delivered(_)
         | EventPayload::Undeliverable(_)
-        | EventPayload::Expired(_) => state.forget(&e.message_id),
+        | EventPayload::Expired(_)
+        | EventPayload::Cancelled(_) => state.forget(&e.message_id),
         EventPayload::Submitted(_) | EventPayload::SubmitFailed(_) => {}
     }
 }
@@ -106,6 +107,14 @@ impl RouterHandler {
             return Plan::Nothing; // duplicate input: this attempt was already routed
         }
         let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
+        if let Some(actor) = st.cancelled(id) {
+            st.forget(id);
+            let command = Command::Cancel {
+                actor,
+                stopped_by: "router".into(),
+            };
+            return decide(snapshot, command, None, "cancelled");
+        }
         if let Some(scope) = st.blocking_scope(&p.accepted) {
             st.forget(id);
             return decide(

@@ -113,6 +113,21 @@ pub async fn run(
         })
     };
 
+    let (_, cancellations) = {
+        let st = state.clone();
+        smsgw_kafka::spawn_tail(
+            &config.kafka,
+            config.kafka.topics.cancellations(),
+            Some(Duration::from_millis(config.optout_refresh_ms)),
+            shutdown.clone().wait(),
+            move |r: smsgw_codec::CancelRequested| {
+                st.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_cancelled(r)
+            },
+        )
+    };
+
     warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
     // Know which carriers are down before the first decision.
     tokio::select! {
@@ -143,6 +158,6 @@ pub async fn run(
         shutdown.clone().wait(),
     )
     .await;
-    let _ = tokio::join!(optouts, statuses, admin);
+    let _ = tokio::join!(optouts, statuses, cancellations, admin);
     Ok(result?)
 }

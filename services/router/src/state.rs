@@ -18,6 +18,7 @@ pub struct Pending {
 #[derive(Debug)]
 pub struct RouterState {
     optouts: smsgw_codec::OptOutIndex,
+    cancelled: HashMap<String, Option<String>>,
     carriers_down: HashSet<String>,
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
@@ -29,6 +30,7 @@ impl RouterState {
     pub fn new(capacity: usize) -> Self {
         RouterState {
             optouts: smsgw_codec::OptOutIndex::default(),
+            cancelled: HashMap::new(),
             carriers_down: HashSet::new(),
             pending: HashMap::new(),
             order: VecDeque::new(),
@@ -46,6 +48,16 @@ impl RouterState {
     pub fn blocking_scope(&self, a: &MessageAccepted) -> Option<String> {
         self.optouts
             .blocking_scope(&a.sender, Some(&a.client_id), &a.destination)
+    }
+
+    /// Applies a cancellation request.
+    pub fn set_cancelled(&mut self, r: smsgw_codec::CancelRequested) {
+        self.cancelled.insert(r.message_id, r.actor);
+    }
+
+    /// `Some(who asked)` if the message was cancelled.
+    pub fn cancelled(&self, id: &str) -> Option<Option<String>> {
+        self.cancelled.get(id).cloned()
     }
 
     /// Opt-outs in force.

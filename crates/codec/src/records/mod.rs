@@ -222,6 +222,23 @@ pub const SYSTEM_CLIENT: &str = "smsgw-optout";
 /// The scope of opt-outs that apply to every sender.
 pub const GLOBAL_SCOPE: &str = "global";
 
+/// A request to cancel a message before it is submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequested {
+    /// The message.
+    pub message_id: String,
+    /// Who asked.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// When (Unix ms).
+    pub requested_at: i64,
+}
+serde_record!(
+    CancelRequested,
+    "cancellations",
+    "cancellations/cancel_requested.v1.avsc"
+);
+
 /// The opt-outs in force, folded from the opt-out log. The router checks it before
 /// routing and the dispatcher again before submitting, with the same rule.
 #[derive(Debug, Clone, Default)]
@@ -439,7 +456,8 @@ impl AvroRecord for Event {
         schema_set!(
             "events",
             "events/message_event.v1.avsc",
-            "events/message_event.v2.avsc"
+            "events/message_event.v2.avsc",
+            "events/message_event.v3.avsc"
         )
     }
 
@@ -455,6 +473,7 @@ impl AvroRecord for Event {
             EventPayload::Delivered(e) => apache_avro::to_value(e)?,
             EventPayload::Undeliverable(e) => apache_avro::to_value(e)?,
             EventPayload::Expired(e) => apache_avro::to_value(e)?,
+            EventPayload::Cancelled(e) => apache_avro::to_value(e)?,
         };
         set.encode_resolved(Value::Record(vec![
             ("event_id".into(), Value::String(self.event_id.clone())),
@@ -485,6 +504,7 @@ impl AvroRecord for Event {
             "MessageDelivered" => EventPayload::Delivered(apache_avro::from_value(&v)?),
             "MessageUndeliverable" => EventPayload::Undeliverable(apache_avro::from_value(&v)?),
             "MessageExpired" => EventPayload::Expired(apache_avro::from_value(&v)?),
+            "MessageCancelled" => EventPayload::Cancelled(apache_avro::from_value(&v)?),
             other => return Err(CodecError::Avro(format!("unknown event {other}"))),
         };
         let event = Event {
