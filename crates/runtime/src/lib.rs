@@ -206,6 +206,17 @@ pub fn admin_router(registry: Registry, health: Health) -> axum::Router {
         )
 }
 
+/// Resolves a secret setting: `env:NAME` reads the environment variable `NAME` (so
+/// Kubernetes Secrets can be injected as variables); anything else is the value itself.
+pub fn secret(value: &str) -> Result<String, String> {
+    match value.strip_prefix("env:") {
+        Some(name) => {
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+        }
+        None => Ok(value.to_string()),
+    }
+}
+
 /// Masks a phone number for logs: keeps the first four and last two characters.
 pub fn mask_number(n: &str) -> String {
     let chars: Vec<char> = n.chars().collect();

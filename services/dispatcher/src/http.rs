@@ -146,15 +146,7 @@ fn mo_text() -> String {
     "/text".into()
 }
 
-/// Resolves `env:NAME` to the variable's value.
-pub fn secret(value: &str) -> Result<String, String> {
-    match value.strip_prefix("env:") {
-        Some(name) => {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-        }
-        None => Ok(value.to_string()),
-    }
-}
+pub use smsgw_runtime::secret;
 
 /// The placeholders a template may use.
 pub const PLACEHOLDERS: [&str; 9] = [

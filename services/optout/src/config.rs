@@ -4,6 +4,7 @@ use crate::keywords::{default_help, default_start, default_stop, KeywordLists, K
 use serde::Deserialize;
 use smsgw_codec::{account_scope, sender_scope, GLOBAL_SCOPE};
 use smsgw_kafka::KafkaConfig;
+use smsgw_runtime::secret;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -183,15 +184,6 @@ pub struct Resolved {
     pub webhook_url: Option<String>,
     /// Its signing key (resolved).
     pub webhook_secret: Option<String>,
-}
-
-fn secret(v: &str) -> Result<String, String> {
-    match v.strip_prefix("env:") {
-        Some(name) => {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-        }
-        None => Ok(v.to_string()),
-    }
 }
 
 /// The sender id as configured and as scopes write it: no `+`, trimmed.

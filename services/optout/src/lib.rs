@@ -50,6 +50,34 @@ pub enum OptOutError {
     Listen(std::io::Error),
 }
 
+/// The loop that runs `handler` over the inbound topic in consumer group `group` until
+/// `shutdown` (spawned by the caller, where the handler's type is known).
+fn inbound_loop<H: smsgw_kafka::Handler>(
+    config: &Config,
+    group: &str,
+    producer: Producer,
+    metrics: smsgw_kafka::ConsumerMetrics,
+    shutdown: Shutdown,
+    mut handler: H,
+) -> Result<impl Future<Output = Result<(), KafkaError>>, KafkaError> {
+    let consumer = consumer(&config.kafka, group)?;
+    consumer.subscribe(&[&config.kafka.topics.inbound()])?;
+    let dlq = config.kafka.topics.dead_letter();
+    Ok(async move {
+        run_consumer(
+            &consumer,
+            &producer,
+            &dlq,
+            "optout",
+            &mut handler,
+            &metrics,
+            1_000,
+            shutdown.wait(),
+        )
+        .await
+    })
+}
+
 /// Runs optout until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -122,58 +150,30 @@ pub async fn run(
         })
     };
 
-    let keyword_loop = {
-        let consumer = consumer(&config.kafka, &config.group_id)?;
-        consumer
-            .subscribe(&[&topics.inbound()])
-            .map_err(KafkaError::from)?;
-        let (producer, dlq, stop) = (producer.clone(), topics.dead_letter(), shutdown.clone());
-        let mut handler = handler::KeywordHandler {
+    let keyword_loop = tokio::spawn(inbound_loop(
+        &config,
+        &config.group_id,
+        producer.clone(),
+        metrics.consumer.clone(),
+        shutdown.clone(),
+        handler::KeywordHandler {
             config: config.clone(),
             topics: topics.clone(),
             metrics: metrics.clone(),
-        };
-        let m = metrics.consumer.clone();
-        tokio::spawn(async move {
-            run_consumer(
-                &consumer,
-                &producer,
-                &dlq,
-                "optout",
-                &mut handler,
-                &m,
-                1_000,
-                stop.wait(),
-            )
-            .await
-        })
-    };
-    let webhook_loop = {
-        let consumer = consumer(&config.kafka, &config.webhook_group_id)?;
-        consumer
-            .subscribe(&[&topics.inbound()])
-            .map_err(KafkaError::from)?;
-        let (producer, dlq, stop) = (producer.clone(), topics.dead_letter(), shutdown.clone());
-        let mut handler = webhook::WebhookHandler {
+        },
+    )?);
+    let webhook_loop = tokio::spawn(inbound_loop(
+        &config,
+        &config.webhook_group_id,
+        producer.clone(),
+        metrics.webhook_consumer.clone(),
+        shutdown.clone(),
+        webhook::WebhookHandler {
             config: config.clone(),
             client: reqwest::Client::new(),
             metrics: metrics.clone(),
-        };
-        let m = metrics.webhook_consumer.clone();
-        tokio::spawn(async move {
-            run_consumer(
-                &consumer,
-                &producer,
-                &dlq,
-                "optout",
-                &mut handler,
-                &m,
-                1_000,
-                stop.wait(),
-            )
-            .await
-        })
-    };
+        },
+    )?);
     let (k, w, _, _, _) = tokio::join!(keyword_loop, webhook_loop, api_server, tailer, admin);
     for r in [k, w] {
         match r {
