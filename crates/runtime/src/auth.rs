@@ -47,6 +47,9 @@ impl ApiKeys {
     /// Parses `name:sha256hex[:rate]` lines (blank lines and `#` comments skipped);
     /// `default_rate` applies where a line sets none. Fails naming the bad line.
     pub fn parse(text: &str, default_rate: f64) -> Result<Self, String> {
+        if !(default_rate > 0.0 && default_rate.is_finite()) {
+            return Err("api_rate_limit must be a positive number".into());
+        }
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();

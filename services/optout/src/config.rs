@@ -285,9 +285,6 @@ impl Config {
 
     /// The parsed API keys (empty when none are configured).
     pub fn keys(&self) -> Result<smsgw_runtime::auth::ApiKeys, String> {
-        if !(self.api_rate_limit > 0.0 && self.api_rate_limit.is_finite()) {
-            return Err("api_rate_limit must be a positive number".into());
-        }
         smsgw_runtime::auth::ApiKeys::parse(
             self.api_keys.as_deref().unwrap_or(""),
             self.api_rate_limit,

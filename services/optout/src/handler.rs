@@ -67,6 +67,15 @@ pub fn interpret(m: &InboundMessage, config: &Config, now_ms: i64) -> Result<Out
     })
 }
 
+/// The MO of an inbound record; a record without one is dead-lettered.
+pub fn decode_inbound(input: &Incoming<'_>) -> Result<InboundMessage, HandleError> {
+    let payload = input
+        .payload
+        .ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
+    InboundMessage::decode(payload)
+        .map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))
+}
+
 /// Consumes the inbound topic.
 pub struct KeywordHandler {
     /// Settings.
@@ -83,11 +92,7 @@ impl Handler for KeywordHandler {
         input: &Incoming<'_>,
         now_ms: i64,
     ) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input
-            .payload
-            .ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
-        let m = InboundMessage::decode(payload)
-            .map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))?;
+        let m = decode_inbound(input)?;
         let out = interpret(&m, &self.config, now_ms).map_err(HandleError::DeadLetter)?;
         let Some(keyword) = out.keyword else {
             return Err(HandleError::Drop("not a keyword"));

@@ -24,9 +24,9 @@ pub mod webhook;
 
 pub use config::{Config, Scope};
 
-use smsgw_codec::{AvroRecord, OptOutChanged};
+use smsgw_codec::OptOutChanged;
 use smsgw_kafka::rdkafka::consumer::Consumer;
-use smsgw_kafka::{consumer, run_consumer, tail, KafkaError, Producer, TailState};
+use smsgw_kafka::{consumer, run_consumer, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -100,28 +100,15 @@ pub async fn run(
 
     // The API's copy of the opt-out log.
     let view = Arc::new(Mutex::new(api::View::default()));
-    let tail_state = Arc::new(TailState::default());
-    let tailer = {
-        let (kafka, view, state, stop) = (
-            config.kafka.clone(),
-            view.clone(),
-            tail_state.clone(),
-            shutdown.clone(),
-        );
-        let refresh = Duration::from_millis(config.refresh_ms);
-        tokio::spawn(async move {
-            let topic = kafka.topics.optout();
-            let r = tail(&kafka, &topic, Some(refresh), &state, stop.wait(), |m| {
-                use smsgw_kafka::rdkafka::Message;
-                if let Some(Ok(c)) = m.payload().map(OptOutChanged::decode) {
-                    view.lock().unwrap_or_else(|p| p.into_inner()).apply(c);
-                }
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "opt-out tail stopped; the API's reads go stale");
-            }
-        })
+    let (tail_state, tailer) = {
+        let view = view.clone();
+        smsgw_kafka::spawn_tail(
+            &config.kafka,
+            topics.optout(),
+            Some(Duration::from_millis(config.refresh_ms)),
+            shutdown.clone().wait(),
+            move |c: OptOutChanged| view.lock().unwrap_or_else(|p| p.into_inner()).apply(c),
+        )
     };
     tail_state.caught_up().await;
     let listener = tokio::net::TcpListener::bind(config.api_listen)

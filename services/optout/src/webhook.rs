@@ -12,7 +12,6 @@ use crate::config::{Config, Retry};
 use crate::metrics::Metrics;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use smsgw_codec::{AvroRecord, InboundMessage};
 use smsgw_kafka::{HandleError, Handler, Incoming, OutRecord};
 use std::time::Duration;
 
@@ -51,11 +50,7 @@ impl Handler for WebhookHandler {
         input: &Incoming<'_>,
         _now_ms: i64,
     ) -> Result<Vec<OutRecord>, HandleError> {
-        let payload = input
-            .payload
-            .ok_or_else(|| HandleError::DeadLetter("inbound record has no value".into()))?;
-        let m = InboundMessage::decode(payload)
-            .map_err(|e| HandleError::DeadLetter(format!("undecodable inbound message: {e}")))?;
+        let m = crate::handler::decode_inbound(input)?;
         let profile = self
             .config
             .resolve(&m.to)

@@ -20,10 +20,9 @@ mod warmup;
 
 pub use config::{Config, Route};
 
-use smsgw_codec::{AvroRecord, CarrierStatusChanged, OptOutChanged};
+use smsgw_codec::{CarrierStatusChanged, OptOutChanged};
 use smsgw_kafka::rdkafka::consumer::Consumer;
-use smsgw_kafka::rdkafka::Message as _;
-use smsgw_kafka::{consumer, run_consumer, tail, KafkaError, Producer, TailState};
+use smsgw_kafka::{consumer, run_consumer, spawn_tail, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -63,59 +62,33 @@ pub async fn run(
     .await?;
     let producer = Producer::new(&config.kafka)?;
     let state = Arc::new(Mutex::new(state::RouterState::new(config.pending_capacity)));
-    let optout_tail = Arc::new(TailState::default());
-
-    let optouts = {
-        let (kafka, state, tail_state, stop) = (
-            config.kafka.clone(),
-            state.clone(),
-            optout_tail.clone(),
-            shutdown.clone(),
-        );
-        let refresh = Duration::from_millis(config.optout_refresh_ms);
-        tokio::spawn(async move {
-            let topic = kafka.topics.optout();
-            let r = tail(&kafka, &topic, Some(refresh), &tail_state, stop.wait(), |m| {
-                match m.payload().map(OptOutChanged::decode) {
-                    Some(Ok(o)) => state.lock().unwrap_or_else(|p| p.into_inner()).set_optout(&o),
-                    Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "undecodable opt-out record skipped"),
-                    None => {}
-                }
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "opt-out tail stopped; routing waits until restart");
-            }
-        })
+    let (optout_tail, optouts) = {
+        let st = state.clone();
+        spawn_tail(
+            &config.kafka,
+            config.kafka.topics.optout(),
+            Some(Duration::from_millis(config.optout_refresh_ms)),
+            shutdown.clone().wait(),
+            move |o: OptOutChanged| st.lock().unwrap_or_else(|p| p.into_inner()).set_optout(&o),
+        )
     };
-    let status_tail = Arc::new(TailState::default());
-    let statuses = {
-        let (kafka, state, tail_state, stop) = (
-            config.kafka.clone(),
-            state.clone(),
-            status_tail.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            let topic = kafka.topics.carrier_status();
-            let r = tail(&kafka, &topic, None, &tail_state, stop.wait(), |m| {
-                if let Some(Ok(s)) = m.payload().map(CarrierStatusChanged::decode) {
-                    state
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_carrier_up(&s.carrier, s.up);
-                }
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "carrier-status tail stopped");
-            }
-        })
+    let (status_tail, statuses) = {
+        let st = state.clone();
+        spawn_tail(
+            &config.kafka,
+            config.kafka.topics.carrier_status(),
+            None,
+            shutdown.clone().wait(),
+            move |s: CarrierStatusChanged| {
+                st.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_carrier_up(&s.carrier, s.up)
+            },
+        )
     };
-
     let (_, cancellations) = {
         let st = state.clone();
-        smsgw_kafka::spawn_tail(
+        spawn_tail(
             &config.kafka,
             config.kafka.topics.cancellations(),
             Some(Duration::from_millis(config.optout_refresh_ms)),
