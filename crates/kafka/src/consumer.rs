@@ -9,7 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
+
 
 /// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
 /// of a record are acknowledged) and committed in the background.
@@ -158,13 +158,7 @@ impl ConsumerMetrics {
     }
 }
 
-/// Wall clock, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use smsgw_runtime::now_ms;
 
 /// Runs the at-least-once loop until `shutdown` resolves, then drains what is in flight
 /// and commits. Up to `max_in_flight` records may wait for acknowledgements at once;

@@ -7,6 +7,7 @@
 //! in logs with [`mask_number`].
 
 pub mod auth;
+pub mod webhook;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -16,6 +17,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use thiserror::Error;
+
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// Startup errors: all fatal, reported before the service does anything.
 #[derive(Debug, Error)]

@@ -110,34 +110,7 @@ pub enum Scope {
     Global,
 }
 
-/// Retries of a failing webhook: exponential backoff with jitter, then dead-letter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retry {
-    /// Attempts in all.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// First backoff (ms); doubles per attempt.
-    #[serde(default = "default_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Longest backoff (ms).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
-    /// Per-call timeout (ms).
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            max_attempts: default_attempts(),
-            initial_backoff_ms: default_backoff(),
-            max_backoff_ms: default_max_backoff(),
-            timeout_ms: default_timeout(),
-        }
-    }
-}
+pub use smsgw_runtime::webhook::Retry;
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9104))
@@ -153,18 +126,6 @@ fn default_webhook_group() -> String {
 }
 fn default_refresh() -> u64 {
     100
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_backoff() -> u64 {
-    200
-}
-fn default_max_backoff() -> u64 {
-    10_000
-}
-fn default_timeout() -> u64 {
-    5_000
 }
 
 /// What applies to one sender, resolved.

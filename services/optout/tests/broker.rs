@@ -43,7 +43,7 @@ async fn receiver(calls: Arc<Mutex<Vec<(String, bool)>>>) -> SocketAddr {
                     .parse()
                     .unwrap();
                 let sig = headers["x-smsgw-signature"].to_str().unwrap().to_string();
-                let ok = sig == smsgw_optout::webhook::signature(b"hook-key", ts, body.as_bytes());
+                let ok = sig == smsgw_runtime::webhook::signature(b"hook-key", ts, body.as_bytes());
                 let mut c = calls.lock().unwrap();
                 c.push((body, ok));
                 if c.len() == 1 {
