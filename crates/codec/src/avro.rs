@@ -204,7 +204,15 @@ impl SchemaSet {
             .get(&fp)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
         let mut body = &bytes[HEADER_LEN..];
+        let full = body.len();
         let value = apache_avro::from_avro_datum(writer, &mut body, None)?;
+        // apache-avro fills a record field that hits end-of-input with its default
+        // instead of failing, so a truncated record would read as valid with its last
+        // fields silently defaulted. Re-encoding tells: a complete datum re-encodes to
+        // exactly the bytes it was read from.
+        if apache_avro::to_avro_datum(writer, value.clone())?.len() != full - body.len() {
+            return Err(CodecError::Avro("truncated datum".into()));
+        }
         if !body.is_empty() {
             return Err(CodecError::Avro(format!(
                 "{} trailing bytes after the datum",

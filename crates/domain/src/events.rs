@@ -109,6 +109,16 @@ pub struct MessageAccepted {
     /// Carrier-side scheduled delivery, Unix ms (SMPP `schedule_delivery_time`). (v2)
     #[serde(default)]
     pub schedule_delivery_at: Option<i64>,
+    /// Where status callbacks for this message go (unset: the sender's or account's
+    /// default). (v4)
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Held by the gateway until this time, Unix ms, then routed. (v4)
+    #[serde(default)]
+    pub send_at: Option<i64>,
+    /// `transactional`, `promotional` or `otp` (unset: transactional). (v4)
+    #[serde(default)]
+    pub message_type: Option<String>,
 }
 
 /// Ingest refused a request.
@@ -133,6 +143,50 @@ pub struct CarrierSelected {
     pub attempt: i32,
     /// Strategy that chose it.
     pub strategy: String,
+    /// The chosen carrier's score (unset for strategies that do not score). (v4)
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// How the score was made. (v4)
+    #[serde(default)]
+    pub factors: Vec<ScoreFactor>,
+    /// The other carriers considered. (v4)
+    #[serde(default)]
+    pub alternatives: Vec<RouteAlternative>,
+}
+
+/// Why the router chose a carrier, for analytics (the v4 fields of `CarrierSelected`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteExplanation {
+    /// The chosen carrier's score (unset for strategies that do not score).
+    pub score: Option<f64>,
+    /// How the score was made.
+    pub factors: Vec<ScoreFactor>,
+    /// The other carriers considered.
+    pub alternatives: Vec<RouteAlternative>,
+}
+
+/// One term of a carrier's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreFactor {
+    /// `success`, `latency`, `errors`, `load`, `price`, `health` or `exploration`.
+    pub name: String,
+    /// The factor's value in [0, 1], 1 best.
+    pub value: f64,
+    /// Its weight for this message type.
+    pub weight: f64,
+}
+
+/// A carrier the router considered and did not choose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteAlternative {
+    /// Carrier.
+    pub carrier: String,
+    /// Its score; unset when a constraint excluded it.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The constraint that excluded it.
+    #[serde(default)]
+    pub excluded: Option<String>,
 }
 
 /// The recipient opted out; nothing will be sent.

@@ -117,6 +117,8 @@ pub enum Command {
         carrier: String,
         /// Strategy that chose it, for analytics.
         strategy: String,
+        /// Score, factors and alternatives, for analytics.
+        explain: RouteExplanation,
     },
     /// The recipient opted out.
     Block {
@@ -363,13 +365,18 @@ impl Message {
         let payload = match command {
             Command::Accept(a) => EventPayload::Accepted(a),
             Command::Reject(r) => EventPayload::Rejected(r),
-            Command::Route { carrier, strategy } => {
-                EventPayload::CarrierSelected(CarrierSelected {
-                    carrier,
-                    attempt: attempt + 1,
-                    strategy,
-                })
-            }
+            Command::Route {
+                carrier,
+                strategy,
+                explain,
+            } => EventPayload::CarrierSelected(CarrierSelected {
+                carrier,
+                attempt: attempt + 1,
+                strategy,
+                score: explain.score,
+                factors: explain.factors,
+                alternatives: explain.alternatives,
+            }),
             Command::Block { reason, scope } => {
                 EventPayload::Blocked(MessageBlocked { reason, scope })
             }

@@ -18,6 +18,9 @@ fn accepted() -> MessageAccepted {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        callback_url: None,
+        message_type: None,
+        send_at: None,
     }
 }
 
@@ -36,6 +39,7 @@ fn route(c: &str) -> Command {
     Command::Route {
         carrier: c.into(),
         strategy: "prefix".into(),
+        explain: Default::default(),
     }
 }
 
@@ -210,7 +214,8 @@ fn any_command() -> impl Strategy<Value = Command> {
         })),
         carrier.clone().prop_map(|c| Command::Route {
             carrier: c,
-            strategy: "prefix".into()
+            strategy: "prefix".into(),
+            explain: Default::default(),
         }),
         Just(Command::Block {
             reason: "opted_out".into(),

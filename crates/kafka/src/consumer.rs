@@ -10,7 +10,6 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 
-
 /// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
 /// of a record are acknowledged) and committed in the background.
 /// How long a fetch may wait for data at the broker. Kafka answers a waiting fetch as

@@ -122,12 +122,10 @@ pub async fn post_with_retries(
         }
         if let Some(secret) = call.secret {
             let ts = crate::now_ms() / 1000;
-            rb = rb
-                .header("x-smsgw-timestamp", ts.to_string())
-                .header(
-                    "x-smsgw-signature",
-                    signature(secret.as_bytes(), ts, call.body),
-                );
+            rb = rb.header("x-smsgw-timestamp", ts.to_string()).header(
+                "x-smsgw-signature",
+                signature(secret.as_bytes(), ts, call.body),
+            );
         }
         match rb.send().await {
             Ok(r) if r.status().is_success() => return Ok(attempt),

@@ -79,6 +79,16 @@ pub struct Limits {
     /// How far ahead `schedule_delivery_at` may be (s).
     #[serde(default = "default_max_schedule")]
     pub max_schedule_ahead_s: i64,
+    /// Earliest a gateway-held `send_at` may be, seconds from now.
+    #[serde(default = "default_min_send_at")]
+    pub min_send_at_ahead_s: i64,
+    /// Latest a gateway-held `send_at` may be, seconds from now.
+    #[serde(default = "default_max_schedule")]
+    pub max_send_at_ahead_s: i64,
+    /// Allow `http://` callback URLs (only for loopback receivers in tests and demos);
+    /// otherwise callback URLs must be `https://`.
+    #[serde(default)]
+    pub allow_http_callbacks: bool,
 }
 
 impl Default for Limits {
@@ -90,6 +100,9 @@ impl Default for Limits {
             default_validity_s: None,
             max_validity_s: default_max_validity(),
             max_schedule_ahead_s: default_max_schedule(),
+            min_send_at_ahead_s: default_min_send_at(),
+            max_send_at_ahead_s: default_max_schedule(),
+            allow_http_callbacks: false,
         }
     }
 }
@@ -120,6 +133,9 @@ fn default_max_id() -> usize {
 }
 fn default_max_validity() -> i32 {
     7 * 24 * 3600
+}
+fn default_min_send_at() -> i64 {
+    60
 }
 fn default_max_schedule() -> i64 {
     35 * 24 * 3600
@@ -156,6 +172,13 @@ impl Config {
             .is_some_and(|d| d < 1 || d > self.limits.max_validity_s)
         {
             return Err("limits.default_validity_s must be 1 to limits.max_validity_s".into());
+        }
+        if self.limits.min_send_at_ahead_s < 0
+            || self.limits.max_send_at_ahead_s < self.limits.min_send_at_ahead_s
+        {
+            return Err(
+                "limits.min_send_at_ahead_s must be >= 0 and <= limits.max_send_at_ahead_s".into(),
+            );
         }
         if self.limits.max_segments == 0 || self.limits.max_body_chars == 0 {
             return Err("limits must be positive".into());

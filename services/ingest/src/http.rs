@@ -64,6 +64,15 @@ pub struct PostMessage {
     /// Have the carrier deliver at this time (Unix ms).
     #[serde(default)]
     pub schedule_delivery_at: Option<i64>,
+    /// Status callbacks for this message go here (https).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Hold the message in the gateway until this time (Unix ms).
+    #[serde(default)]
+    pub send_at: Option<i64>,
+    /// `transactional` (default), `promotional` or `otp`.
+    #[serde(default)]
+    pub message_type: Option<String>,
 }
 
 /// Every route ingest serves (method, path), as `docs/openapi.yaml` documents them.
@@ -164,6 +173,9 @@ fn prepare(
         registered_delivery: p.registered_delivery,
         validity_period_s: p.validity_period_s,
         schedule_delivery_at: p.schedule_delivery_at,
+        callback_url: p.callback_url,
+        send_at: p.send_at,
+        message_type: p.message_type,
     };
     let verdict = validate(&req, &st.limits, st.default_country, now_ms());
     let key = idempotency_key.unwrap_or_else(|| message_id.clone());

@@ -123,9 +123,36 @@ pub fn validate(
             ),
         ));
     }
+    let message_type = match req.message_type.as_deref() {
+        None => None,
+        Some(t) if MESSAGE_TYPES.contains(&t) => Some(t.to_string()),
+        Some(t) => {
+            return Err(reject(
+                "invalid_message_type",
+                format!(
+                    "message_type {t:?} must be one of {}",
+                    MESSAGE_TYPES.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(url) = &req.callback_url {
+        check_callback_url(url, limits)?;
+    }
+    if let Some(at) = req.send_at {
+        let (min, max) = (limits.min_send_at_ahead_s, limits.max_send_at_ahead_s);
+        if at < now_ms + min * 1000 || at > now_ms + max * 1000 {
+            return Err(reject(
+                "invalid_send_at",
+                format!("send_at must be {min} s to {max} s from now"),
+            ));
+        }
+    }
+    // The validity period of a held message starts when it is released.
+    let starts = req.send_at.unwrap_or(now_ms);
     let expires_at = match req.validity_period_s.or(limits.default_validity_s) {
         None => None,
-        Some(v) if v >= 1 && v <= limits.max_validity_s => Some(now_ms + v as i64 * 1000),
+        Some(v) if v >= 1 && v <= limits.max_validity_s => Some(starts + v as i64 * 1000),
         Some(v) => {
             return Err(reject(
                 "invalid_validity_period",
@@ -166,7 +193,38 @@ pub fn validate(
         registered_delivery: req.registered_delivery,
         expires_at,
         schedule_delivery_at: req.schedule_delivery_at,
+        callback_url: req.callback_url.clone(),
+        send_at: req.send_at,
+        message_type,
     })
+}
+
+/// The message types a request may name.
+pub const MESSAGE_TYPES: [&str; 3] = ["transactional", "promotional", "otp"];
+
+/// A callback URL: absolute `https://` (or `http://` when the limits allow it), with a
+/// host, at most 2,048 bytes.
+pub fn check_callback_url(url: &str, limits: &Limits) -> Result<(), Rejection> {
+    let bad = |why: &str| reject("invalid_callback_url", format!("callback_url {why}"));
+    if url.len() > 2048 {
+        return Err(bad("is longer than 2048 bytes"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if limits.allow_http_callbacks => {}
+        "http" => return Err(bad("must use https")),
+        other => return Err(bad(&format!("has unsupported scheme {other}"))),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "must not carry credentials; callbacks are signed instead",
+        ));
+    }
+    Ok(())
 }
 
 /// The rejected event for a request.
@@ -195,6 +253,9 @@ mod tests {
             registered_delivery: None,
             validity_period_s: None,
             schedule_delivery_at: None,
+            callback_url: None,
+            message_type: None,
+            send_at: None,
         }
     }
 
@@ -307,5 +368,80 @@ mod tests {
     fn detects_ucs2_and_counts_segments() {
         let a = check(&req("+447911123456", "SHOP", &"é😀".repeat(40))).unwrap();
         assert_eq!((a.encoding.as_str(), a.segments), ("UCS2", 2));
+    }
+
+    #[test]
+    fn send_at_must_fall_between_one_minute_and_35_days() {
+        let now = 1_800_000_000_000;
+        let l = Limits::default();
+        for (ahead_s, ok) in [
+            (59, false),
+            (60, true),
+            (35 * 86_400, true),
+            (35 * 86_400 + 1, false),
+        ] {
+            let mut r = req("+447911123456", "SHOP", "hi");
+            r.send_at = Some(now + ahead_s * 1000);
+            let got = validate(&r, &l, None, now);
+            assert_eq!(got.is_ok(), ok, "{ahead_s} s ahead: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.code, "invalid_send_at");
+            }
+        }
+    }
+
+    #[test]
+    fn validity_of_a_held_message_counts_from_its_send_time() {
+        let now = 1_800_000_000_000;
+        let mut r = req("+447911123456", "SHOP", "hi");
+        r.send_at = Some(now + 3_600_000);
+        r.validity_period_s = Some(600);
+        let a = validate(&r, &Limits::default(), None, now).unwrap();
+        assert_eq!(a.send_at, Some(now + 3_600_000));
+        assert_eq!(a.expires_at, Some(now + 3_600_000 + 600_000));
+    }
+
+    #[test]
+    fn callback_urls_must_be_https_with_a_host_and_no_credentials() {
+        let mut l = Limits::default();
+        for (url, ok) in [
+            ("https://shop.example/hook?x=1", true),
+            ("http://shop.example/hook", false),
+            ("ftp://shop.example/", false),
+            ("not a url", false),
+            ("https://user:pw@shop.example/", false),
+        ] {
+            let mut r = req("+447911123456", "SHOP", "hi");
+            r.callback_url = Some(url.into());
+            let got = validate(&r, &l, None, 0);
+            assert_eq!(got.is_ok(), ok, "{url}: {got:?}");
+            if let Ok(a) = got {
+                assert_eq!(a.callback_url.as_deref(), Some(url));
+            } else {
+                assert_eq!(got.unwrap_err().code, "invalid_callback_url");
+            }
+        }
+        l.allow_http_callbacks = true;
+        let mut r = req("+447911123456", "SHOP", "hi");
+        r.callback_url = Some("http://127.0.0.1:9/cb".into());
+        assert!(validate(&r, &l, None, 0).is_ok());
+    }
+
+    #[test]
+    fn message_type_is_one_of_three() {
+        for (t, ok) in [
+            ("otp", true),
+            ("promotional", true),
+            ("transactional", true),
+            ("marketing", false),
+        ] {
+            let mut r = req("+447911123456", "SHOP", "hi");
+            r.message_type = Some(t.into());
+            let got = validate(&r, &Limits::default(), None, 0);
+            assert_eq!(got.is_ok(), ok, "{t}");
+            if let Ok(a) = got {
+                assert_eq!(a.message_type.as_deref(), Some(t));
+            }
+        }
     }
 }

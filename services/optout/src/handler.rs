@@ -59,6 +59,9 @@ pub fn interpret(m: &InboundMessage, config: &Config, now_ms: i64) -> Result<Out
         registered_delivery: None,
         validity_period_s: None,
         schedule_delivery_at: None,
+        callback_url: None,
+        message_type: None,
+        send_at: None,
     });
     Ok(Outcome {
         keyword: Some(keyword),

@@ -52,14 +52,22 @@ impl Handler for WebhookHandler {
             secret: profile.webhook_secret.as_deref(),
         };
         let metrics = &self.metrics;
-        let result = post_with_retries(&self.client, &call, &self.config.webhook_retry, |attempt, err| {
-            metrics.webhooks.with_label_values(&["retried"]).inc();
-            tracing::warn!(attempt, error = %err, "MO webhook failed");
-        })
+        let result = post_with_retries(
+            &self.client,
+            &call,
+            &self.config.webhook_retry,
+            |attempt, err| {
+                metrics.webhooks.with_label_values(&["retried"]).inc();
+                tracing::warn!(attempt, error = %err, "MO webhook failed");
+            },
+        )
         .await;
         match result {
             Ok(_) => {
-                self.metrics.webhooks.with_label_values(&["delivered"]).inc();
+                self.metrics
+                    .webhooks
+                    .with_label_values(&["delivered"])
+                    .inc();
                 Ok(vec![])
             }
             Err(e) => {

@@ -186,6 +186,7 @@ impl RouterHandler {
             Command::Route {
                 carrier,
                 strategy: STRATEGY.into(),
+                explain: Default::default(),
             },
             Some(dispatch),
             decision,
@@ -284,6 +285,9 @@ mod tests {
                     registered_delivery: None,
                     expires_at: None,
                     schedule_delivery_at: None,
+                    callback_url: None,
+                    message_type: None,
+                    send_at: None,
                 }),
                 1,
             )

@@ -20,6 +20,9 @@ fn accepted(id: &str, to: &str) -> Event {
         registered_delivery: None,
         expires_at: None,
         schedule_delivery_at: None,
+        callback_url: None,
+        message_type: None,
+        send_at: None,
     };
     Message::new(id)
         .decide(Command::Accept(a), smsgw_kafka::now_ms())

@@ -82,12 +82,22 @@ pub struct SubmitRequest {
     /// Have the carrier deliver at this time, Unix ms (SMPP `schedule_delivery_time`). (v2)
     #[serde(default)]
     pub schedule_delivery_at: Option<i64>,
+    /// Status callbacks for this message go here. (v3)
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Hold the message in the gateway until this time, Unix ms. (v3)
+    #[serde(default)]
+    pub send_at: Option<i64>,
+    /// `transactional` (default), `promotional` or `otp`. (v3)
+    #[serde(default)]
+    pub message_type: Option<String>,
 }
 serde_record!(
     SubmitRequest,
     "ingest",
     "ingest/submit_request.v1.avsc",
-    "ingest/submit_request.v2.avsc"
+    "ingest/submit_request.v2.avsc",
+    "ingest/submit_request.v3.avsc"
 );
 
 /// Decodes an ingest record by its content type (Avro when absent).
@@ -457,7 +467,8 @@ impl AvroRecord for Event {
             "events",
             "events/message_event.v1.avsc",
             "events/message_event.v2.avsc",
-            "events/message_event.v3.avsc"
+            "events/message_event.v3.avsc",
+            "events/message_event.v4.avsc"
         )
     }
 
