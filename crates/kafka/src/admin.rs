@@ -131,6 +131,8 @@ impl TopicLayout {
             spec(topics.optout(), self.small_partitions, &compact),
             spec(topics.carrier_status(), 1, &compact),
             spec(topics.cancellations(), self.small_partitions, &compact),
+            spec(topics.schedule(), self.small_partitions, &compact),
+            spec(topics.callbacks(), self.small_partitions, &compact),
             spec(topics.dead_letter(), self.small_partitions, &[]),
         ];
         for c in carriers {

@@ -120,6 +120,15 @@ impl Topics {
     pub fn cancellations(&self) -> String {
         self.name("cancellations")
     }
+    /// Messages held until their `send_at` (compacted, key: message id; the value is
+    /// the `MessageAccepted` event, a tombstone once released).
+    pub fn schedule(&self) -> String {
+        self.name("schedule")
+    }
+    /// Status callbacks already made (compacted, key: message id).
+    pub fn callbacks(&self) -> String {
+        self.name("callbacks")
+    }
 
     fn validate(&self) -> Result<(), String> {
         let ok = !self.prefix.is_empty()

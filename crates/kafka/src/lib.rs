@@ -21,7 +21,7 @@ pub use consumer::{
     commit_stored, consumer, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
     OffsetTracker,
 };
-pub use producer::{dead_letter, send, OutRecord, Producer};
+pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
 pub use rdkafka;
 pub use tail::{spawn_tail, tail, TailState};
 

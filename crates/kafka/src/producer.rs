@@ -48,9 +48,11 @@ impl Producer {
                     value: Some(v.as_bytes()),
                 });
             }
-            let mut fr = FutureRecord::to(&rec.topic)
-                .payload(&rec.payload)
-                .headers(headers);
+            let mut fr = FutureRecord::to(&rec.topic).headers(headers);
+            // An empty payload is written as null: a tombstone on a compacted topic.
+            if !rec.payload.is_empty() {
+                fr = fr.payload(&rec.payload);
+            }
             if let Some(k) = &rec.key {
                 fr = fr.key(k);
             }
@@ -79,6 +81,18 @@ pub async fn send(producer: &Producer, rec: &OutRecord) -> Result<(), KafkaError
     await_delivery(f, &rec.topic).await
 }
 
+/// Enqueues `records` in order, then waits for every acknowledgement.
+pub async fn send_all(producer: &Producer, records: &[OutRecord]) -> Result<(), KafkaError> {
+    let mut acks = Vec::with_capacity(records.len());
+    for r in records {
+        acks.push((producer.enqueue(r).await?, r.topic.as_str()));
+    }
+    for (f, topic) in acks {
+        await_delivery(f, topic).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn await_delivery(f: DeliveryFuture, topic: &str) -> Result<(), KafkaError> {
     match f.await {
         Ok(Ok(_)) => Ok(()),
@@ -102,13 +116,24 @@ pub struct OutRecord {
     pub key: Option<Vec<u8>>,
     /// Explicit partition, when the key must not decide.
     pub partition: Option<i32>,
-    /// Value.
+    /// Value; empty means null (a tombstone).
     pub payload: Vec<u8>,
     /// Headers.
     pub headers: Vec<(String, String)>,
 }
 
 impl OutRecord {
+    /// A tombstone (null value) for `key`: on a compacted topic it removes the key.
+    pub fn tombstone(topic: impl Into<String>, key: impl Into<String>) -> Self {
+        OutRecord {
+            topic: topic.into(),
+            key: Some(key.into().into_bytes()),
+            partition: None,
+            payload: vec![],
+            headers: vec![],
+        }
+    }
+
     /// An Avro single-object record with a string key.
     pub fn avro<T: AvroRecord>(
         topic: impl Into<String>,

@@ -156,6 +156,21 @@ pub async fn read_records<T: smsgw_codec::AvroRecord>(
     n: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<T>> {
+    read_raw(kafka, topic, n, timeout)
+        .await?
+        .into_iter()
+        .map(|(_, v)| Ok(T::decode(&v.unwrap_or_default())?))
+        .collect()
+}
+
+/// Reads `n` records of `topic` from the beginning (a fresh group): key (lossy UTF-8)
+/// and value (`None` for a tombstone).
+pub async fn read_raw(
+    kafka: &KafkaConfig,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
     use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
     use smsgw_kafka::rdkafka::Message as _;
     let c: StreamConsumer = kafka
@@ -176,7 +191,8 @@ pub async fn read_records<T: smsgw_codec::AvroRecord>(
                     out.len()
                 )
             })??;
-        out.push(T::decode(m.payload().unwrap_or_default())?);
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        out.push((key, m.payload().map(<[u8]>::to_vec)));
     }
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! opted-out recipients.
 
 use crate::metrics::Metrics;
+use crate::schedule::HOLD_THRESHOLD_MS;
 use crate::state::RouterState;
 use crate::table::RouteTable;
 use smsgw_codec::{AvroRecord, DispatchRequested};
@@ -32,7 +33,7 @@ pub fn observe(state: &mut RouterState, e: &Event) {
 }
 
 /// Handles event-log records.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouterHandler {
     /// Routes.
     pub table: RouteTable,
@@ -205,6 +206,63 @@ impl Handler for RouterHandler {
             .ok_or_else(|| HandleError::DeadLetter("event with no value".into()))?;
         let e = Event::decode(payload)
             .map_err(|err| HandleError::DeadLetter(format!("undecodable event: {err}")))?;
+        if let EventPayload::Accepted(a) = &e.payload {
+            if a.send_at.is_some_and(|at| at > now_ms + HOLD_THRESHOLD_MS) {
+                return self.hold(&e, a, payload);
+            }
+        }
+        self.process(&e, now_ms).await
+    }
+}
+
+impl RouterHandler {
+    /// Sends a message with a future `send_at` to the schedule topic instead of routing it.
+    fn hold(
+        &self,
+        e: &Event,
+        a: &smsgw_domain::MessageAccepted,
+        payload: &[u8],
+    ) -> Result<Vec<OutRecord>, HandleError> {
+        let mut st = self.lock();
+        if !st.remember(&e.message_id, a.clone(), e.occurred_at_ms)
+            && st.get(&e.message_id).is_some_and(|p| p.attempt_routed > 0)
+        {
+            return Err(HandleError::Drop("held message already released"));
+        }
+        self.metrics
+            .decisions
+            .with_label_values(&["scheduled"])
+            .inc();
+        Ok(vec![OutRecord {
+            topic: self.topics.schedule(),
+            key: Some(e.message_id.clone().into_bytes()),
+            partition: None,
+            payload: payload.to_vec(),
+            headers: vec![(
+                smsgw_codec::CONTENT_TYPE_HEADER.to_string(),
+                smsgw_codec::CONTENT_TYPE_AVRO.to_string(),
+            )],
+        }])
+    }
+
+    /// Routes a held message that fell due (or was cancelled) at `now_ms`: the outputs of
+    /// its `MessageAccepted`, or none when it was already routed.
+    pub async fn release(&self, e: &Event, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
+        self.metrics
+            .decisions
+            .with_label_values(&["released"])
+            .inc();
+        self.optout.fresh_after(now_ms).await;
+        self.process(e, now_ms).await
+    }
+
+    /// Cancellations that arrived since the last call (the scheduler releases those
+    /// messages at once, so they end as cancelled without waiting for `send_at`).
+    pub fn take_recent_cancellations(&self) -> Vec<String> {
+        self.lock().take_recent_cancellations()
+    }
+
+    async fn process(&self, e: &Event, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
         if matches!(
             e.payload,
             EventPayload::Accepted(_) | EventPayload::SubmitFailed(_)

@@ -9,11 +9,13 @@
 //! `MessageUndeliverable` when none is left. The opt-out log and the carrier-status topic
 //! are tailed into memory ([`state::RouterState`]); on startup the last
 //! `warmup_lookback_ms` of the event log is re-read so that in-flight messages can still
-//! be re-routed after a restart.
+//! be re-routed after a restart. Messages accepted with a future `send_at` are held on
+//! the schedule topic and released when due ([`schedule`]).
 
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod schedule;
 pub mod state;
 pub mod table;
 mod warmup;
@@ -101,6 +103,22 @@ pub async fn run(
         )
     };
 
+    // Held messages first, so the warm-up can tell which of them were already routed.
+    let held = Arc::new(Mutex::new(schedule::Schedule::default()));
+    let (schedule_tail, schedule_task) =
+        schedule::spawn_schedule_tail(&config.kafka, held.clone(), shutdown.clone());
+    tokio::select! {
+        _ = schedule_tail.caught_up() => {}
+        _ = shutdown.clone().wait() => {}
+    }
+    {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        for e in held.lock().unwrap_or_else(|p| p.into_inner()).held() {
+            if let smsgw_domain::EventPayload::Accepted(a) = &e.payload {
+                st.remember(&e.message_id, a.clone(), e.occurred_at_ms);
+            }
+        }
+    }
     warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
     // Know which carriers are down before the first decision.
     tokio::select! {
@@ -119,6 +137,12 @@ pub async fn run(
         optout: optout_tail,
         metrics: metrics.clone(),
     };
+    let scheduler = tokio::spawn(schedule::run(
+        handler.clone(),
+        producer.clone(),
+        held,
+        shutdown.clone(),
+    ));
     tracing::info!("router consuming");
     let result = run_consumer(
         &consumer,
@@ -131,6 +155,13 @@ pub async fn run(
         shutdown.clone().wait(),
     )
     .await;
-    let _ = tokio::join!(optouts, statuses, cancellations, admin);
+    let _ = tokio::join!(
+        optouts,
+        statuses,
+        cancellations,
+        schedule_task,
+        scheduler,
+        admin
+    );
     Ok(result?)
 }

@@ -10,12 +10,14 @@ pub struct Metrics {
     pub registry: Registry,
     /// Event-log records by outcome.
     pub consumer: ConsumerMetrics,
-    /// Decisions by kind (`routed`, `rerouted`, `blocked`, `no_route`, `exhausted`, `context_lost`).
+    /// Decisions by kind (`routed`, `rerouted`, `scheduled`, `released`, `blocked`, `no_route`, `exhausted`, `context_lost`).
     pub decisions: IntCounterVec,
     /// Opt-out entries currently in force.
     pub optouts: IntGauge,
     /// Messages remembered for re-routing.
     pub pending: IntGauge,
+    /// Messages held until their `send_at`.
+    pub scheduled: IntGauge,
 }
 
 impl Metrics {
@@ -45,15 +47,21 @@ impl Metrics {
         registry
             .register(Box::new(optouts.clone()))
             .expect("unique");
-        registry
-            .register(Box::new(pending.clone()))
-            .expect("unique");
+        let scheduled = IntGauge::new(
+            "smsgw_router_scheduled_messages",
+            "Messages held until their send_at",
+        )
+        .expect("valid metric");
+        for g in [&pending, &scheduled] {
+            registry.register(Box::new(g.clone())).expect("unique");
+        }
         Metrics {
             consumer,
             registry,
             decisions,
             optouts,
             pending,
+            scheduled,
         }
     }
 }

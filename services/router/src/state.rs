@@ -19,6 +19,7 @@ pub struct Pending {
 pub struct RouterState {
     optouts: smsgw_codec::OptOutIndex,
     cancelled: HashMap<String, Option<String>>,
+    recent_cancels: Vec<String>,
     carriers_down: HashSet<String>,
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
@@ -31,6 +32,7 @@ impl RouterState {
         RouterState {
             optouts: smsgw_codec::OptOutIndex::default(),
             cancelled: HashMap::new(),
+            recent_cancels: Vec::new(),
             carriers_down: HashSet::new(),
             pending: HashMap::new(),
             order: VecDeque::new(),
@@ -52,7 +54,15 @@ impl RouterState {
 
     /// Applies a cancellation request.
     pub fn set_cancelled(&mut self, r: smsgw_codec::CancelRequested) {
+        if self.recent_cancels.len() < 100_000 {
+            self.recent_cancels.push(r.message_id.clone());
+        }
         self.cancelled.insert(r.message_id, r.actor);
+    }
+
+    /// Cancellations applied since the last call.
+    pub fn take_recent_cancellations(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.recent_cancels)
     }
 
     /// `Some(who asked)` if the message was cancelled.

@@ -91,3 +91,100 @@ async fn routes_blocks_and_skips_down_carriers() -> anyhow::Result<()> {
     svc.await??;
     Ok(())
 }
+
+/// A message held until `send_at` survives a router restart (the schedule is rebuilt
+/// from its topic) and is still routed on time; a held message that is cancelled ends as
+/// cancelled at once, without waiting for its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_survive_a_restart_and_go_out_on_time() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a"]).await?;
+    let config = || -> anyhow::Result<Config> {
+        let mut c = Config::new(
+            kafka.clone(),
+            vec![Route {
+                prefix: "+44".into(),
+                carriers: vec!["a".into()],
+            }],
+        );
+        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+        Ok(c)
+    };
+    let events = kafka.topics.events();
+    let send_at = smsgw_kafka::now_ms() + 8_000;
+    let mut due = accepted("due", "+447911100001");
+    let mut later = accepted("later", "+447911100002");
+    if let (EventPayload::Accepted(a), EventPayload::Accepted(b)) =
+        (&mut due.payload, &mut later.payload)
+    {
+        a.send_at = Some(send_at);
+        b.send_at = Some(send_at + 3_600_000);
+    }
+
+    // First life: both are held, nothing is routed.
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config()?, sd));
+    produce(&kafka, &events, "due", &due).await?;
+    produce(&kafka, &events, "later", &later).await?;
+    let held: Vec<Event> =
+        read_records(&kafka, &kafka.topics.schedule(), 2, Duration::from_secs(30)).await?;
+    assert_eq!(held.len(), 2);
+    let _ = stop.send(());
+    svc.await??;
+    assert!(
+        smsgw_kafka::now_ms() < send_at,
+        "the first life must end before the message is due"
+    );
+    let so_far: Vec<Event> = read_records(&kafka, &events, 2, Duration::from_secs(5)).await?;
+    assert!(
+        so_far.iter().all(|e| e.payload.kind() == "MessageAccepted"),
+        "{so_far:?}"
+    );
+
+    // Second life: the schedule is rebuilt from its topic.
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config()?, sd));
+    let cancel = smsgw_codec::CancelRequested {
+        message_id: "later".into(),
+        actor: Some("test".into()),
+        requested_at: smsgw_kafka::now_ms(),
+    };
+    produce(&kafka, &kafka.topics.cancellations(), "later", &cancel).await?;
+    let work: Vec<DispatchRequested> = read_records(
+        &kafka,
+        &kafka.topics.dispatch("a"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(work[0].message_id, "due");
+    let out: Vec<Event> = read_records(&kafka, &events, 4, Duration::from_secs(30)).await?;
+    let selected = out
+        .iter()
+        .find(|e| e.payload.kind() == "CarrierSelected")
+        .expect("routed");
+    let late = selected.occurred_at_ms - send_at;
+    println!("routed {late} ms after send_at");
+    assert!((0..2_000).contains(&late), "routed {late} ms after send_at");
+    let cancelled = out
+        .iter()
+        .find(|e| e.message_id == "later" && e.payload.kind() == "MessageCancelled");
+    assert!(cancelled.is_some(), "{out:?}");
+    assert!(
+        cancelled.unwrap().occurred_at_ms < send_at + 3_600_000,
+        "cancelled at once"
+    );
+    // Both were released: the schedule topic ends with a tombstone for each.
+    let mut left = std::collections::HashMap::new();
+    for r in smsgw_testkit::read_raw(&kafka, &kafka.topics.schedule(), 4, Duration::from_secs(10))
+        .await?
+    {
+        left.insert(r.0, r.1.is_some());
+    }
+    assert_eq!(left.get("due"), Some(&false));
+    assert_eq!(left.get("later"), Some(&false));
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Gateway-held sends: messages accepted with a `send_at` wait here, not in a consumer.
+//!
+//! The router's event handler writes such a `MessageAccepted` event, unchanged, to the
+//! compacted schedule topic (key: message id) and moves on, so no partition waits. The
+//! [`run`] task tails that topic into a [`Schedule`] (rebuilt from the topic after a
+//! restart), and when a message falls due, or is cancelled, routes it through the same
+//! handler code as any accepted message, then writes a tombstone for it. On startup the
+//! held messages are remembered by the router before the event-log warm-up, so a message
+//! released just before a crash (routed, tombstone not yet written) is seen routed by the
+//! warm-up and is not routed twice.
+
+use crate::handler::RouterHandler;
+use smsgw_codec::AvroRecord;
+use smsgw_domain::{Event, EventPayload};
+use smsgw_kafka::rdkafka::Message;
+use smsgw_kafka::{KafkaConfig, OutRecord, Producer, TailState};
+use smsgw_runtime::Shutdown;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Messages that are due at most this far ahead (ms) are routed at once, not held.
+pub const HOLD_THRESHOLD_MS: i64 = 1_000;
+
+/// The held messages, by due time. Pure.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    by_time: BTreeSet<(i64, String)>,
+    held: HashMap<String, (i64, Event)>,
+}
+
+impl Schedule {
+    /// Holds `event` (a `MessageAccepted` with `send_at`) until its time. Re-holding the
+    /// same message replaces it.
+    pub fn hold(&mut self, event: Event) {
+        let EventPayload::Accepted(a) = &event.payload else {
+            return;
+        };
+        let at = a.send_at.unwrap_or(event.occurred_at_ms);
+        self.remove(&event.message_id);
+        self.by_time.insert((at, event.message_id.clone()));
+        self.held.insert(event.message_id.clone(), (at, event));
+    }
+
+    /// Forgets a message (released, or a tombstone read back).
+    pub fn remove(&mut self, id: &str) {
+        if let Some((at, _)) = self.held.remove(id) {
+            self.by_time.remove(&(at, id.to_string()));
+        }
+    }
+
+    /// Every held message.
+    pub fn held(&self) -> impl Iterator<Item = &Event> {
+        self.held.values().map(|(_, e)| e)
+    }
+
+    /// True if the message is held.
+    pub fn contains(&self, id: &str) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// The held messages due at `now_ms`, plus any of `early` (cancelled ones). They stay
+    /// held until [`Self::remove`].
+    pub fn due(&self, now_ms: i64, early: &[String]) -> Vec<Event> {
+        let mut ids: Vec<&String> = self
+            .by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, id)| id)
+            .collect();
+        ids.extend(early.iter().filter(|id| self.held.contains_key(*id)));
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| self.held.get(id))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// When the next message falls due.
+    pub fn next_due(&self) -> Option<i64> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+/// Tails the schedule topic into `schedule`; returns the tail's state.
+pub fn spawn_schedule_tail(
+    kafka: &KafkaConfig,
+    schedule: Arc<Mutex<Schedule>>,
+    shutdown: Shutdown,
+) -> (Arc<TailState>, tokio::task::JoinHandle<()>) {
+    let state = Arc::new(TailState::default());
+    let (kafka, st) = (kafka.clone(), state.clone());
+    let task = tokio::spawn(async move {
+        let topic = kafka.topics.schedule();
+        let r = smsgw_kafka::tail(&kafka, &topic, None, &st, shutdown.wait(), |m| {
+            let Some(key) = m.key().map(String::from_utf8_lossy) else {
+                return;
+            };
+            let mut s = schedule.lock().unwrap_or_else(|p| p.into_inner());
+            match m.payload().map(Event::decode) {
+                None => s.remove(&key),
+                Some(Ok(e)) => s.hold(e),
+                Some(Err(e)) => tracing::warn!(error = %e, "undecodable schedule record skipped"),
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "schedule tail stopped");
+        }
+    });
+    (state, task)
+}
+
+/// Releases held messages as they fall due (or are cancelled) until `shutdown`.
+pub async fn run(
+    handler: RouterHandler,
+    producer: Producer,
+    schedule: Arc<Mutex<Schedule>>,
+    shutdown: Shutdown,
+) {
+    let topic = handler.topics.schedule();
+    loop {
+        if shutdown.requested() {
+            return;
+        }
+        let now = smsgw_kafka::now_ms();
+        let cancelled = handler.take_recent_cancellations();
+        let due = {
+            let s = schedule.lock().unwrap_or_else(|p| p.into_inner());
+            handler.metrics.scheduled.set(s.len() as i64);
+            s.due(now, &cancelled)
+        };
+        for event in due {
+            let id = event.message_id.clone();
+            // Routes it (or cancels, blocks, expires it); nothing if already routed.
+            let mut out = match handler.release(&event, now).await {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "held message could not be released; it stays held");
+                    continue;
+                }
+            };
+            out.push(OutRecord::tombstone(topic.clone(), id.clone()));
+            match smsgw_kafka::send_all(&producer, &out).await {
+                Ok(()) => schedule
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "release not acknowledged; retrying");
+                }
+            }
+        }
+        let wait = schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_due()
+            .map_or(200, |at| (at - smsgw_kafka::now_ms()).clamp(5, 200));
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_domain::{Command, Message, MessageAccepted};
+
+    fn held(id: &str, at: i64) -> Event {
+        Message::new(id)
+            .decide(
+                Command::Accept(MessageAccepted {
+                    client_id: "c".into(),
+                    idempotency_key: None,
+                    client_ref: None,
+                    destination: "+447911123456".into(),
+                    sender: "SHOP".into(),
+                    body: "hi".into(),
+                    encoding: "GSM7".into(),
+                    segments: 1,
+                    registered_delivery: None,
+                    expires_at: None,
+                    schedule_delivery_at: None,
+                    callback_url: None,
+                    send_at: Some(at),
+                    message_type: None,
+                }),
+                0,
+            )
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn releases_in_time_order_and_only_when_due() {
+        let mut s = Schedule::default();
+        s.hold(held("b", 2_000));
+        s.hold(held("a", 1_000));
+        s.hold(held("c", 3_000));
+        assert!(s.due(999, &[]).is_empty());
+        let ids = |v: Vec<Event>| v.into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+        assert_eq!(ids(s.due(2_000, &[])), ["a", "b"]);
+        assert_eq!(s.next_due(), Some(1_000));
+        s.remove("a");
+        assert_eq!(s.next_due(), Some(2_000));
+        assert_eq!(
+            ids(s.due(2_000, &["c".into(), "zz".into()])),
+            ["b", "c"],
+            "cancelled ones early"
+        );
+    }
+
+    #[test]
+    fn re_holding_replaces_and_tombstones_remove() {
+        let mut s = Schedule::default();
+        s.hold(held("a", 5_000));
+        s.hold(held("a", 1_000));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.due(1_000, &[]).len(), 1);
+        s.remove("a");
+        assert!(s.is_empty() && s.next_due().is_none());
+    }
+}
