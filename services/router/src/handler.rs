@@ -270,7 +270,7 @@ impl RouterHandler {
             // Never route before every opt-out acknowledged before this event is known.
             self.optout.fresh_after(e.occurred_at_ms).await;
         }
-        let plan = self.plan(&e);
+        let plan = self.plan(e);
         {
             let st = self.lock();
             self.metrics.pending.set(st.pending_count() as i64);
