@@ -172,11 +172,15 @@ mod tests {
     #[test]
     fn bad_retry_settings_are_refused() {
         assert!(Retry::default().validate().is_ok());
-        let mut r = Retry::default();
-        r.max_attempts = 0;
+        let r = Retry {
+            max_attempts: 0,
+            ..Default::default()
+        };
         assert!(r.validate().is_err());
-        let mut r = Retry::default();
-        r.initial_backoff_ms = r.max_backoff_ms + 1;
+        let r = Retry {
+            initial_backoff_ms: 20_000,
+            ..Default::default()
+        };
         assert!(r.validate().is_err());
     }
 }
