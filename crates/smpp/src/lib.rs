@@ -150,12 +150,28 @@ pub fn stat_from_message_state(state: u8) -> &'static str {
     }
 }
 
-/// An SMPP 3.4 absolute time (section 7.1.1), `YYMMDDhhmmsstnnp`, for a Unix time in
-/// milliseconds, written in UTC (`00+`). Used for `validity_period` and
-/// `schedule_delivery_time`.
-pub fn smpp_absolute_time(unix_ms: i64) -> String {
+/// A UTC calendar time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    /// Year (proleptic Gregorian).
+    pub year: i64,
+    /// 1-12.
+    pub month: i64,
+    /// 1-31.
+    pub day: i64,
+    /// 0-23.
+    pub hour: i64,
+    /// 0-59.
+    pub minute: i64,
+    /// 0-59.
+    pub second: i64,
+    /// 0-999.
+    pub millis: i64,
+}
+
+/// The UTC calendar time of a Unix time in milliseconds.
+pub fn utc(unix_ms: i64) -> UtcTime {
     let secs = unix_ms.div_euclid(1000);
-    let tenths = unix_ms.rem_euclid(1000) / 100;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (proleptic Gregorian).
     let z = days + 719_468;
@@ -166,19 +182,53 @@ pub fn smpp_absolute_time(unix_ms: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    UtcTime {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+        millis: unix_ms.rem_euclid(1000),
+    }
+}
+
+/// An SMPP 3.4 absolute time (section 7.1.1), `YYMMDDhhmmsstnnp`, for a Unix time in
+/// milliseconds, written in UTC (`00+`). Used for `validity_period` and
+/// `schedule_delivery_time`.
+pub fn smpp_absolute_time(unix_ms: i64) -> String {
+    let t = utc(unix_ms);
     format!(
-        "{:02}{month:02}{day:02}{:02}{:02}{:02}{tenths}00+",
-        year.rem_euclid(100),
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:02}{:02}{:02}{:02}{:02}{:02}{}00+",
+        t.year.rem_euclid(100),
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.millis / 100
+    )
+}
+
+/// RFC 3339 UTC with milliseconds, for example `2026-11-26T19:51:04.123Z`.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let t = utc(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_with_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_723_051_213), "2026-11-26T19:57:31.213Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
     use proptest::prelude::*;
 
     #[test]

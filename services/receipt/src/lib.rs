@@ -9,7 +9,11 @@
 //! receipt within `receipt_timeout_ms` is expired; a receipt nobody claims within
 //! `orphan_timeout_ms` is dead-lettered. Offsets are stored only up to the oldest record
 //! still needed, so a restart rebuilds the pairing state by re-reading.
+//!
+//! The same service makes the status callbacks to upstream applications, from its own
+//! consumer group on the event log ([`callbacks`]).
 
+pub mod callbacks;
 pub mod correlator;
 pub mod metrics;
 
@@ -49,6 +53,9 @@ pub struct Config {
     /// How often timeouts are checked (ms).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
+    /// Status callbacks to upstream applications.
+    #[serde(default)]
+    pub callbacks: callbacks::CallbackConfig,
 }
 
 fn default_admin() -> SocketAddr {
@@ -77,6 +84,7 @@ impl Config {
             receipt_timeout_ms: default_receipt_timeout(),
             orphan_timeout_ms: default_orphan_timeout(),
             tick_ms: default_tick(),
+            callbacks: callbacks::CallbackConfig::default(),
         }
     }
 
@@ -88,7 +96,7 @@ impl Config {
                 "receipt_timeout_ms, orphan_timeout_ms and tick_ms must be positive".into(),
             );
         }
-        Ok(())
+        self.callbacks.validate()
     }
 }
 
@@ -197,6 +205,14 @@ pub async fn run(
         shutdown.clone().wait(),
     )
     .await?;
+    let callbacks = config.callbacks.enabled.then(|| {
+        tokio::spawn(callbacks::run(
+            config.callbacks.clone(),
+            config.kafka.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let topics = config.kafka.topics.clone();
     let topic = topics.receipts();
     let consumer: StreamConsumer = consumer(&config.kafka, &config.group_id)?;
@@ -275,6 +291,13 @@ pub async fn run(
         }
     }
     commit_stored(&consumer);
+    if let Some(c) = callbacks {
+        match c.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "status callbacks stopped"),
+            Err(e) => tracing::error!(error = %e, "status callbacks task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     let _ = admin.await;
     Ok(result?)
 }

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub waiting: IntGaugeVec,
     /// Time from the carrier accepting a submit to its final receipt being settled.
     pub submit_to_receipt: prometheus::Histogram,
+    /// Status callbacks by outcome (`delivered`, `retried`, `dead_lettered`, `duplicate`).
+    pub callbacks: IntCounterVec,
+    /// Time to settle one status callback, retries included.
+    pub callback_seconds: prometheus::Histogram,
+    /// Event-log records whose callbacks are queued or in progress.
+    pub callback_queue: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -64,7 +70,40 @@ impl Metrics {
         registry
             .register(Box::new(submit_to_receipt.clone()))
             .expect("unique");
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                "smsgw_receipt_callbacks_total",
+                "Status callbacks by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let callback_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "smsgw_receipt_callback_seconds",
+                "Time to settle one status callback, retries included",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+        )
+        .expect("valid");
+        let callback_queue = prometheus::IntGauge::new(
+            "smsgw_receipt_callback_queue_records",
+            "Event-log records whose callbacks are queued or in progress",
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(callbacks.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(callback_seconds.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(callback_queue.clone()))
+            .expect("unique");
         Metrics {
+            callbacks,
+            callback_seconds,
+            callback_queue,
             submit_to_receipt,
             registry,
             events,

@@ -52,6 +52,33 @@ macro_rules! serde_record {
     };
 }
 
+/// Which status callbacks of a message were made (compacted topic `smsgw.callbacks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackProgress {
+    /// Message id (also the key).
+    pub message_id: String,
+    /// Where this message's callbacks go.
+    pub url: String,
+    /// The account (picks the signing secret).
+    pub client_id: String,
+    /// The sender id (picks the signing secret).
+    pub sender: String,
+    /// The client's reference, echoed in callbacks.
+    #[serde(default)]
+    pub client_ref: Option<String>,
+    /// Parts of the message.
+    pub segments: i32,
+    /// Event ids whose callback was made or dead-lettered.
+    pub done: Vec<String>,
+    /// When this record was written (Unix ms).
+    pub updated_at: i64,
+}
+serde_record!(
+    CallbackProgress,
+    "callbacks",
+    "callbacks/callback_progress.v1.avsc"
+);
+
 /// A request to send one SMS, as written to the ingest topic (Avro or JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,731 @@
+//! Status callbacks: every status change of a message is POSTed, signed, to its callback
+//! URL, in the order of its events, once.
+//!
+//! Data flow: a consumer in its own group (`callbacks.group_id`) reads the event log.
+//! `MessageAccepted` fixes where a message's callbacks go (its `callback_url`, else the
+//! sender's, else the account's, else the default) and with which secret; events that
+//! change the status a client sees ([`status_of`]) become calls. Calls for one message go
+//! through one queue, one at a time, so they arrive in event order; different messages
+//! are called concurrently (`max_concurrent`), so a slow receiver holds up only its own
+//! messages. A failing call is retried with exponential backoff and jitter
+//! (`callbacks.retry`); after the last attempt it goes to the dead-letter topic with the
+//! reason and the body.
+//!
+//! Exactly one call per event: after a call is answered (or dead-lettered), the message's
+//! [`CallbackProgress`] (the event ids done) is written to the compacted callbacks topic,
+//! and only then is the event's offset released for commit. On startup that topic is read
+//! back first, so events re-read after a crash are recognised and skipped. The one window
+//! left is a crash between the receiver's 2xx and the progress record: that call is made
+//! again, with the same `X-Smsgw-Event-Id`, which receivers use to drop it.
+//!
+//! Why here: the receipt service owns final states, and the callbacks follow the event
+//! log rather than any one service's outputs, so one reader sees every status in order.
+
+use crate::metrics::Metrics;
+use serde::Deserialize;
+use smsgw_codec::{AvroRecord, CallbackProgress, DeadLetter};
+use smsgw_domain::{Event, EventPayload, MessageAccepted};
+use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::{
+    commit_stored, consumer, now_ms, spawn_tail, Incoming, KafkaConfig, KafkaError, OffsetTracker,
+    OutRecord, Producer, Topics,
+};
+use smsgw_runtime::webhook::{post_with_retries, Call, Retry};
+use smsgw_runtime::Shutdown;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Where callbacks go and how they are signed, for one sender or account.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Callback URL for messages that name none.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HMAC-SHA256 signing secret (or `env:NAME`); unset: the default secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// Status callback settings (`[callbacks]` in the receipt config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackConfig {
+    /// Make callbacks at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consumer group on the event log.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Default callback URL for messages whose sender and account set none.
+    #[serde(default)]
+    pub default_url: Option<String>,
+    /// Default signing secret (or `env:NAME`). Unset: callbacks are not signed unless
+    /// their sender or account has a secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Per account (`client_id`) URL and secret.
+    #[serde(default)]
+    pub accounts: HashMap<String, Target>,
+    /// Per sender id URL and secret; wins over the account.
+    #[serde(default)]
+    pub senders: HashMap<String, Target>,
+    /// Retries of a failing call.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Messages whose calls may be in progress at once.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent: usize,
+    /// Event-log records taken but not yet finished (calls queued or in progress).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Messages whose callback state is kept in memory (oldest forgotten first).
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_group() -> String {
+    "smsgw-callbacks".into()
+}
+fn default_concurrent() -> usize {
+    256
+}
+fn default_in_flight() -> usize {
+    10_000
+}
+fn default_capacity() -> usize {
+    200_000
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            enabled: true,
+            group_id: default_group(),
+            default_url: None,
+            secret: None,
+            accounts: HashMap::new(),
+            senders: HashMap::new(),
+            retry: Retry::default(),
+            max_concurrent: default_concurrent(),
+            max_in_flight: default_in_flight(),
+            capacity: default_capacity(),
+        }
+    }
+}
+
+impl CallbackConfig {
+    /// Fails fast on values that cannot work (including unresolvable `env:` secrets).
+    pub fn validate(&self) -> Result<(), String> {
+        self.retry.validate()?;
+        if self.max_concurrent == 0 || self.max_in_flight == 0 || self.capacity == 0 {
+            return Err(
+                "callbacks max_concurrent, max_in_flight and capacity must be positive".into(),
+            );
+        }
+        let targets = self.accounts.values().chain(self.senders.values());
+        for secret in targets
+            .filter_map(|t| t.secret.as_ref())
+            .chain(self.secret.as_ref())
+        {
+            smsgw_runtime::secret(secret).map_err(|e| format!("callbacks secret: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Where a message's callbacks go: its own URL, else its sender's, else its
+    /// account's, else the default.
+    pub fn url_for(&self, a: &MessageAccepted) -> Option<String> {
+        a.callback_url
+            .clone()
+            .or_else(|| self.senders.get(&a.sender).and_then(|t| t.url.clone()))
+            .or_else(|| self.accounts.get(&a.client_id).and_then(|t| t.url.clone()))
+            .or_else(|| self.default_url.clone())
+    }
+
+    /// The signing secret for a message of `sender` and account `client_id`.
+    pub fn secret_for(&self, client_id: &str, sender: &str) -> Option<String> {
+        self.senders
+            .get(sender)
+            .and_then(|t| t.secret.clone())
+            .or_else(|| self.accounts.get(client_id).and_then(|t| t.secret.clone()))
+            .or_else(|| self.secret.clone())
+            .and_then(|s| smsgw_runtime::secret(&s).ok())
+    }
+}
+
+/// The status a client sees after an event, with what the callback reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// `accepted`, `submitted`, `delivered`, `undelivered`, `failed`, `expired`,
+    /// `blocked` or `cancelled`.
+    pub status: &'static str,
+    /// Carrier, when one is involved.
+    pub carrier: Option<String>,
+    /// The carrier's error code (DLR `err`), when it gave one.
+    pub error_code: Option<String>,
+    /// Segments, when the event says.
+    pub segments: Option<i32>,
+}
+
+/// The client-visible status an event moves the message to; `None` for internal steps
+/// (carrier selection, a failed attempt that will be retried elsewhere, rejection of a
+/// request that never became a message).
+pub fn status_of(p: &EventPayload) -> Option<Status> {
+    let s = |status, carrier: Option<&String>, error_code: Option<&String>, segments| Status {
+        status,
+        carrier: carrier.cloned(),
+        error_code: error_code.cloned(),
+        segments,
+    };
+    Some(match p {
+        EventPayload::Accepted(a) => s("accepted", None, None, Some(a.segments)),
+        EventPayload::Submitted(x) => s("submitted", Some(&x.carrier), None, Some(x.segments)),
+        EventPayload::Delivered(x) => s("delivered", Some(&x.carrier), None, None),
+        EventPayload::Undeliverable(x) if x.stat.is_some() => s(
+            "undelivered",
+            x.carrier.as_ref(),
+            x.error_code.as_ref(),
+            None,
+        ),
+        EventPayload::Undeliverable(x) => s("failed", x.carrier.as_ref(), None, None),
+        EventPayload::Expired(x) => s("expired", x.carrier.as_ref(), None, None),
+        EventPayload::Blocked(_) => s("blocked", None, None, None),
+        EventPayload::Cancelled(_) => s("cancelled", None, None, None),
+        EventPayload::Rejected(_)
+        | EventPayload::CarrierSelected(_)
+        | EventPayload::SubmitFailed(_) => return None,
+    })
+}
+
+/// The JSON body of the callback for `event`.
+pub fn body(e: &Event, st: &Status, ctx: &CallbackProgress) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "message_id": e.message_id,
+        "event_id": e.event_id,
+        "status": st.status,
+        "client_ref": ctx.client_ref,
+        "carrier": st.carrier,
+        "error_code": st.error_code,
+        "segments": st.segments.unwrap_or(ctx.segments),
+        "occurred_at": smsgw_smpp::rfc3339(e.occurred_at_ms),
+        "occurred_at_ms": e.occurred_at_ms,
+    }))
+    .expect("a JSON object serialises")
+}
+
+/// One call waiting in a message's queue.
+struct Job {
+    event_id: String,
+    body: Vec<u8>,
+    offset: (i32, i64),
+}
+
+/// Callback state of the messages that have a callback target.
+#[derive(Default)]
+struct Book {
+    progress: HashMap<String, CallbackProgress>,
+    order: VecDeque<String>,
+    queues: HashMap<String, VecDeque<Job>>,
+    capacity: usize,
+}
+
+impl Book {
+    /// Learns a message (from its `MessageAccepted` or a progress record), merging the
+    /// events done.
+    fn learn(&mut self, p: CallbackProgress) {
+        if let Some(known) = self.progress.get_mut(&p.message_id) {
+            let have: HashSet<String> = known.done.iter().cloned().collect();
+            known
+                .done
+                .extend(p.done.into_iter().filter(|d| !have.contains(d)));
+            return;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                if !self.queues.contains_key(&old) {
+                    self.progress.remove(&old);
+                }
+            }
+        }
+        self.order.push_back(p.message_id.clone());
+        self.progress.insert(p.message_id.clone(), p);
+    }
+
+    /// True if the event's call was made or is queued.
+    fn seen(&self, id: &str, event_id: &str) -> bool {
+        self.progress
+            .get(id)
+            .is_some_and(|p| p.done.iter().any(|d| d == event_id))
+            || self
+                .queues
+                .get(id)
+                .is_some_and(|q| q.iter().any(|j| j.event_id == event_id))
+    }
+}
+
+struct Worker {
+    config: Arc<CallbackConfig>,
+    book: Arc<Mutex<Book>>,
+    client: reqwest::Client,
+    producer: Producer,
+    topics: Topics,
+    metrics: Metrics,
+    done: mpsc::UnboundedSender<(i32, i64)>,
+    slots: Arc<Semaphore>,
+}
+
+fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Worker {
+    /// Works through one message's queue, in order, until it is empty.
+    async fn drain(self: Arc<Self>, id: String) {
+        let _slot = self.slots.clone().acquire_owned().await;
+        loop {
+            let (job, ctx) = {
+                let mut b = lock(&self.book);
+                let next = b.queues.get_mut(&id).and_then(|q| {
+                    q.front()
+                        .map(|j| (j.event_id.clone(), j.body.clone(), j.offset))
+                });
+                let Some((event_id, body, offset)) = next else {
+                    b.queues.remove(&id);
+                    return;
+                };
+                let ctx = b.progress.get(&id).cloned();
+                (
+                    Job {
+                        event_id,
+                        body,
+                        offset,
+                    },
+                    ctx,
+                )
+            };
+            let Some(mut ctx) = ctx else {
+                // Cannot happen: a job is queued only for a known message.
+                let _ = self.done.send(job.offset);
+                self.pop(&id);
+                continue;
+            };
+            self.call(&ctx, &job).await;
+            ctx.done.push(job.event_id.clone());
+            ctx.updated_at = now_ms();
+            // Record progress before releasing the offset; retry until Kafka has it.
+            loop {
+                match OutRecord::avro(self.topics.callbacks(), id.clone(), &ctx) {
+                    Ok(rec) => match smsgw_kafka::send(&self.producer, &rec).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "callback progress not stored; retrying")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "callback progress cannot be encoded");
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            lock(&self.book).learn(CallbackProgress {
+                done: vec![job.event_id.clone()],
+                ..ctx
+            });
+            self.pop(&id);
+            let _ = self.done.send(job.offset);
+        }
+    }
+
+    fn pop(&self, id: &str) {
+        if let Some(q) = lock(&self.book).queues.get_mut(id) {
+            q.pop_front();
+        }
+    }
+
+    /// Makes one call with retries; dead-letters it after the last attempt.
+    async fn call(&self, ctx: &CallbackProgress, job: &Job) {
+        let secret = self.config.secret_for(&ctx.client_id, &ctx.sender);
+        let call = Call {
+            url: &ctx.url,
+            body: &job.body,
+            headers: vec![("x-smsgw-event-id", job.event_id.clone())],
+            secret: secret.as_deref(),
+        };
+        let started = std::time::Instant::now();
+        let m = &self.metrics;
+        let r = post_with_retries(&self.client, &call, &self.config.retry, |attempt, err| {
+            m.callbacks.with_label_values(&["retried"]).inc();
+            tracing::warn!(attempt, error = %err, "status callback failed");
+        })
+        .await;
+        m.callback_seconds.observe(started.elapsed().as_secs_f64());
+        match r {
+            Ok(_) => m.callbacks.with_label_values(&["delivered"]).inc(),
+            Err(reason) => {
+                m.callbacks.with_label_values(&["dead_lettered"]).inc();
+                let dl = DeadLetter {
+                    service: "receipt-callbacks".into(),
+                    reason: format!("status callback to {}: {reason}", ctx.url),
+                    topic: self.topics.events(),
+                    partition: job.offset.0,
+                    offset: job.offset.1,
+                    key: Some(ctx.message_id.clone().into_bytes()),
+                    payload: Some(job.body.clone()),
+                    headers: HashMap::new(),
+                    failed_at: now_ms(),
+                };
+                loop {
+                    let sent = match OutRecord::avro(
+                        self.topics.dead_letter(),
+                        ctx.message_id.clone(),
+                        &dl,
+                    ) {
+                        Ok(rec) => smsgw_kafka::send(&self.producer, &rec).await,
+                        Err(e) => Err(e),
+                    };
+                    match sent {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "callback dead letter not stored; retrying")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the callback consumer until `shutdown`.
+pub async fn run(
+    config: CallbackConfig,
+    kafka: KafkaConfig,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> Result<(), KafkaError> {
+    let config = Arc::new(config);
+    let book = Arc::new(Mutex::new(Book {
+        capacity: config.capacity,
+        ..Book::default()
+    }));
+    // What was already called, before reading any event.
+    let (progress, progress_task) = {
+        let b = book.clone();
+        spawn_tail(
+            &kafka,
+            kafka.topics.callbacks(),
+            None,
+            shutdown.clone().wait(),
+            move |p: CallbackProgress| lock(&b).learn(p),
+        )
+    };
+    tokio::select! {
+        _ = progress.caught_up() => {}
+        _ = shutdown.clone().wait() => return Ok(()),
+    }
+    let topic = kafka.topics.events();
+    let consumer: StreamConsumer = consumer(&kafka, &config.group_id)?;
+    consumer.subscribe(&[&topic]).map_err(KafkaError::from)?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let worker = Arc::new(Worker {
+        config: config.clone(),
+        book: book.clone(),
+        client: reqwest::Client::new(),
+        producer: Producer::new(&kafka)?,
+        topics: kafka.topics.clone(),
+        metrics: metrics.clone(),
+        done: done_tx.clone(),
+        slots: Arc::new(Semaphore::new(config.max_concurrent)),
+    });
+    let mut tracker = OffsetTracker::default();
+    let stop = shutdown.clone().wait();
+    tokio::pin!(stop);
+    tracing::info!("status callbacks consuming");
+    loop {
+        tokio::select! {
+            biased;
+            Some((p, o)) = done_rx.recv() => {
+                if let Some(safe) = tracker.complete(&topic, p, o) {
+                    consumer.store_offset(&topic, p, safe)?;
+                }
+                metrics.callback_queue.set(tracker.pending() as i64);
+            }
+            _ = &mut stop => break,
+            msg = consumer.recv(), if tracker.pending() < config.max_in_flight => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "callbacks consume error");
+                        continue;
+                    }
+                };
+                let input = Incoming::from_message(&msg);
+                let offset = (input.partition, input.offset);
+                tracker.begin(&topic, offset.0, offset.1);
+                match enqueue(&config, &book, &input, offset) {
+                    Enqueued::Started(id) => {
+                        tokio::spawn(worker.clone().drain(id));
+                    }
+                    Enqueued::Queued => {}
+                    Enqueued::Nothing(why) => {
+                        if why == "duplicate" {
+                            metrics.callbacks.with_label_values(&["duplicate"]).inc();
+                        }
+                        let _ = done_tx.send(offset);
+                    }
+                }
+            }
+        }
+    }
+    // Store what finished; calls still queued stay uncommitted and are re-read.
+    while let Ok(Some((p, o))) =
+        tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
+    {
+        if let Some(safe) = tracker.complete(&topic, p, o) {
+            let _ = consumer.store_offset(&topic, p, safe);
+        }
+    }
+    commit_stored(&consumer);
+    let _ = progress_task.await;
+    Ok(())
+}
+
+enum Enqueued {
+    /// Queued on an idle message: start its worker.
+    Started(String),
+    /// Queued behind a call in progress.
+    Queued,
+    /// No call for this record.
+    Nothing(&'static str),
+}
+
+fn enqueue(
+    config: &CallbackConfig,
+    book: &Mutex<Book>,
+    input: &Incoming<'_>,
+    offset: (i32, i64),
+) -> Enqueued {
+    let Some(e) = input.payload.and_then(|p| Event::decode(p).ok()) else {
+        // The router dead-letters undecodable events; here they are simply not called.
+        return Enqueued::Nothing("undecodable");
+    };
+    let Some(status) = status_of(&e.payload) else {
+        return Enqueued::Nothing("internal");
+    };
+    let mut b = lock(book);
+    if let EventPayload::Accepted(a) = &e.payload {
+        match config.url_for(a) {
+            Some(url) => b.learn(CallbackProgress {
+                message_id: e.message_id.clone(),
+                url,
+                client_id: a.client_id.clone(),
+                sender: a.sender.clone(),
+                client_ref: a.client_ref.clone(),
+                segments: a.segments,
+                done: vec![],
+                updated_at: e.occurred_at_ms,
+            }),
+            None => return Enqueued::Nothing("no_target"),
+        }
+    }
+    if b.seen(&e.message_id, &e.event_id) {
+        return Enqueued::Nothing("duplicate");
+    }
+    let Some(ctx) = b.progress.get(&e.message_id) else {
+        return Enqueued::Nothing("no_target");
+    };
+    let job = Job {
+        event_id: e.event_id.clone(),
+        body: body(&e, &status, ctx),
+        offset,
+    };
+    let q = b.queues.entry(e.message_id.clone()).or_default();
+    q.push_back(job);
+    if q.len() == 1 {
+        Enqueued::Started(e.message_id)
+    } else {
+        Enqueued::Queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_domain::{MessageSubmitted, MessageUndeliverable};
+
+    fn accepted(url: Option<&str>, sender: &str, client: &str) -> MessageAccepted {
+        MessageAccepted {
+            client_id: client.into(),
+            idempotency_key: None,
+            client_ref: Some("order-7".into()),
+            destination: "+447911123456".into(),
+            sender: sender.into(),
+            body: "hi".into(),
+            encoding: "GSM7".into(),
+            segments: 2,
+            registered_delivery: None,
+            expires_at: None,
+            schedule_delivery_at: None,
+            callback_url: url.map(Into::into),
+            send_at: None,
+            message_type: None,
+        }
+    }
+
+    fn config() -> CallbackConfig {
+        let mut c = CallbackConfig {
+            default_url: Some("https://default.example/cb".into()),
+            secret: Some("default-key".into()),
+            ..Default::default()
+        };
+        c.accounts.insert(
+            "shop".into(),
+            Target {
+                url: Some("https://shop.example/cb".into()),
+                secret: Some("shop-key".into()),
+            },
+        );
+        c.senders.insert(
+            "ALERTS".into(),
+            Target {
+                url: Some("https://alerts.example/cb".into()),
+                secret: None,
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn the_message_url_wins_then_sender_then_account_then_default() {
+        let c = config();
+        let url = |u, s, a| c.url_for(&accepted(u, s, a));
+        assert_eq!(
+            url(Some("https://m.example/"), "ALERTS", "shop").as_deref(),
+            Some("https://m.example/")
+        );
+        assert_eq!(
+            url(None, "ALERTS", "shop").as_deref(),
+            Some("https://alerts.example/cb")
+        );
+        assert_eq!(
+            url(None, "SHOP", "shop").as_deref(),
+            Some("https://shop.example/cb")
+        );
+        assert_eq!(
+            url(None, "SHOP", "other").as_deref(),
+            Some("https://default.example/cb")
+        );
+        assert_eq!(
+            CallbackConfig::default().url_for(&accepted(None, "S", "c")),
+            None
+        );
+        assert_eq!(c.secret_for("shop", "ALERTS").as_deref(), Some("shop-key"));
+        assert_eq!(c.secret_for("other", "X").as_deref(), Some("default-key"));
+    }
+
+    #[test]
+    fn statuses_follow_the_events_a_client_cares_about() {
+        let st = |p: &EventPayload| status_of(p).map(|s| s.status);
+        assert_eq!(
+            st(&EventPayload::Accepted(accepted(None, "S", "c"))),
+            Some("accepted")
+        );
+        let sub = EventPayload::Submitted(MessageSubmitted {
+            carrier: "a".into(),
+            attempt: 1,
+            carrier_message_id: "x".into(),
+            segments: 2,
+        });
+        assert_eq!(status_of(&sub).unwrap().carrier.as_deref(), Some("a"));
+        let undeliv = |stat: Option<&str>| {
+            EventPayload::Undeliverable(MessageUndeliverable {
+                carrier: Some("a".into()),
+                reason: "r".into(),
+                stat: stat.map(Into::into),
+                error_code: stat.map(|_| "034".into()),
+            })
+        };
+        let u = status_of(&undeliv(Some("UNDELIV"))).unwrap();
+        assert_eq!(
+            (u.status, u.error_code.as_deref()),
+            ("undelivered", Some("034"))
+        );
+        assert_eq!(st(&undeliv(None)), Some("failed"));
+        let sel = EventPayload::CarrierSelected(smsgw_domain::CarrierSelected {
+            carrier: "a".into(),
+            attempt: 1,
+            strategy: "s".into(),
+            score: None,
+            factors: vec![],
+            alternatives: vec![],
+        });
+        assert_eq!(st(&sel), None);
+    }
+
+    #[test]
+    fn the_body_carries_id_status_error_segments_and_time() {
+        let e = Event::new(
+            "m1",
+            EventPayload::Expired(smsgw_domain::MessageExpired {
+                reason: "r".into(),
+                carrier: None,
+            }),
+            0,
+            1_795_723_051_213,
+        );
+        let ctx = CallbackProgress {
+            message_id: "m1".into(),
+            url: "https://x/".into(),
+            client_id: "c".into(),
+            sender: "S".into(),
+            client_ref: Some("order-7".into()),
+            segments: 3,
+            done: vec![],
+            updated_at: 0,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&e, &status_of(&e.payload).unwrap(), &ctx)).unwrap();
+        assert_eq!(v["message_id"], "m1");
+        assert_eq!(v["status"], "expired");
+        assert_eq!(v["segments"], 3);
+        assert_eq!(v["client_ref"], "order-7");
+        assert_eq!(v["error_code"], serde_json::Value::Null);
+        assert_eq!(v["occurred_at"], "2026-11-26T19:57:31.213Z");
+        assert_eq!(v["event_id"], e.event_id);
+    }
+
+    #[test]
+    fn progress_merges_and_duplicates_are_seen() {
+        let mut b = Book {
+            capacity: 2,
+            ..Book::default()
+        };
+        let p = |id: &str, done: &[&str]| CallbackProgress {
+            message_id: id.into(),
+            url: "u".into(),
+            client_id: "c".into(),
+            sender: "s".into(),
+            client_ref: None,
+            segments: 1,
+            done: done.iter().map(|s| s.to_string()).collect(),
+            updated_at: 0,
+        };
+        b.learn(p("m1", &["e1"]));
+        b.learn(p("m1", &["e2", "e1"]));
+        assert!(b.seen("m1", "e1") && b.seen("m1", "e2") && !b.seen("m1", "e3"));
+        assert_eq!(b.progress["m1"].done.len(), 2);
+        b.learn(p("m2", &[]));
+        b.learn(p("m3", &[]));
+        assert!(
+            !b.progress.contains_key("m1"),
+            "oldest forgotten at capacity"
+        );
+    }
+}

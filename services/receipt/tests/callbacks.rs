@@ -1,0 +1,261 @@
+//! Status callbacks against a real local HTTP receiver that sometimes fails and sometimes
+//! is slow, over a real Tansu broker: per message the calls arrive in event order, once
+//! per status, signed; a receiver that never answers 2xx ends in the dead-letter topic;
+//! and a second life that re-reads the whole event log makes no call at all.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use smsgw_codec::DeadLetter;
+use smsgw_domain::{
+    Command, Event, EventPayload, Message, MessageAccepted, MessageDelivered, MessageSubmitted,
+    MessageUndeliverable,
+};
+use smsgw_receipt::Config;
+use smsgw_runtime::webhook::{signature, Retry};
+use smsgw_testkit::{eventually, free_port, produce, read_records, stopper, Broker};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "cb-key";
+
+#[derive(Default)]
+struct Seen {
+    /// Calls answered 2xx: (message id, status).
+    ok: Vec<(String, String)>,
+    /// Every request, including the ones we failed on purpose.
+    requests: usize,
+    bad_signatures: usize,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+/// Fails every 4th request with 500 and answers every 5th after 400 ms; `/dead` always
+/// answers 503. Checks the signature of every call.
+async fn receive(
+    State(seen): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let n = {
+        let mut s = seen.lock().unwrap();
+        s.requests += 1;
+        let ts: i64 = headers["x-smsgw-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sig = headers["x-smsgw-signature"].to_str().unwrap();
+        if sig != signature(SECRET.as_bytes(), ts, body.as_bytes()) {
+            s.bad_signatures += 1;
+        }
+        s.requests
+    };
+    if uri.path() == "/dead" {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if n % 4 == 0 {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if n % 5 == 0 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    seen.lock().unwrap().ok.push((
+        v["message_id"].as_str().unwrap().to_string(),
+        v["status"].as_str().unwrap().to_string(),
+    ));
+    StatusCode::OK
+}
+
+fn accepted(id: &str, url: Option<String>) -> Event {
+    let a = MessageAccepted {
+        client_id: "shop".into(),
+        idempotency_key: None,
+        client_ref: None,
+        destination: "+447911123456".into(),
+        sender: "SHOP".into(),
+        body: "hi".into(),
+        encoding: "GSM7".into(),
+        segments: 1,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
+        callback_url: url,
+        send_at: None,
+        message_type: None,
+    };
+    Message::new(id)
+        .decide(Command::Accept(a), 1_000)
+        .unwrap()
+        .remove(0)
+}
+
+fn config(kafka: &smsgw_kafka::KafkaConfig, group: &str) -> anyhow::Result<Config> {
+    let mut c = Config::new(kafka.clone());
+    c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    c.group_id = format!("{group}-receipts");
+    c.callbacks.group_id = group.into();
+    c.callbacks.secret = Some(SECRET.into());
+    c.callbacks.retry = Retry {
+        max_attempts: 3,
+        initial_backoff_ms: 20,
+        max_backoff_ms: 100,
+        timeout_ms: 2_000,
+    };
+    Ok(c)
+}
+
+async fn scrape(admin: std::net::SocketAddr, outcome: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(|r| r.text());
+    let Ok(text) = text else { return 0.0 };
+    let text = text.await.unwrap_or_default();
+    let series = format!("smsgw_receipt_callbacks_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_ordered_signed_once_and_dead_lettered_when_refused() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a"]).await?;
+    let seen: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new()
+        .route("/cb", post(receive))
+        .route("/dead", post(receive))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://127.0.0.1:{port}/cb");
+
+    // The log: 12 messages accepted, submitted (the submit recorded twice, as an
+    // at-least-once producer may), then delivered or undelivered; one whose receiver
+    // refuses everything; one with no callback target at all.
+    let events = kafka.topics.events();
+    let mut expected: HashMap<String, Vec<&str>> = HashMap::new();
+    let mut status_records = 0;
+    for i in 0..12 {
+        let id = format!("m{i}");
+        let sub = Event::new(
+            &id,
+            EventPayload::Submitted(MessageSubmitted {
+                carrier: "a".into(),
+                attempt: 1,
+                carrier_message_id: format!("c{i}"),
+                segments: 1,
+            }),
+            1,
+            2_000,
+        );
+        let last = if i % 3 == 0 {
+            EventPayload::Undeliverable(MessageUndeliverable {
+                carrier: Some("a".into()),
+                reason: "receipt".into(),
+                stat: Some("UNDELIV".into()),
+                error_code: Some("034".into()),
+            })
+        } else {
+            EventPayload::Delivered(MessageDelivered {
+                carrier: "a".into(),
+                carrier_message_id: format!("c{i}"),
+                stat: "DELIVRD".into(),
+            })
+        };
+        let final_status = if i % 3 == 0 {
+            "undelivered"
+        } else {
+            "delivered"
+        };
+        for e in [
+            accepted(&id, Some(url.clone())),
+            sub.clone(),
+            sub,
+            Event::new(&id, last, 1, 3_000),
+        ] {
+            produce(&kafka, &events, &id, &e).await?;
+            status_records += 1;
+        }
+        expected.insert(id, vec!["accepted", "submitted", final_status]);
+    }
+    let dead = accepted("m-dead", Some(format!("http://127.0.0.1:{port}/dead")));
+    produce(&kafka, &events, "m-dead", &dead).await?;
+    status_records += 1;
+    produce(&kafka, &events, "m-none", &accepted("m-none", None)).await?;
+
+    let c = config(&kafka, "cb-first")?;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(c, sd));
+    let ok = eventually("36 callbacks answered", Duration::from_secs(60), || async {
+        let s = seen.lock().unwrap();
+        (s.ok.len() >= 36).then_some(s.ok.clone())
+    })
+    .await?;
+    let dl: Vec<DeadLetter> = read_records(
+        &kafka,
+        &kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(dl[0].reason.contains("/dead"), "{}", dl[0].reason);
+    assert!(dl[0].reason.contains("3 attempts"), "{}", dl[0].reason);
+    let body: serde_json::Value = serde_json::from_slice(dl[0].payload.as_ref().unwrap())?;
+    assert_eq!(
+        (body["message_id"].as_str(), body["status"].as_str()),
+        (Some("m-dead"), Some("accepted"))
+    );
+    let _ = stop.send(());
+    svc.await??;
+
+    // Order per message, no duplicate status, every signature valid.
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, status) in &ok {
+        got.entry(id.clone()).or_default().push(status.clone());
+    }
+    for (id, want) in &expected {
+        assert_eq!(
+            got.get(id)
+                .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(want.clone()),
+            "{id}"
+        );
+    }
+    assert!(!got.contains_key("m-none") && !got.contains_key("m-dead"));
+    let (requests, bad) = {
+        let s = seen.lock().unwrap();
+        (s.requests, s.bad_signatures)
+    };
+    assert_eq!(bad, 0, "every call verifies");
+    assert!(
+        requests > 36 + 3,
+        "the receiver failed some calls on purpose: {requests}"
+    );
+    println!("{requests} requests for 36 callbacks and one dead letter");
+
+    // Second life, new consumer group: every event is read again, none is called again.
+    let c = config(&kafka, "cb-second")?;
+    let admin = c.admin_listen;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(c, sd));
+    let dupes = status_records as f64;
+    eventually(
+        "every re-read event recognised as done",
+        Duration::from_secs(60),
+        || async { (scrape(admin, "duplicate").await >= dupes).then_some(()) },
+    )
+    .await?;
+    let _ = stop.send(());
+    svc.await??;
+    let s = seen.lock().unwrap();
+    assert_eq!(s.requests, requests, "no call after the restart");
+    Ok(())
+}
