@@ -33,6 +33,9 @@ pub struct Config {
     /// Records awaiting broker acknowledgement at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// How carriers are scored (see docs/routing.md).
+    #[serde(default)]
+    pub scoring: crate::scoring::ScoringConfig,
 }
 
 /// One routing rule.
@@ -41,7 +44,7 @@ pub struct Config {
 pub struct Route {
     /// E.164 prefix, with `+` (`+` alone matches everything).
     pub prefix: String,
-    /// Carriers to try, in order.
+    /// Carriers that serve the prefix; the scorer picks among them (ties: this order).
     pub carriers: Vec<String>,
 }
 
@@ -76,6 +79,7 @@ impl Config {
             pending_capacity: default_pending(),
             warmup_lookback_ms: default_lookback(),
             max_in_flight: default_in_flight(),
+            scoring: Default::default(),
         }
     }
 
@@ -105,6 +109,7 @@ impl Config {
                 }
             }
         }
+        self.scoring.validate()?;
         if self.optout_refresh_ms == 0 || self.pending_capacity == 0 || self.max_in_flight == 0 {
             return Err(
                 "optout_refresh_ms, pending_capacity and max_in_flight must be positive".into(),

@@ -3,18 +3,19 @@
 
 use crate::metrics::Metrics;
 use crate::schedule::HOLD_THRESHOLD_MS;
+use crate::scoring::Candidate;
 use crate::state::RouterState;
-use crate::table::RouteTable;
 use smsgw_codec::{AvroRecord, DispatchRequested};
 use smsgw_domain::{Command, Event, EventPayload, Message, State};
 use smsgw_kafka::{HandleError, Handler, Incoming, OutRecord, TailState, Topics};
 use std::sync::{Arc, Mutex};
 
 /// Strategy name recorded on `CarrierSelected`.
-pub const STRATEGY: &str = "prefix-ordered";
+pub const STRATEGY: &str = "scored";
 
 /// Updates router memory from any event (also used to warm up after a restart).
 pub fn observe(state: &mut RouterState, e: &Event) {
+    state.learn(e);
     match &e.payload {
         EventPayload::Accepted(a) => {
             state.remember(&e.message_id, a.clone(), e.occurred_at_ms);
@@ -35,8 +36,6 @@ pub fn observe(state: &mut RouterState, e: &Event) {
 /// Handles event-log records.
 #[derive(Debug, Clone)]
 pub struct RouterHandler {
-    /// Routes.
-    pub table: RouteTable,
     /// Topic names.
     pub topics: Topics,
     /// Router memory.
@@ -51,6 +50,8 @@ pub struct RouterHandler {
 enum Plan {
     Nothing,
     Decide(Box<Decision>),
+    /// Quiet hours: hold the message (its `MessageAccepted`, `send_at` set) until then.
+    Hold(Box<Event>),
 }
 
 struct Decision {
@@ -88,6 +89,7 @@ impl RouterHandler {
                 (State::Accepted, 0, vec![])
             }
             EventPayload::SubmitFailed(f) => {
+                st.learn(e);
                 (State::SubmitFailed, f.attempt, f.carriers_tried.clone())
             }
             _ => {
@@ -148,10 +150,25 @@ impl RouterHandler {
                 );
             }
         }
-        let Some(carrier) = self
-            .table
-            .choose(&p.accepted.destination, &tried, |c| st.is_up(c))
-        else {
+        let now = e.occurred_at_ms.max(smsgw_kafka::now_ms());
+        let policy = st
+            .scorer
+            .config()
+            .policy(p.accepted.message_type.as_deref());
+        if attempt == 0 && policy.quiet_hours {
+            let (from, to) = (
+                st.scorer.config().quiet_start_hour,
+                st.scorer.config().quiet_end_hour,
+            );
+            if let Some(until) = crate::quiet::quiet_until(&p.accepted.destination, now, from, to) {
+                let mut held = e.clone();
+                if let EventPayload::Accepted(a) = &mut held.payload {
+                    a.send_at = Some(until);
+                }
+                return Plan::Hold(Box::new(held));
+            }
+        }
+        let Some(choice) = choose(&st, &p.accepted, &tried, id, attempt, now) else {
             let (reason, decision) = match &e.payload {
                 EventPayload::SubmitFailed(f) => (
                     format!("every carrier failed; last {}: {}", f.carrier, f.reason),
@@ -161,6 +178,7 @@ impl RouterHandler {
             };
             return decide(snapshot, Command::GiveUp { reason }, None, decision);
         };
+        let carrier = choice.carrier.clone();
         st.note_routed(id, attempt + 1);
         let mut carriers_tried = tried;
         carriers_tried.push(carrier.clone());
@@ -187,12 +205,47 @@ impl RouterHandler {
             Command::Route {
                 carrier,
                 strategy: STRATEGY.into(),
-                explain: Default::default(),
+                explain: choice.explain,
             },
             Some(dispatch),
             decision,
         )
     }
+}
+
+/// The carrier for the next attempt: the best-scored untried one that passes every
+/// constraint; else, if only open circuits stand in the way, the best of those; else none.
+fn choose(
+    st: &RouterState,
+    a: &smsgw_domain::MessageAccepted,
+    tried: &[String],
+    id: &str,
+    attempt: i32,
+    now: i64,
+) -> Option<crate::scoring::Choice> {
+    let route = st.table.route(&a.destination)?;
+    let candidates: Vec<Candidate<'_>> = route
+        .carriers
+        .iter()
+        .map(|c| Candidate {
+            carrier: c,
+            excluded: tried.contains(c).then_some("tried"),
+        })
+        .collect();
+    let mt = a.message_type.as_deref();
+    let draw = crate::scoring::draw(id, attempt + 1);
+    if let Some(c) = st
+        .scorer
+        .choose(&candidates, &route.prefix, &a.sender, mt, draw, now)
+    {
+        return Some(c);
+    }
+    // Every untried carrier that passes the other constraints has an open circuit:
+    // queue on the best of them anyway (its dispatch topic holds the work until it
+    // binds) rather than give up.
+    st.scorer
+        .ignoring_circuits()
+        .choose(&candidates, &route.prefix, &a.sender, mt, 0.99, now)
 }
 
 impl Handler for RouterHandler {
@@ -276,8 +329,18 @@ impl RouterHandler {
             self.metrics.pending.set(st.pending_count() as i64);
             self.metrics.optouts.set(st.optout_count() as i64);
         }
-        let Plan::Decide(d) = plan else {
-            return Ok(vec![]);
+        let d = match plan {
+            Plan::Nothing => return Ok(vec![]),
+            Plan::Hold(held) => {
+                self.metrics
+                    .decisions
+                    .with_label_values(&["quiet_hours"])
+                    .inc();
+                let rec = OutRecord::avro(self.topics.schedule(), held.message_id.clone(), &*held)
+                    .map_err(|x| HandleError::DeadLetter(x.to_string()))?;
+                return Ok(vec![rec]);
+            }
+            Plan::Decide(d) => d,
         };
         let Decision {
             snapshot,
@@ -316,13 +379,20 @@ mod tests {
     fn handler() -> RouterHandler {
         let optout = Arc::new(TailState::default());
         optout.mark_fresh(i64::MAX);
+        let table = crate::table::RouteTable::new(vec![Route {
+            prefix: "+44".into(),
+            carriers: vec!["a".into(), "b".into()],
+        }]);
         RouterHandler {
-            table: RouteTable::new(vec![Route {
-                prefix: "+44".into(),
-                carriers: vec!["a".into(), "b".into()],
-            }]),
             topics: Topics::with_prefix("t"),
-            state: Arc::new(Mutex::new(RouterState::new(100))),
+            state: Arc::new(Mutex::new(RouterState::new(
+                100,
+                table,
+                crate::scoring::ScoringConfig {
+                    exploration: 0.0,
+                    ..Default::default()
+                },
+            ))),
             optout,
             metrics: Metrics::new(),
         }
@@ -385,7 +455,8 @@ mod tests {
             .unwrap()
             .into_iter()
             .map(|r| {
-                let ev = (r.topic == "t.events").then(|| Event::decode(&r.payload).unwrap());
+                let ev = (r.topic == "t.events" || r.topic == "t.schedule")
+                    .then(|| Event::decode(&r.payload).unwrap());
                 (r.topic, ev)
             })
             .collect()
@@ -492,5 +563,91 @@ mod tests {
         h.state.lock().unwrap().set_carrier_up("a", false);
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out[1].0, "t.dispatch.b");
+    }
+
+    #[test]
+    fn when_every_carrier_is_down_the_message_still_queues_on_one() {
+        let mut h = handler();
+        {
+            let mut st = h.state.lock().unwrap();
+            st.set_carrier_up("a", false);
+            st.set_carrier_up("b", false);
+        }
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(out[1].0, "t.dispatch.a");
+    }
+
+    #[test]
+    fn the_decision_event_explains_itself() {
+        let mut h = handler();
+        h.state.lock().unwrap().set_carrier_up("a", false);
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        let Some(EventPayload::CarrierSelected(c)) = out[0].1.as_ref().map(|e| &e.payload) else {
+            panic!("{out:?}");
+        };
+        assert_eq!((c.carrier.as_str(), c.strategy.as_str()), ("b", STRATEGY));
+        assert!(c.score.is_some_and(|s| s > 0.0 && s <= 1.0), "{c:?}");
+        let names: Vec<_> = c.factors.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["success", "latency", "errors", "load", "price", "health"]
+        );
+        assert_eq!(c.alternatives[0].carrier, "a");
+        assert_eq!(c.alternatives[0].excluded.as_deref(), Some("circuit_open"));
+    }
+
+    #[test]
+    fn promotional_traffic_is_held_through_the_recipients_night() {
+        let mut h = handler();
+        // Quiet hours from this hour (UK time is UTC in standard time) to two hours on.
+        let hour = (smsgw_kafka::now_ms().rem_euclid(86_400_000) / 3_600_000) as u32;
+        {
+            let mut st = h.state.lock().unwrap();
+            let mut cfg = st.scorer.config().clone();
+            cfg.quiet_start_hour = hour;
+            cfg.quiet_end_hour = (hour + 2) % 24;
+            st.scorer = crate::scoring::Scorer::new(cfg);
+        }
+        let mut e = accepted("m1", "+447911123456");
+        if let EventPayload::Accepted(a) = &mut e.payload {
+            a.message_type = Some("promotional".into());
+        }
+        let out = handle(&mut h, &e);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, "t.schedule");
+        let Some(EventPayload::Accepted(held)) = out[0].1.as_ref().map(|e| &e.payload) else {
+            panic!("{out:?}");
+        };
+        let until = held.send_at.expect("held until the quiet hours end");
+        assert_eq!(
+            until.rem_euclid(86_400_000),
+            i64::from((hour + 2) % 24) * 3_600_000
+        );
+        // A transactional message to the same number goes now.
+        let out = handle(&mut h, &accepted("m2", "+447911123456"));
+        assert_eq!(out[1].0, "t.dispatch.a");
+    }
+
+    #[test]
+    fn outcomes_in_the_log_teach_the_router() {
+        let mut h = handler();
+        for i in 0..30 {
+            let id = format!("x{i}");
+            handle(&mut h, &accepted(&id, "+447911123456"));
+            let undeliv = Event::new(
+                &id,
+                EventPayload::Undeliverable(smsgw_domain::MessageUndeliverable {
+                    carrier: Some("a".into()),
+                    reason: "receipt".into(),
+                    stat: Some("UNDELIV".into()),
+                    error_code: None,
+                }),
+                1,
+                smsgw_kafka::now_ms(),
+            );
+            handle(&mut h, &undeliv);
+        }
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(out[1].0, "t.dispatch.b", "a failed everything it was given");
     }
 }

@@ -15,7 +15,9 @@
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod quiet;
 pub mod schedule;
+pub mod scoring;
 pub mod state;
 pub mod table;
 mod warmup;
@@ -63,7 +65,11 @@ pub async fn run(
     )
     .await?;
     let producer = Producer::new(&config.kafka)?;
-    let state = Arc::new(Mutex::new(state::RouterState::new(config.pending_capacity)));
+    let state = Arc::new(Mutex::new(state::RouterState::new(
+        config.pending_capacity,
+        table::RouteTable::new(config.routes.clone()),
+        config.scoring.clone(),
+    )));
     let (optout_tail, optouts) = {
         let st = state.clone();
         spawn_tail(
@@ -131,7 +137,6 @@ pub async fn run(
         .subscribe(&[&config.kafka.topics.events()])
         .map_err(KafkaError::from)?;
     let mut handler = handler::RouterHandler {
-        table: table::RouteTable::new(config.routes.clone()),
         topics: config.kafka.topics.clone(),
         state,
         optout: optout_tail,

@@ -12,6 +12,8 @@ pub struct Pending {
     pub accepted_at: i64,
     /// Highest attempt routed so far (0: not yet).
     pub attempt_routed: i32,
+    /// When the carrier last accepted it (ms), for receipt latency.
+    pub submitted_at: Option<i64>,
 }
 
 /// Router memory, folded from the event log, the opt-out log and carrier status.
@@ -21,6 +23,10 @@ pub struct RouterState {
     cancelled: HashMap<String, Option<String>>,
     recent_cancels: Vec<String>,
     carriers_down: HashSet<String>,
+    /// Routes (for the prefix that keys the statistics).
+    pub table: crate::table::RouteTable,
+    /// What was learned from outcomes, and the scoring.
+    pub scorer: crate::scoring::Scorer,
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
     capacity: usize,
@@ -28,8 +34,14 @@ pub struct RouterState {
 
 impl RouterState {
     /// Empty state remembering at most `capacity` messages.
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(
+        capacity: usize,
+        table: crate::table::RouteTable,
+        scoring: crate::scoring::ScoringConfig,
+    ) -> Self {
         RouterState {
+            table,
+            scorer: crate::scoring::Scorer::new(scoring),
             optouts: smsgw_codec::OptOutIndex::default(),
             cancelled: HashMap::new(),
             recent_cancels: Vec::new(),
@@ -77,6 +89,7 @@ impl RouterState {
 
     /// Applies a carrier status record.
     pub fn set_carrier_up(&mut self, carrier: &str, up: bool) {
+        self.scorer.set_down(carrier, !up);
         if up {
             self.carriers_down.remove(carrier);
         } else {
@@ -106,6 +119,7 @@ impl RouterState {
                 accepted,
                 accepted_at,
                 attempt_routed: 0,
+                submitted_at: None,
             },
         );
         true
@@ -126,6 +140,50 @@ impl RouterState {
     /// The remembered message.
     pub fn get(&self, id: &str) -> Option<&Pending> {
         self.pending.get(id)
+    }
+
+    /// Learns from an outcome event (any reader of the log: live or warming up).
+    pub fn learn(&mut self, e: &smsgw_domain::Event) {
+        use smsgw_domain::EventPayload as P;
+        let t = e.occurred_at_ms;
+        let ctx = self.pending.get(&e.message_id).map(|p| {
+            (
+                self.table.prefix_of(&p.accepted.destination).to_string(),
+                p.accepted.message_type.clone(),
+                p.submitted_at,
+            )
+        });
+        if let P::CarrierSelected(c) = &e.payload {
+            self.scorer.on_routed(&c.carrier, t);
+        }
+        let Some((prefix, mt, submitted_at)) = ctx else {
+            return;
+        };
+        let mt = mt.as_deref();
+        let latency = submitted_at.map(|s| t - s);
+        match &e.payload {
+            P::Submitted(x) => {
+                self.scorer.on_submitted(&x.carrier, &prefix, mt, t);
+                if let Some(p) = self.pending.get_mut(&e.message_id) {
+                    p.submitted_at = Some(t);
+                }
+            }
+            P::SubmitFailed(x) => self.scorer.on_submit_error(&x.carrier, &prefix, mt, t),
+            P::Delivered(x) => self
+                .scorer
+                .on_final(&x.carrier, &prefix, mt, true, latency, t),
+            P::Undeliverable(x) if x.stat.is_some() => {
+                if let Some(c) = &x.carrier {
+                    self.scorer.on_final(c, &prefix, mt, false, latency, t);
+                }
+            }
+            P::Expired(x) => {
+                if let Some(c) = &x.carrier {
+                    self.scorer.on_final(c, &prefix, mt, false, None, t);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Forgets a message that reached a final state.

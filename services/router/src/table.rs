@@ -1,4 +1,4 @@
-//! The route table: ordered carriers per destination prefix. Pure.
+//! The route table: the carriers that serve each destination prefix. Pure.
 
 use crate::config::Route;
 
@@ -17,31 +17,21 @@ impl RouteTable {
 
     /// Carriers for a destination, in order of preference; empty when no prefix matches.
     pub fn candidates(&self, destination: &str) -> &[String] {
+        self.route(destination)
+            .map_or(&[], |r| r.carriers.as_slice())
+    }
+
+    /// The route (longest matching prefix) of a destination.
+    pub fn route(&self, destination: &str) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| destination.starts_with(&r.prefix))
-            .map(|r| r.carriers.as_slice())
-            .unwrap_or(&[])
     }
 
-    /// The next carrier to try: the first untried one that is up, else the first untried
-    /// one (its dispatch topic holds the work until it binds), else none.
-    pub fn choose(
-        &self,
-        destination: &str,
-        tried: &[String],
-        is_up: impl Fn(&str) -> bool,
-    ) -> Option<String> {
-        let untried: Vec<&String> = self
-            .candidates(destination)
-            .iter()
-            .filter(|c| !tried.contains(c))
-            .collect();
-        untried
-            .iter()
-            .find(|c| is_up(c))
-            .or(untried.first())
-            .map(|c| c.to_string())
+    /// The prefix that routes a destination (`""` when none does): the key of the
+    /// learned statistics.
+    pub fn prefix_of(&self, destination: &str) -> &str {
+        self.route(destination).map_or("", |r| r.prefix.as_str())
     }
 
     /// Every carrier named by any route.
@@ -93,37 +83,13 @@ mod tests {
     }
 
     #[test]
-    fn skips_down_carriers_and_tried_ones() {
-        let t = table();
-        assert_eq!(
-            t.choose("+442071234567", &[], |c| c != "a").as_deref(),
-            Some("b")
-        );
-        assert_eq!(
-            t.choose("+442071234567", &["a".into()], |_| true)
-                .as_deref(),
-            Some("b")
-        );
-        assert_eq!(
-            t.choose("+442071234567", &["a".into(), "b".into()], |_| true),
-            None
-        );
-    }
-
-    #[test]
-    fn all_down_still_queues_on_the_first() {
-        assert_eq!(
-            table().choose("+442071234567", &[], |_| false).as_deref(),
-            Some("a")
-        );
-    }
-
-    #[test]
     fn no_match_means_no_route() {
         let t = RouteTable::new(vec![Route {
             prefix: "+44".into(),
             carriers: vec!["a".into()],
         }]);
-        assert_eq!(t.choose("+15551234567", &[], |_| true), None);
+        assert!(t.route("+15551234567").is_none());
+        assert_eq!(t.prefix_of("+15551234567"), "");
+        assert_eq!(t.prefix_of("+447911123456"), "+44");
     }
 }
