@@ -51,6 +51,8 @@ pub enum EventPayload {
     Expired(MessageExpired),
     /// See [`MessageCancelled`] (events schema v3).
     Cancelled(MessageCancelled),
+    /// See [`DeliveryFailed`] (events schema v4).
+    DeliveryFailed(DeliveryFailed),
 }
 
 impl EventPayload {
@@ -67,6 +69,7 @@ impl EventPayload {
             EventPayload::Undeliverable(_) => "MessageUndeliverable",
             EventPayload::Expired(_) => "MessageExpired",
             EventPayload::Cancelled(_) => "MessageCancelled",
+            EventPayload::DeliveryFailed(_) => "DeliveryFailed",
         }
     }
 
@@ -76,6 +79,7 @@ impl EventPayload {
             EventPayload::CarrierSelected(c) => Some(c.attempt),
             EventPayload::Submitted(s) => Some(s.attempt),
             EventPayload::SubmitFailed(f) => Some(f.attempt),
+            EventPayload::DeliveryFailed(f) => Some(f.attempt),
             _ => None,
         }
     }
@@ -227,6 +231,27 @@ pub struct SubmitFailed {
     /// The link broke mid-submit: the carrier may have the message, so a retry may
     /// text the recipient twice. Counted by `smsgw_dispatcher_ambiguous_submits_total`.
     pub ambiguous: bool,
+    /// Every carrier tried so far, this one included.
+    pub carriers_tried: Vec<String>,
+}
+
+/// A submitted attempt did not deliver: the carrier's receipt said so, or no final
+/// receipt came within the message type's receipt timeout. The router re-routes to
+/// another carrier or ends the message. (v4)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFailed {
+    /// Carrier of the attempt.
+    pub carrier: String,
+    /// Attempt number.
+    pub attempt: i32,
+    /// Why.
+    pub reason: String,
+    /// Raw DLR `stat`, when a receipt said so.
+    pub stat: Option<String>,
+    /// Raw DLR `err`, when a receipt said so.
+    pub error_code: Option<String>,
+    /// No final receipt came in time (a late one may still come).
+    pub timed_out: bool,
     /// Every carrier tried so far, this one included.
     pub carriers_tried: Vec<String>,
 }

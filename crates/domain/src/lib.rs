@@ -38,6 +38,9 @@ pub enum State {
     Submitted,
     /// The attempt on the chosen carrier failed; the router picks another or gives up.
     SubmitFailed,
+    /// The carrier took it but did not deliver (receipt or receipt timeout); the router
+    /// picks another carrier or gives up.
+    DeliveryFailed,
     /// The handset received it (terminal).
     Delivered,
     /// It will never be delivered (terminal).
@@ -74,6 +77,7 @@ impl State {
             State::Routed => "routed",
             State::Submitted => "submitted",
             State::SubmitFailed => "submit_failed",
+            State::DeliveryFailed => "delivery_failed",
             State::Delivered => "delivered",
             State::Undeliverable => "undeliverable",
             State::Expired => "expired",
@@ -161,6 +165,13 @@ pub enum Command {
     },
     /// No carrier is left to try, or none is configured.
     GiveUp {
+        /// Why.
+        reason: String,
+        /// The last receipt's `stat` and `err`, when a receipt ended it.
+        receipt: Option<(String, Option<String>)>,
+    },
+    /// No final receipt came within the message type's receipt timeout.
+    TimeOut {
         /// Why.
         reason: String,
     },
@@ -339,23 +350,47 @@ impl Message {
         let next = match (self.state, payload) {
             (S::New, P::Accepted(_)) => S::Accepted,
             (S::New, P::Rejected(_)) => S::Rejected,
-            (S::Accepted | S::SubmitFailed, P::CarrierSelected(c))
+            (S::Accepted | S::SubmitFailed | S::DeliveryFailed, P::CarrierSelected(c))
                 if c.attempt == self.attempt + 1 =>
             {
                 S::Routed
             }
-            (S::Accepted | S::SubmitFailed | S::Routed, P::Blocked(_)) => S::Blocked,
+            (S::Accepted | S::SubmitFailed | S::DeliveryFailed | S::Routed, P::Blocked(_)) => {
+                S::Blocked
+            }
             (S::Routed, P::Submitted(s)) if same_attempt(&s.carrier, s.attempt) => S::Submitted,
             (S::Routed, P::SubmitFailed(f)) if same_attempt(&f.carrier, f.attempt) => {
                 S::SubmitFailed
             }
-            (S::Submitted, P::Delivered(_)) => S::Delivered,
-            (S::Accepted | S::SubmitFailed | S::Submitted, P::Undeliverable(_)) => S::Undeliverable,
-            (S::Accepted | S::SubmitFailed | S::Routed | S::Submitted, P::Expired(_)) => S::Expired,
-            (S::Accepted | S::SubmitFailed | S::Routed, P::Cancelled(_)) => S::Cancelled,
+            (S::Submitted, P::DeliveryFailed(f)) if same_attempt(&f.carrier, f.attempt) => {
+                S::DeliveryFailed
+            }
+            // A late receipt from an earlier attempt's carrier also counts: the handset
+            // has the message.
+            (S::Submitted | S::DeliveryFailed | S::Routed, P::Delivered(_)) => S::Delivered,
+            (
+                S::Accepted | S::SubmitFailed | S::DeliveryFailed | S::Submitted,
+                P::Undeliverable(_),
+            ) => S::Undeliverable,
+            (
+                S::Accepted | S::SubmitFailed | S::DeliveryFailed | S::Routed | S::Submitted,
+                P::Expired(_),
+            ) => S::Expired,
+            (S::Accepted | S::SubmitFailed | S::DeliveryFailed | S::Routed, P::Cancelled(_)) => {
+                S::Cancelled
+            }
             _ => return Err(illegal()),
         };
         Ok(next)
+    }
+
+    /// The carriers tried, ending with `carrier`.
+    fn tried_with(&self, carrier: &str) -> Vec<String> {
+        let mut tried = self.carriers_tried.clone();
+        if tried.last().map(String::as_str) != Some(carrier) {
+            tried.push(carrier.to_string());
+        }
+        tried
     }
 
     /// Decides which events a command produces, without changing the aggregate.
@@ -400,10 +435,7 @@ impl Message {
                     retryable,
                     ambiguous,
                 } => {
-                    let mut carriers_tried = self.carriers_tried.clone();
-                    if carriers_tried.last() != Some(&carrier) {
-                        carriers_tried.push(carrier.clone());
-                    }
+                    let carriers_tried = self.tried_with(&carrier);
                     EventPayload::SubmitFailed(SubmitFailed {
                         carrier,
                         attempt,
@@ -426,14 +458,15 @@ impl Message {
                     carrier_message_id,
                     stat,
                 }),
-                ReceiptOutcome::Undeliverable => {
-                    EventPayload::Undeliverable(MessageUndeliverable {
-                        carrier: Some(carrier),
-                        reason: format!("carrier receipt {stat}"),
-                        stat: Some(stat),
-                        error_code,
-                    })
-                }
+                ReceiptOutcome::Undeliverable => EventPayload::DeliveryFailed(DeliveryFailed {
+                    reason: format!("carrier receipt {stat}"),
+                    stat: Some(stat),
+                    error_code,
+                    timed_out: false,
+                    attempt,
+                    carriers_tried: self.tried_with(&carrier),
+                    carrier,
+                }),
                 ReceiptOutcome::Expired => EventPayload::Expired(MessageExpired {
                     carrier: Some(carrier),
                     reason: format!("carrier receipt {stat}"),
@@ -447,12 +480,27 @@ impl Message {
             Command::Cancel { actor, stopped_by } => {
                 EventPayload::Cancelled(MessageCancelled { actor, stopped_by })
             }
-            Command::GiveUp { reason } => EventPayload::Undeliverable(MessageUndeliverable {
-                carrier: self.carrier.clone(),
-                reason,
-                stat: None,
-                error_code: None,
-            }),
+            Command::GiveUp { reason, receipt } => {
+                let (stat, error_code) = receipt.map_or((None, None), |(s, e)| (Some(s), e));
+                EventPayload::Undeliverable(MessageUndeliverable {
+                    carrier: self.carrier.clone(),
+                    reason,
+                    stat,
+                    error_code,
+                })
+            }
+            Command::TimeOut { reason } => {
+                let carrier = self.carrier.clone().unwrap_or_default();
+                EventPayload::DeliveryFailed(DeliveryFailed {
+                    reason,
+                    stat: None,
+                    error_code: None,
+                    timed_out: true,
+                    attempt,
+                    carriers_tried: self.tried_with(&carrier),
+                    carrier,
+                })
+            }
         };
         let n = payload.attempt().unwrap_or(attempt);
         let event = Event::new(&self.id, payload, n, now_ms);

@@ -113,15 +113,60 @@ fn submit_failed_lists_carriers_tried() {
 }
 
 #[test]
-fn undeliv_receipt_is_terminal() {
+fn undeliv_receipt_fails_the_attempt_and_the_router_decides_what_next() {
     let m = given(vec![
         Command::Accept(accepted()),
         route("a"),
         submit_ok("a", 1),
         receipt("undeliv"),
     ]);
-    assert_eq!(m.state(), State::Undeliverable);
-    assert!(m.state().is_terminal());
+    assert_eq!(m.state(), State::DeliveryFailed);
+    assert!(!m.state().is_terminal());
+    match &m.history()[3].payload {
+        EventPayload::DeliveryFailed(f) => {
+            assert_eq!((f.attempt, f.timed_out), (1, false));
+            assert_eq!(f.carriers_tried, ["a".to_string()]);
+            assert_eq!(f.stat.as_deref(), Some("undeliv"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another carrier, or the end with the receipt's stat and error.
+    let rerouted = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_ok("a", 1),
+        receipt("undeliv"),
+        route("b"),
+    ]);
+    assert_eq!((rerouted.state(), rerouted.attempt()), (State::Routed, 2));
+    let ended = m
+        .decide(
+            Command::GiveUp {
+                reason: "every carrier failed".into(),
+                receipt: Some(("UNDELIV".into(), Some("034".into()))),
+            },
+            9,
+        )
+        .unwrap();
+    assert!(matches!(&ended[0].payload,
+        EventPayload::Undeliverable(u) if u.stat.as_deref() == Some("UNDELIV") && u.error_code.as_deref() == Some("034")));
+}
+
+#[test]
+fn a_receipt_timeout_fails_the_attempt_and_a_late_receipt_still_delivers() {
+    let m = given(vec![
+        Command::Accept(accepted()),
+        route("a"),
+        submit_ok("a", 1),
+        Command::TimeOut {
+            reason: "no receipt within 60 s".into(),
+        },
+        route("b"),
+    ]);
+    assert!(matches!(&m.history()[3].payload, EventPayload::DeliveryFailed(f) if f.timed_out));
+    assert_eq!(m.state(), State::Routed);
+    let late = m.decide(receipt("DELIVRD"), 10).unwrap();
+    assert!(matches!(&late[0].payload, EventPayload::Delivered(d) if d.carrier == "a"));
 }
 
 #[test]
@@ -239,7 +284,15 @@ fn any_command() -> impl Strategy<Value = Command> {
             stopped_by: "router".into()
         }),
         Just(Command::GiveUp {
-            reason: "no carrier".into()
+            reason: "no carrier".into(),
+            receipt: None,
+        }),
+        Just(Command::GiveUp {
+            reason: "receipt".into(),
+            receipt: Some(("UNDELIV".into(), Some("034".into()))),
+        }),
+        Just(Command::TimeOut {
+            reason: "no receipt in time".into()
         }),
     ]
 }
@@ -269,14 +322,21 @@ fn legal(from: State, to: State) -> bool {
         (New, Accepted)
             | (New, Rejected)
             | (Accepted, Routed)
-            | (SubmitFailed, Routed)
-            | (Accepted | SubmitFailed | Routed, Blocked)
+            | (SubmitFailed | DeliveryFailed, Routed)
+            | (Accepted | SubmitFailed | DeliveryFailed | Routed, Blocked)
             | (Routed, Submitted)
             | (Routed, SubmitFailed)
-            | (Submitted, Delivered)
-            | (Accepted | SubmitFailed | Submitted, Undeliverable)
-            | (Accepted | SubmitFailed | Routed | Submitted, Expired)
-            | (Accepted | SubmitFailed | Routed, Cancelled)
+            | (Submitted, DeliveryFailed)
+            | (Submitted | DeliveryFailed | Routed, Delivered)
+            | (
+                Accepted | SubmitFailed | DeliveryFailed | Submitted,
+                Undeliverable
+            )
+            | (
+                Accepted | SubmitFailed | DeliveryFailed | Routed | Submitted,
+                Expired
+            )
+            | (Accepted | SubmitFailed | DeliveryFailed | Routed, Cancelled)
     )
 }
 

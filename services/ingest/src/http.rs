@@ -462,6 +462,7 @@ pub fn render(m: &Message) -> Value {
                 EventPayload::Undeliverable(x) => serde_json::to_value(x),
                 EventPayload::Expired(x) => serde_json::to_value(x),
                 EventPayload::Cancelled(x) => serde_json::to_value(x),
+                EventPayload::DeliveryFailed(x) => serde_json::to_value(x),
             }
             .unwrap_or(Value::Null);
             json!({"event": e.payload.kind(), "event_id": e.event_id, "occurred_at_ms": e.occurred_at_ms, "details": details})

@@ -174,8 +174,9 @@ pub struct Status {
 }
 
 /// The client-visible status an event moves the message to; `None` for internal steps
-/// (carrier selection, a failed attempt that will be retried elsewhere, rejection of a
-/// request that never became a message).
+/// (carrier selection, a failed attempt the router may retry elsewhere, rejection of a
+/// request that never became a message). When no carrier is left, the router's
+/// `MessageUndeliverable` carries the last receipt's `stat` and `err`.
 pub fn status_of(p: &EventPayload) -> Option<Status> {
     let s = |status, carrier: Option<&String>, error_code: Option<&String>, segments| Status {
         status,
@@ -199,7 +200,8 @@ pub fn status_of(p: &EventPayload) -> Option<Status> {
         EventPayload::Cancelled(_) => s("cancelled", None, None, None),
         EventPayload::Rejected(_)
         | EventPayload::CarrierSelected(_)
-        | EventPayload::SubmitFailed(_) => return None,
+        | EventPayload::SubmitFailed(_)
+        | EventPayload::DeliveryFailed(_) => return None,
     })
 }
 

@@ -315,7 +315,7 @@ mod tests {
         let a = c.on_record(0, 2, corr("x"), 5);
         assert!(matches!(
             a.events[0].payload,
-            EventPayload::Undeliverable(_)
+            EventPayload::DeliveryFailed(_)
         ));
         assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
     }
@@ -377,7 +377,7 @@ mod tests {
         let a = c.on_record(0, 4, dlr("p2", "UNDELIV"), 2);
         assert!(matches!(
             a.events[0].payload,
-            EventPayload::Undeliverable(_)
+            EventPayload::DeliveryFailed(_)
         ));
         let mut done = a.done.clone();
         done.sort();

@@ -5,7 +5,8 @@
 //! carrier's id, and a `ReceiptReceived` for each delivery receipt. This service reads
 //! the topic, pairs them in a [`correlator::Correlator`] (in either order: a receipt that
 //! beats its `submit_sm_resp` waits for it), and writes `MessageDelivered`,
-//! `MessageUndeliverable` or `MessageExpired` to the event log. A message with no final
+//! `DeliveryFailed` (the router then re-routes or ends the message) or `MessageExpired` to
+//! the event log. A message with no final
 //! receipt within `receipt_timeout_ms` is expired; a receipt nobody claims within
 //! `orphan_timeout_ms` is dead-lettered. Offsets are stored only up to the oldest record
 //! still needed, so a restart rebuilds the pairing state by re-reading.

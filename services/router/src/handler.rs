@@ -29,7 +29,9 @@ pub fn observe(state: &mut RouterState, e: &Event) {
         | EventPayload::Undeliverable(_)
         | EventPayload::Expired(_)
         | EventPayload::Cancelled(_) => state.forget(&e.message_id),
-        EventPayload::Submitted(_) | EventPayload::SubmitFailed(_) => {}
+        EventPayload::Submitted(_)
+        | EventPayload::SubmitFailed(_)
+        | EventPayload::DeliveryFailed(_) => {}
     }
 }
 
@@ -92,6 +94,10 @@ impl RouterHandler {
                 st.learn(e);
                 (State::SubmitFailed, f.attempt, f.carriers_tried.clone())
             }
+            EventPayload::DeliveryFailed(f) => {
+                st.learn(e);
+                (State::DeliveryFailed, f.attempt, f.carriers_tried.clone())
+            }
             _ => {
                 observe(&mut st, e);
                 return Plan::Nothing;
@@ -103,11 +109,19 @@ impl RouterHandler {
             let snapshot = Message::snapshot(id.clone(), state, attempt, tried);
             let command = Command::GiveUp {
                 reason: "re-route context lost (message older than the router's memory)".into(),
+                receipt: receipt_of(e),
             };
             return decide(snapshot, command, None, "context_lost");
         };
         if p.attempt_routed > attempt {
             return Plan::Nothing; // duplicate input: this attempt was already routed
+        }
+        // The failure names the carriers its writer knew of; the router knows them all.
+        let mut tried = tried;
+        for c in &p.tried {
+            if !tried.contains(c) {
+                tried.insert(0, c.clone());
+            }
         }
         let snapshot = Message::snapshot(id.clone(), state, attempt, tried.clone());
         if let Some(actor) = st.cancelled(id) {
@@ -144,11 +158,27 @@ impl RouterHandler {
                 let reason = format!("permanent failure on {}: {}", f.carrier, f.reason);
                 return decide(
                     snapshot,
-                    Command::GiveUp { reason },
+                    Command::GiveUp {
+                        reason,
+                        receipt: None,
+                    },
                     None,
                     "permanent_failure",
                 );
             }
+        }
+        let max = st.scorer.config().max_attempts;
+        if attempt >= max {
+            let reason = format!("{attempt} attempts made, the most allowed");
+            return decide(
+                snapshot,
+                Command::GiveUp {
+                    reason,
+                    receipt: receipt_of(e),
+                },
+                None,
+                "max_attempts",
+            );
         }
         let now = e.occurred_at_ms.max(smsgw_kafka::now_ms());
         let policy = st
@@ -174,12 +204,23 @@ impl RouterHandler {
                     format!("every carrier failed; last {}: {}", f.carrier, f.reason),
                     "exhausted",
                 ),
+                EventPayload::DeliveryFailed(f) => (
+                    format!("every carrier failed; last {}: {}", f.carrier, f.reason),
+                    "exhausted",
+                ),
                 _ => ("no route for the destination".to_string(), "no_route"),
             };
-            return decide(snapshot, Command::GiveUp { reason }, None, decision);
+            let receipt = receipt_of(e);
+            return decide(
+                snapshot,
+                Command::GiveUp { reason, receipt },
+                None,
+                decision,
+            );
         };
         let carrier = choice.carrier.clone();
         st.note_routed(id, attempt + 1);
+        st.note_tried(id, attempt + 1, &carrier);
         let mut carriers_tried = tried;
         carriers_tried.push(carrier.clone());
         let a = &p.accepted;
@@ -210,6 +251,14 @@ impl RouterHandler {
             Some(dispatch),
             decision,
         )
+    }
+}
+
+/// The receipt (`stat`, `err`) that failed the last attempt, if one did.
+fn receipt_of(e: &Event) -> Option<(String, Option<String>)> {
+    match &e.payload {
+        EventPayload::DeliveryFailed(f) => f.stat.clone().map(|s| (s, f.error_code.clone())),
+        _ => None,
     }
 }
 
@@ -318,7 +367,9 @@ impl RouterHandler {
     async fn process(&self, e: &Event, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
         if matches!(
             e.payload,
-            EventPayload::Accepted(_) | EventPayload::SubmitFailed(_)
+            EventPayload::Accepted(_)
+                | EventPayload::SubmitFailed(_)
+                | EventPayload::DeliveryFailed(_)
         ) {
             // Never route before every opt-out acknowledged before this event is known.
             self.optout.fresh_after(e.occurred_at_ms).await;
@@ -649,5 +700,102 @@ mod tests {
         }
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out[1].0, "t.dispatch.b", "a failed everything it was given");
+    }
+
+    fn delivery_failed(id: &str, carrier: &str, attempt: i32, timed_out: bool) -> Event {
+        Event::new(
+            id,
+            EventPayload::DeliveryFailed(smsgw_domain::DeliveryFailed {
+                carrier: carrier.into(),
+                attempt,
+                reason: "carrier receipt UNDELIV".into(),
+                stat: (!timed_out).then(|| "UNDELIV".into()),
+                error_code: (!timed_out).then(|| "034".into()),
+                timed_out,
+                carriers_tried: vec![carrier.into()],
+            }),
+            attempt,
+            smsgw_kafka::now_ms(),
+        )
+    }
+
+    #[test]
+    fn a_failure_receipt_reroutes_then_ends_with_the_receipts_error() {
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        let out = handle(&mut h, &delivery_failed("m1", "a", 1, false));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2),
+            "{out:?}"
+        );
+        assert_eq!(out[1].0, "t.dispatch.b");
+        // b fails too (its receipt names only b): a is not tried again; the end carries
+        // the receipt's stat and error code.
+        let out = handle(&mut h, &delivery_failed("m1", "b", 2, false));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload,
+                EventPayload::Undeliverable(u) if u.stat.as_deref() == Some("UNDELIV") && u.error_code.as_deref() == Some("034")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn attempts_stop_at_the_maximum() {
+        let mut h = handler();
+        {
+            let mut st = h.state.lock().unwrap();
+            let mut cfg = st.scorer.config().clone();
+            cfg.max_attempts = 1;
+            st.scorer = crate::scoring::Scorer::new(cfg);
+        }
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        let out = handle(&mut h, &delivery_failed("m1", "a", 1, true));
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("most allowed")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn only_types_with_a_receipt_timeout_time_out() {
+        let h = handler();
+        let mut st = h.state.lock().unwrap();
+        let mut cfg = st.scorer.config().clone();
+        cfg.types.get_mut("otp").unwrap().receipt_timeout_ms = Some(30_000);
+        st.scorer = crate::scoring::Scorer::new(cfg);
+        for (id, t) in [("otp1", Some("otp")), ("tx1", None)] {
+            let mut e = accepted(id, "+447911123456");
+            if let EventPayload::Accepted(a) = &mut e.payload {
+                a.message_type = t.map(Into::into);
+            }
+            observe(&mut st, &e);
+            let sel = Message::snapshot(id, State::Accepted, 0, vec![])
+                .decide(
+                    Command::Route {
+                        carrier: "a".into(),
+                        strategy: STRATEGY.into(),
+                        explain: Default::default(),
+                    },
+                    1_000,
+                )
+                .unwrap();
+            observe(&mut st, &sel[0]);
+            let sub = Event::new(
+                id,
+                EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+                    carrier: "a".into(),
+                    attempt: 1,
+                    carrier_message_id: "x".into(),
+                    segments: 1,
+                }),
+                1,
+                2_000,
+            );
+            observe(&mut st, &sub);
+        }
+        assert!(st.due_timeouts(31_999).is_empty());
+        let due = st.due_timeouts(32_000);
+        assert_eq!(due, vec![("otp1".to_string(), 1, vec!["a".to_string()])]);
+        assert!(st.due_timeouts(99_999).is_empty(), "fires once");
     }
 }

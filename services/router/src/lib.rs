@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod scoring;
 pub mod state;
 pub mod table;
+pub mod timeouts;
 mod warmup;
 
 pub use config::{Config, Route};
@@ -148,6 +149,12 @@ pub async fn run(
         held,
         shutdown.clone(),
     ));
+    let timers = tokio::spawn(timeouts::run(
+        handler.state.clone(),
+        config.kafka.topics.clone(),
+        producer.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!("router consuming");
     let result = run_consumer(
         &consumer,
@@ -166,6 +173,7 @@ pub async fn run(
         cancellations,
         schedule_task,
         scheduler,
+        timers,
         admin
     );
     Ok(result?)

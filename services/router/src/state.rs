@@ -14,6 +14,10 @@ pub struct Pending {
     pub attempt_routed: i32,
     /// When the carrier last accepted it (ms), for receipt latency.
     pub submitted_at: Option<i64>,
+    /// The attempt the carrier last accepted.
+    pub submitted_attempt: i32,
+    /// Carriers chosen so far, in attempt order.
+    pub tried: Vec<String>,
 }
 
 /// Router memory, folded from the event log, the opt-out log and carrier status.
@@ -23,6 +27,7 @@ pub struct RouterState {
     cancelled: HashMap<String, Option<String>>,
     recent_cancels: Vec<String>,
     carriers_down: HashSet<String>,
+    timers: std::collections::BTreeSet<(i64, String, i32)>,
     /// Routes (for the prefix that keys the statistics).
     pub table: crate::table::RouteTable,
     /// What was learned from outcomes, and the scoring.
@@ -46,6 +51,7 @@ impl RouterState {
             cancelled: HashMap::new(),
             recent_cancels: Vec::new(),
             carriers_down: HashSet::new(),
+            timers: Default::default(),
             pending: HashMap::new(),
             order: VecDeque::new(),
             capacity,
@@ -120,6 +126,8 @@ impl RouterState {
                 accepted_at,
                 attempt_routed: 0,
                 submitted_at: None,
+                submitted_attempt: 0,
+                tried: Vec::new(),
             },
         );
         true
@@ -134,6 +142,15 @@ impl RouterState {
                 true
             }
             None => true,
+        }
+    }
+
+    /// Notes the carrier of `attempt` (once).
+    pub fn note_tried(&mut self, id: &str, attempt: i32, carrier: &str) {
+        if let Some(p) = self.pending.get_mut(id) {
+            if p.tried.len() < attempt as usize {
+                p.tried.push(carrier.to_string());
+            }
         }
     }
 
@@ -155,6 +172,7 @@ impl RouterState {
         });
         if let P::CarrierSelected(c) = &e.payload {
             self.scorer.on_routed(&c.carrier, t);
+            self.note_tried(&e.message_id, c.attempt, &c.carrier);
         }
         let Some((prefix, mt, submitted_at)) = ctx else {
             return;
@@ -166,6 +184,12 @@ impl RouterState {
                 self.scorer.on_submitted(&x.carrier, &prefix, mt, t);
                 if let Some(p) = self.pending.get_mut(&e.message_id) {
                     p.submitted_at = Some(t);
+                    p.submitted_attempt = x.attempt;
+                }
+                let timeout = self.scorer.config().policy(mt).receipt_timeout_ms;
+                if let Some(ms) = timeout {
+                    self.timers
+                        .insert((t + ms, e.message_id.clone(), x.attempt));
                 }
             }
             P::SubmitFailed(x) => self.scorer.on_submit_error(&x.carrier, &prefix, mt, t),
@@ -184,6 +208,24 @@ impl RouterState {
             }
             _ => {}
         }
+    }
+
+    /// Submitted attempts whose receipt timeout passed at `now` with no final receipt and
+    /// no later attempt: `(message id, attempt, carriers tried)`.
+    pub fn due_timeouts(&mut self, now: i64) -> Vec<(String, i32, Vec<String>)> {
+        let mut due = Vec::new();
+        while let Some(first) = self.timers.first() {
+            if first.0 > now {
+                break;
+            }
+            let (_, id, attempt) = self.timers.pop_first().expect("non-empty");
+            if let Some(p) = self.pending.get(&id) {
+                if p.submitted_attempt == attempt && p.attempt_routed == attempt {
+                    due.push((id, attempt, p.tried.clone()));
+                }
+            }
+        }
+        due
     }
 
     /// Forgets a message that reached a final state.

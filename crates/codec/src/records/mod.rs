@@ -512,6 +512,7 @@ impl AvroRecord for Event {
             EventPayload::Undeliverable(e) => apache_avro::to_value(e)?,
             EventPayload::Expired(e) => apache_avro::to_value(e)?,
             EventPayload::Cancelled(e) => apache_avro::to_value(e)?,
+            EventPayload::DeliveryFailed(e) => apache_avro::to_value(e)?,
         };
         set.encode_resolved(Value::Record(vec![
             ("event_id".into(), Value::String(self.event_id.clone())),
@@ -543,6 +544,7 @@ impl AvroRecord for Event {
             "MessageUndeliverable" => EventPayload::Undeliverable(apache_avro::from_value(&v)?),
             "MessageExpired" => EventPayload::Expired(apache_avro::from_value(&v)?),
             "MessageCancelled" => EventPayload::Cancelled(apache_avro::from_value(&v)?),
+            "DeliveryFailed" => EventPayload::DeliveryFailed(apache_avro::from_value(&v)?),
             other => return Err(CodecError::Avro(format!("unknown event {other}"))),
         };
         let event = Event {

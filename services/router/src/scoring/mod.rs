@@ -172,6 +172,9 @@ pub struct ScoringConfig {
     /// Per carrier: price, throughput limit, sender types.
     #[serde(default)]
     pub carriers: HashMap<String, CarrierProfile>,
+    /// Attempts (carriers tried) per message at most.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
     /// Quiet hours, local time in the recipient's zone: from this hour...
     #[serde(default = "default_quiet_start")]
     pub quiet_start_hour: u32,
@@ -180,6 +183,9 @@ pub struct ScoringConfig {
     pub quiet_end_hour: u32,
 }
 
+fn default_max_attempts() -> i32 {
+    3
+}
 fn default_half_life() -> i64 {
     300_000
 }
@@ -250,6 +256,7 @@ impl Default for ScoringConfig {
             carriers: HashMap::new(),
             quiet_start_hour: default_quiet_start(),
             quiet_end_hour: default_quiet_end(),
+            max_attempts: default_max_attempts(),
         }
     }
 }
@@ -268,6 +275,9 @@ impl ScoringConfig {
         }
         if !(0.0..=0.5).contains(&self.exploration) {
             return Err("scoring exploration must be in [0, 0.5]".into());
+        }
+        if self.max_attempts < 1 {
+            return Err("scoring max_attempts must be at least 1".into());
         }
         if self.quiet_start_hour > 23 || self.quiet_end_hour > 23 {
             return Err("quiet hours are 0-23".into());
