@@ -219,3 +219,64 @@ pub fn stopper() -> (
         let _ = rx.await;
     })
 }
+
+/// A CQL proxy in front of a test CQL server that mishandles one query of the Rust
+/// `scylla` driver: kassandra (an in-memory CQL v4 server) reports a bind marker for the
+/// literal in `SELECT … FROM system.local WHERE key='local'`, which the driver sends while
+/// it reads cluster metadata, so the session never connects. The proxy drops that
+/// `WHERE` clause (system.local has one row) from QUERY and PREPARE frames and passes
+/// every other byte through untouched, both ways. Our own statements reach the server
+/// exactly as the adapter wrote them. Returns the address to connect to.
+pub async fn cql_shim(upstream: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const QUERY: u8 = 0x07;
+    const PREPARE: u8 = 0x09;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let requests = async {
+                    loop {
+                        let mut header = [0u8; 9];
+                        cr.read_exact(&mut header).await?;
+                        let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+                        let mut body = vec![0u8; len as usize];
+                        cr.read_exact(&mut body).await?;
+                        if matches!(header[4], QUERY | PREPARE) && body.len() >= 4 {
+                            let qlen =
+                                u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+                            let query = std::str::from_utf8(&body[4..4 + qlen.min(body.len() - 4)])
+                                .unwrap_or_default();
+                            if query.contains("system.local")
+                                && query.contains(" WHERE key='local'")
+                            {
+                                let fixed = query.replace(" WHERE key='local'", "");
+                                let mut b = (fixed.len() as u32).to_be_bytes().to_vec();
+                                b.extend_from_slice(fixed.as_bytes());
+                                b.extend_from_slice(&body[4 + qlen..]);
+                                body = b;
+                                header[5..9].copy_from_slice(&(body.len() as u32).to_be_bytes());
+                            }
+                        }
+                        sw.write_all(&header).await?;
+                        sw.write_all(&body).await?;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), std::io::Error>(())
+                };
+                let responses = tokio::io::copy(&mut sr, &mut cw);
+                tokio::select! {
+                    _ = requests => {}
+                    _ = responses => {}
+                }
+            });
+        }
+    });
+    Ok(addr)
+}

@@ -74,7 +74,7 @@ async fn receipts_correlate_in_either_order_and_across_a_restart() -> anyhow::Re
         .iter()
         .find(|e| e.message_id == "m2")
         .expect("m2 resolved after restart");
-    assert!(matches!(m2.payload, EventPayload::Undeliverable(_)));
+    assert!(matches!(m2.payload, EventPayload::DeliveryFailed(_)));
     let _ = stop.send(());
     svc.await??;
     Ok(())

@@ -19,6 +19,7 @@ pub mod quiet;
 pub mod schedule;
 pub mod scoring;
 pub mod state;
+pub mod store;
 pub mod table;
 pub mod timeouts;
 mod warmup;
@@ -149,6 +150,12 @@ pub async fn run(
         held,
         shutdown.clone(),
     ));
+    let store = tokio::spawn(store::run(
+        config.scoring.store.clone(),
+        handler.state.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let timers = tokio::spawn(timeouts::run(
         handler.state.clone(),
         config.kafka.topics.clone(),
@@ -174,6 +181,7 @@ pub async fn run(
         schedule_task,
         scheduler,
         timers,
+        store,
         admin
     );
     Ok(result?)

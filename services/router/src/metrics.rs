@@ -18,6 +18,11 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// Messages held until their `send_at`.
     pub scheduled: IntGauge,
+    /// Score-store syncs by outcome (`ok`, `error`).
+    pub score_syncs: IntCounterVec,
+    /// When scores were last synced with the store (Unix seconds); staleness is now
+    /// minus this.
+    pub score_synced_at: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -52,6 +57,25 @@ impl Metrics {
             "Messages held until their send_at",
         )
         .expect("valid metric");
+        let score_syncs = IntCounterVec::new(
+            Opts::new(
+                "smsgw_router_score_syncs_total",
+                "Score-store syncs by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let score_synced_at = prometheus::Gauge::new(
+            "smsgw_router_score_synced_at_seconds",
+            "When scores were last synced with the store (Unix seconds)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(score_syncs.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(score_synced_at.clone()))
+            .expect("unique");
         for g in [&pending, &scheduled] {
             registry.register(Box::new(g.clone())).expect("unique");
         }
@@ -62,6 +86,8 @@ impl Metrics {
             optouts,
             pending,
             scheduled,
+            score_syncs,
+            score_synced_at,
         }
     }
 }

@@ -3,6 +3,9 @@
 use smsgw_domain::MessageAccepted;
 use std::collections::{HashMap, HashSet, VecDeque};
 
+/// Event ids remembered to learn from each outcome once (redeliveries come soon after).
+const LEARNED_CAPACITY: usize = 100_000;
+
 /// A message the router may have to re-route.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -28,6 +31,8 @@ pub struct RouterState {
     recent_cancels: Vec<String>,
     carriers_down: HashSet<String>,
     timers: std::collections::BTreeSet<(i64, String, i32)>,
+    learned: HashSet<String>,
+    learned_order: VecDeque<String>,
     /// Routes (for the prefix that keys the statistics).
     pub table: crate::table::RouteTable,
     /// What was learned from outcomes, and the scoring.
@@ -52,6 +57,8 @@ impl RouterState {
             recent_cancels: Vec::new(),
             carriers_down: HashSet::new(),
             timers: Default::default(),
+            learned: HashSet::new(),
+            learned_order: VecDeque::new(),
             pending: HashMap::new(),
             order: VecDeque::new(),
             capacity,
@@ -162,6 +169,17 @@ impl RouterState {
     /// Learns from an outcome event (any reader of the log: live or warming up).
     pub fn learn(&mut self, e: &smsgw_domain::Event) {
         use smsgw_domain::EventPayload as P;
+        // At-least-once delivery repeats events: learn from each event id once, so the
+        // statistics (and the rows written to the score store) do not count it twice.
+        if !self.learned.insert(e.event_id.clone()) {
+            return;
+        }
+        self.learned_order.push_back(e.event_id.clone());
+        if self.learned_order.len() > LEARNED_CAPACITY {
+            if let Some(old) = self.learned_order.pop_front() {
+                self.learned.remove(&old);
+            }
+        }
         let t = e.occurred_at_ms;
         let ctx = self.pending.get(&e.message_id).map(|p| {
             (

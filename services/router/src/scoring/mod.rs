@@ -175,6 +175,9 @@ pub struct ScoringConfig {
     /// Attempts (carriers tried) per message at most.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: i32,
+    /// Where learned statistics are kept besides memory.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     /// Quiet hours, local time in the recipient's zone: from this hour...
     #[serde(default = "default_quiet_start")]
     pub quiet_start_hour: u32,
@@ -257,6 +260,7 @@ impl Default for ScoringConfig {
             quiet_start_hour: default_quiet_start(),
             quiet_end_hour: default_quiet_end(),
             max_attempts: default_max_attempts(),
+            store: Default::default(),
         }
     }
 }
@@ -276,6 +280,7 @@ impl ScoringConfig {
         if !(0.0..=0.5).contains(&self.exploration) {
             return Err("scoring exploration must be in [0, 0.5]".into());
         }
+        self.store.validate()?;
         if self.max_attempts < 1 {
             return Err("scoring max_attempts must be at least 1".into());
         }
@@ -380,11 +385,41 @@ pub struct Choice {
     pub explain: RouteExplanation,
 }
 
+/// One router's decayed statistics for one (carrier, prefix, message type), as stored
+/// in the score store (`schemas/cql/carrier_scores.cql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    /// Carrier.
+    pub carrier: String,
+    /// Route prefix.
+    pub prefix: String,
+    /// Message type.
+    pub message_type: String,
+    /// The router instance that learned it.
+    pub writer: String,
+    /// Delivered outcomes (decayed).
+    pub delivered: f64,
+    /// Finished outcomes (decayed).
+    pub finished: f64,
+    /// Sum of receipt latencies, ms (decayed).
+    pub latency_sum: f64,
+    /// Latencies summed (decayed).
+    pub latency_n: f64,
+    /// Submits (decayed).
+    pub submits: f64,
+    /// Submit errors (decayed).
+    pub errors: f64,
+    /// When the values were taken (Unix ms).
+    pub as_of: i64,
+}
+
 /// What the router learned, and how it scores.
 #[derive(Debug, Clone, Default)]
 pub struct Scorer {
     config: ScoringConfig,
     stats: HashMap<(String, String, String), Stats>,
+    /// What other routers learned (from the score store), summed.
+    remote: HashMap<(String, String, String), Stats>,
     health: HashMap<String, Health>,
 }
 
@@ -421,8 +456,71 @@ impl Scorer {
         Scorer {
             config: self.config.clone(),
             stats: self.stats.clone(),
+            remote: self.remote.clone(),
             health: HashMap::new(),
         }
+    }
+
+    /// This router's statistics as rows for the score store, decayed to `now`.
+    pub fn export(&self, writer: &str, now: i64) -> Vec<StatsRow> {
+        let hl = self.config.half_life_ms;
+        let mut rows: Vec<StatsRow> = self
+            .stats
+            .iter()
+            .map(|((carrier, prefix, t), s)| StatsRow {
+                carrier: carrier.clone(),
+                prefix: prefix.clone(),
+                message_type: t.clone(),
+                writer: writer.to_string(),
+                delivered: s.delivered.get(now, hl),
+                finished: s.finished.get(now, hl),
+                latency_sum: s.latency_sum.get(now, hl),
+                latency_n: s.latency_n.get(now, hl),
+                submits: s.submits.get(now, hl),
+                errors: s.errors.get(now, hl),
+                as_of: now,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.carrier, &a.prefix, &a.message_type).cmp(&(&b.carrier, &b.prefix, &b.message_type))
+        });
+        rows
+    }
+
+    /// Takes the store's rows: other writers' rows become the remote evidence (replacing
+    /// the previous copy); this writer's own rows seed keys it has not learned since it
+    /// started (a restart keeps what was learned before it).
+    pub fn absorb(&mut self, rows: &[StatsRow], writer: &str, now: i64) {
+        let hl = self.config.half_life_ms;
+        let mut remote: HashMap<(String, String, String), Stats> = HashMap::new();
+        for r in rows {
+            let k = (r.carrier.clone(), r.prefix.clone(), r.message_type.clone());
+            let target = if r.writer == writer {
+                if self.stats.contains_key(&k) {
+                    continue;
+                }
+                self.stats.entry(k).or_default()
+            } else {
+                remote.entry(k).or_default()
+            };
+            for (d, v) in [
+                (&mut target.delivered, r.delivered),
+                (&mut target.finished, r.finished),
+                (&mut target.latency_sum, r.latency_sum),
+                (&mut target.latency_n, r.latency_n),
+                (&mut target.submits, r.submits),
+                (&mut target.errors, r.errors),
+            ] {
+                // Decay the row from its own time, then add at `now`.
+                let aged = Decayed {
+                    value: v,
+                    at: r.as_of,
+                }
+                .get(now, hl);
+                d.add(aged, now, hl);
+            }
+        }
+        self.remote = remote;
     }
 
     /// The settings.
@@ -514,11 +612,20 @@ impl Scorer {
         let c = &self.config;
         let hl = c.half_life_ms;
         let w = c.policy(t).weights;
-        let s = self
-            .stats
-            .get(&key(carrier, prefix, t))
-            .cloned()
-            .unwrap_or_default();
+        let k = key(carrier, prefix, t);
+        let mut s = self.stats.get(&k).cloned().unwrap_or_default();
+        if let Some(r) = self.remote.get(&k) {
+            for (d, v) in [
+                (&mut s.delivered, &r.delivered),
+                (&mut s.finished, &r.finished),
+                (&mut s.latency_sum, &r.latency_sum),
+                (&mut s.latency_n, &r.latency_n),
+                (&mut s.submits, &r.submits),
+                (&mut s.errors, &r.errors),
+            ] {
+                d.add(v.get(now, hl), now, hl);
+            }
+        }
         let h = self.health.get(carrier).cloned().unwrap_or_default();
         let profile = c.carriers.get(carrier).cloned().unwrap_or_default();
         let success = (s.delivered.get(now, hl) + c.prior_success * c.prior_weight)
