@@ -149,6 +149,15 @@ impl Smsc {
     }
 }
 
+/// A carrier pointing at `smsc_url` with the test's quick reconnects.
+pub fn carrier_config(name: &str, smsc_url: &str) -> smsgw_dispatcher::CarrierConfig {
+    let mut carrier = smsgw_dispatcher::CarrierConfig::new(name, smsc_url, "smsgw", "secret");
+    carrier.reconnect_min_ms = 100;
+    carrier.reconnect_max_ms = 1000;
+    carrier.response_timeout_ms = 5000;
+    carrier
+}
+
 /// The five services running against one broker.
 pub struct Gateway {
     /// The broker (dropped last).
@@ -192,9 +201,27 @@ impl Gateway {
         configure: impl FnOnce(&mut smsgw_dispatcher::CarrierConfig),
         configure_optout: impl FnOnce(&mut smsgw_optout::Config),
     ) -> anyhow::Result<Self> {
+        let mut carrier = carrier_config(CARRIER, smsc_url);
+        configure(&mut carrier);
+        let routes = vec![smsgw_router::Route {
+            prefix: "+44".into(),
+            carriers: vec![CARRIER.into()],
+        }];
+        Self::start_carriers(vec![carrier], routes, |_| {}, configure_optout).await
+    }
+
+    /// Starts the gateway with these carriers and routes, the router's settings
+    /// adjusted by `configure_router`.
+    pub async fn start_carriers(
+        carriers: Vec<smsgw_dispatcher::CarrierConfig>,
+        routes: Vec<smsgw_router::Route>,
+        configure_router: impl FnOnce(&mut smsgw_router::Config),
+        configure_optout: impl FnOnce(&mut smsgw_optout::Config),
+    ) -> anyhow::Result<Self> {
         let broker = Broker::start()?;
         let kafka = broker.kafka();
-        broker.bootstrap(&kafka, &[CARRIER]).await?;
+        let names: Vec<&str> = carriers.iter().map(|c| c.name.as_str()).collect();
+        broker.bootstrap(&kafka, &names).await?;
         let mut stops = Vec::new();
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let mut admin: Vec<(&'static str, String)> = Vec::new();
@@ -209,12 +236,9 @@ impl Gateway {
             tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) }),
         ));
 
-        let routes = vec![smsgw_router::Route {
-            prefix: "+44".into(),
-            carriers: vec![CARRIER.into()],
-        }];
         let mut router = smsgw_router::Config::new(kafka.clone(), routes);
         router.admin_listen = local();
+        configure_router(&mut router);
         admin.push(("router", format!("http://{}", router.admin_listen)));
         let (tx, sd) = stopper();
         stops.push(tx);
@@ -223,15 +247,9 @@ impl Gateway {
             tokio::spawn(async move { Ok(smsgw_router::run(router, sd).await?) }),
         ));
 
-        let mut carrier =
-            smsgw_dispatcher::CarrierConfig::new(CARRIER, smsc_url, "smsgw", "secret");
-        carrier.reconnect_min_ms = 100;
-        carrier.reconnect_max_ms = 1000;
-        carrier.response_timeout_ms = 5000;
-        configure(&mut carrier);
         let webhook_listen = local();
         let webhooks = format!("http://{webhook_listen}");
-        let mut dispatcher = smsgw_dispatcher::Config::new(kafka.clone(), vec![carrier]);
+        let mut dispatcher = smsgw_dispatcher::Config::new(kafka.clone(), carriers);
         dispatcher.webhook_listen = Some(webhook_listen);
         dispatcher.admin_listen = local();
         admin.push(("dispatcher", format!("http://{}", dispatcher.admin_listen)));
