@@ -213,6 +213,10 @@ pub struct MessageSubmitted {
     pub carrier_message_id: String,
     /// Parts submitted.
     pub segments: i32,
+    /// Sent again after a dispatcher restart: a copy sent before the crash may also have
+    /// reached the carrier (counted by `smsgw_dispatcher_possible_duplicates_total`). (v4)
+    #[serde(default)]
+    pub possible_duplicate: bool,
 }
 
 /// An attempt failed.

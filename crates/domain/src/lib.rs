@@ -186,6 +186,9 @@ pub enum SubmitOutcome {
         carrier_message_id: String,
         /// Parts sent.
         segments: i32,
+        /// Sent again after a dispatcher restart: an earlier copy may have reached the
+        /// carrier before the crash.
+        possible_duplicate: bool,
     },
     /// Error status, timeout, or a broken link.
     Failed {
@@ -423,11 +426,13 @@ impl Message {
                 SubmitOutcome::Accepted {
                     carrier_message_id,
                     segments,
+                    possible_duplicate,
                 } => EventPayload::Submitted(MessageSubmitted {
                     carrier,
                     attempt,
                     carrier_message_id,
                     segments,
+                    possible_duplicate,
                 }),
                 SubmitOutcome::Failed {
                     command_status,

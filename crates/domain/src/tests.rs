@@ -50,6 +50,7 @@ fn submit_ok(c: &str, attempt: i32) -> Command {
         outcome: SubmitOutcome::Accepted {
             carrier_message_id: "abc".into(),
             segments: 1,
+            possible_duplicate: false,
         },
     }
 }

@@ -13,6 +13,7 @@ mod admin;
 mod config;
 mod consumer;
 mod producer;
+mod recent;
 mod tail;
 
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
@@ -23,6 +24,7 @@ pub use consumer::{
 };
 pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
 pub use rdkafka;
+pub use recent::read_recent;
 pub use tail::{spawn_tail, tail, TailState};
 
 use thiserror::Error;

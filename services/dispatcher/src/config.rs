@@ -29,6 +29,15 @@ pub struct Config {
     /// submit (ms): a STOP on the log this long blocks every later submit.
     #[serde(default = "default_optout_staleness")]
     pub optout_max_staleness_ms: u64,
+    /// On startup, how much of the event log (ms) is re-read to find work that was
+    /// recorded before a crash but not yet committed (skipped, not sent again). Must
+    /// cover the consumer's commit interval and the time to record an outcome.
+    #[serde(default = "default_restart_lookback")]
+    pub restart_lookback_ms: i64,
+}
+
+fn default_restart_lookback() -> i64 {
+    120_000
 }
 
 /// One carrier: SMPP (`smpp://` url) or HTTP (`http://` / `https://` url plus `http`).
@@ -442,6 +451,7 @@ impl Config {
             carriers,
             optout_refresh_ms: default_optout_refresh(),
             optout_max_staleness_ms: default_optout_staleness(),
+            restart_lookback_ms: default_restart_lookback(),
         }
     }
 

@@ -64,6 +64,7 @@ pub async fn run_dispatch(
     ctx: DispatchCtx,
     kafka: &smsgw_kafka::KafkaConfig,
     link: Link,
+    restart_lookback_ms: i64,
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
@@ -77,6 +78,19 @@ pub async fn run_dispatch(
         .filter(|(_, r)| r.submits())
         .count();
     let window = Arc::new(Semaphore::new(ctx.carrier.window * binds));
+    let mut recovery =
+        crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), ctx.carrier.window * binds);
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        smsgw_kafka::read_recent(kafka, ctx.topics.events(), restart_lookback_ms, move |p| {
+            let _ = tx.send(p.to_vec());
+        })
+        .await?;
+        while let Ok(bytes) = rx.try_recv() {
+            recovery.fold_bytes(&bytes);
+        }
+        tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), "dispatcher warm-up done");
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
     let mut tracker = OffsetTracker::default();
     let stop = shutdown.wait();
@@ -110,9 +124,18 @@ pub async fn run_dispatch(
                 let (p, o) = (input.partition, input.offset);
                 match input.payload.map(DispatchRequested::decode) {
                     Some(Ok(req)) => {
+                        let produced = smsgw_kafka::rdkafka::Message::timestamp(&msg).to_millis();
+                        let verdict = recovery.check(p, produced, &req.message_id, req.attempt);
+                        if verdict == crate::recovery::Verdict::Done {
+                            ctx.metrics.redelivered.with_label_values(&[&ctx.carrier.name]).inc();
+                            drop(permit);
+                            let _ = done_tx.send((p, o));
+                            continue;
+                        }
+                        let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
                         let (ctx, link, done) = (ctx.clone(), link.clone(), done_tx.clone());
                         tokio::spawn(async move {
-                            submit_one(&ctx, req, link).await;
+                            submit_one(&ctx, req, link, flagged).await;
                             drop(permit);
                             let _ = done.send((p, o));
                         });
@@ -308,7 +331,7 @@ async fn send_over(
 /// Submits one request, part by part, and records the outcome. If a later part fails
 /// after earlier ones were accepted, the recipient may see fragments: the failure is
 /// marked ambiguous.
-async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
+async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagged: bool) {
     let c = &ctx.carrier;
     if req.expires_at.is_some_and(|e| e <= now_ms()) {
         // Never submit what is no longer worth delivering.
@@ -357,6 +380,7 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
             } else {
                 ids.len() as i32
             },
+            possible_duplicate: flagged,
         },
         Some(SubmitOutcome::Failed {
             command_status,
@@ -379,6 +403,12 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link) {
         }
         Some(accepted) => accepted,
     };
+    if flagged && matches!(outcome, SubmitOutcome::Accepted { .. }) {
+        ctx.metrics
+            .possible_duplicates
+            .with_label_values(&[&c.name])
+            .inc();
+    }
     let label = match &outcome {
         SubmitOutcome::Accepted { .. } => "ok",
         SubmitOutcome::Failed { ambiguous, .. } => {

@@ -26,6 +26,7 @@ pub mod mo;
 pub mod optouts;
 pub mod pdu;
 pub mod pool;
+pub mod recovery;
 pub mod session;
 pub mod webhook;
 
@@ -187,9 +188,10 @@ pub async fn run(
             _ => dispatch::Link::Smpp(pool),
         };
         let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
+        let lookback = config.restart_lookback_ms;
         tasks.push(tokio::spawn(async move {
             let r = if ctx.carrier.submits() {
-                dispatch::run_dispatch(ctx, &kafka, link, stop).await
+                dispatch::run_dispatch(ctx, &kafka, link, lookback, stop).await
             } else {
                 // Receive-only: nothing to submit, so its dispatch topic is not consumed.
                 stop.wait().await;

@@ -12,6 +12,12 @@ pub struct Metrics {
     /// Submits whose outcome is unknown (link broke or timed out after the PDU left):
     /// a retry elsewhere may text the recipient twice.
     pub ambiguous: IntCounterVec,
+    /// Sends after a restart that may repeat a send from before the crash (flagged
+    /// `possible_duplicate` in the event log).
+    pub possible_duplicates: IntCounterVec,
+    /// Dispatch records skipped after a restart because their outcome was already
+    /// recorded.
+    pub redelivered: IntCounterVec,
     /// Inbound PDUs by carrier and kind (`receipt`, `mo`, `bad_receipt`).
     pub inbound: IntCounterVec,
     /// Bound sessions by carrier and mode (`trx`, `tx`, `rx`).
@@ -48,6 +54,16 @@ impl Metrics {
         let ambiguous = counter(
             "smsgw_dispatcher_ambiguous_submits_total",
             "Submits with unknown outcome",
+            &["carrier"],
+        );
+        let possible_duplicates = counter(
+            "smsgw_dispatcher_possible_duplicates_total",
+            "Sends after a restart that may repeat a send from before the crash",
+            &["carrier"],
+        );
+        let redelivered = counter(
+            "smsgw_dispatcher_redelivered_skipped_total",
+            "Dispatch records skipped after a restart: outcome already recorded",
             &["carrier"],
         );
         let inbound = counter(
@@ -113,6 +129,8 @@ impl Metrics {
             registry,
             submits,
             ambiguous,
+            possible_duplicates,
+            redelivered,
             inbound,
             bound,
             window_in_use,

@@ -644,6 +644,7 @@ mod tests {
             attempt: 1,
             carrier_message_id: "x".into(),
             segments: 2,
+            possible_duplicate: false,
         });
         assert_eq!(status_of(&sub).unwrap().carrier.as_deref(), Some("a"));
         let undeliv = |stat: Option<&str>| {

@@ -152,6 +152,7 @@ async fn callbacks_are_ordered_signed_once_and_dead_lettered_when_refused() -> a
                 attempt: 1,
                 carrier_message_id: format!("c{i}"),
                 segments: 1,
+                possible_duplicate: false,
             }),
             1,
             2_000,

@@ -787,6 +787,7 @@ mod tests {
                     attempt: 1,
                     carrier_message_id: "x".into(),
                     segments: 1,
+                    possible_duplicate: false,
                 }),
                 1,
                 2_000,

@@ -1,0 +1,90 @@
+//! Re-reading the recent part of a topic at startup (the router's and the dispatcher's
+//! warm-up): every record produced in the last `lookback_ms`, up to the high watermarks
+//! at the time of the call, without a consumer group or commits.
+
+use crate::{KafkaConfig, KafkaError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Calls `on_record(payload)` for every record of `topic` produced in the last
+/// `lookback_ms` (as of now), then returns how many were read. Runs on a blocking thread.
+pub async fn read_recent(
+    kafka: &KafkaConfig,
+    topic: String,
+    lookback_ms: i64,
+    mut on_record: impl FnMut(&[u8]) + Send + 'static,
+) -> Result<u64, KafkaError> {
+    if lookback_ms <= 0 {
+        return Ok(0);
+    }
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || read_window(&kafka, &topic, lookback_ms, &mut on_record))
+        .await
+        .map_err(|e| KafkaError::Config(format!("warm-up task: {e}")))?
+}
+
+fn read_window(
+    kafka: &KafkaConfig,
+    topic: &str,
+    lookback_ms: i64,
+    on_record: &mut dyn FnMut(&[u8]),
+) -> Result<u64, KafkaError> {
+    let t = Duration::from_secs(10);
+    let c: BaseConsumer = kafka
+        .client_config(&[
+            ("group.id", "smsgw-warmup"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let md = c.fetch_metadata(Some(topic), t)?;
+    let since = crate::now_ms() - lookback_ms;
+    let mut query = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), t)?;
+        if high > low {
+            ends.insert(p.id(), high);
+            query.add_partition_offset(topic, p.id(), Offset::Offset(since))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    let starts = c.offsets_for_times(query, t)?;
+    let mut assign = TopicPartitionList::new();
+    for e in starts.elements() {
+        let start = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => continue, // nothing that recent in this partition
+        };
+        if start < ends[&e.partition()] {
+            assign.add_partition_offset(topic, e.partition(), Offset::Offset(start))?;
+        } else {
+            ends.remove(&e.partition());
+        }
+    }
+    ends.retain(|p, _| assign.elements().iter().any(|e| e.partition() == *p));
+    c.assign(&assign)?;
+    let mut read = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !ends.is_empty() && std::time::Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(p) = m.payload() {
+            on_record(p);
+        }
+        read += 1;
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(read)
+}

@@ -1,0 +1,183 @@
+//! After a restart: never send again what the event log shows was sent, and flag what
+//! may have been.
+//!
+//! The dispatcher stores a dispatch offset only after the attempt's outcome is in the
+//! event log, so a crash leaves (a) work whose outcome was recorded but whose offset was
+//! not yet committed, and (b) work that was on the wire (at most `window × binds`,
+//! started in offset order). At startup it re-reads the last `restart_lookback_ms` of
+//! the event log: work of kind (a) is skipped. Work of kind (b) cannot be told apart
+//! from work that never started, so the first `window × binds` unrecorded records per
+//! partition that were produced before this process started are sent again with
+//! `possible_duplicate` set on `MessageSubmitted` and counted in
+//! `smsgw_dispatcher_possible_duplicates_total`: the event log shows every message that
+//! may have been texted twice. (After a clean shutdown nothing was on the wire; the flag
+//! may then mark up to that many messages that were not duplicates.)
+
+use smsgw_codec::AvroRecord;
+use smsgw_domain::{Event, EventPayload};
+use std::collections::{HashMap, HashSet};
+
+/// What to do with a dispatch record after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its outcome is already in the event log: skip it.
+    Done,
+    /// It may have been sent before the crash: send, flagged.
+    PossibleDuplicate,
+    /// Send it.
+    Fresh,
+}
+
+/// The dispatcher's memory of recent outcomes for one carrier. Pure.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    carrier: String,
+    attempted: HashMap<String, i32>,
+    ended: HashSet<String>,
+    started_at: i64,
+    window: usize,
+    budget: HashMap<i32, usize>,
+}
+
+impl Recovery {
+    /// Empty memory for `carrier`, started at `started_at`, with `window` sends in flight
+    /// at most.
+    pub fn new(carrier: &str, started_at: i64, window: usize) -> Self {
+        Recovery {
+            carrier: carrier.to_string(),
+            started_at,
+            window,
+            ..Recovery::default()
+        }
+    }
+
+    /// Learns from one event of the log.
+    pub fn fold(&mut self, e: &Event) {
+        let attempt = match &e.payload {
+            EventPayload::Submitted(s) if s.carrier == self.carrier => s.attempt,
+            EventPayload::SubmitFailed(f) if f.carrier == self.carrier => f.attempt,
+            EventPayload::Blocked(_)
+            | EventPayload::Cancelled(_)
+            | EventPayload::Expired(_)
+            | EventPayload::Delivered(_)
+            | EventPayload::Undeliverable(_) => {
+                self.ended.insert(e.message_id.clone());
+                return;
+            }
+            _ => return,
+        };
+        let a = self.attempted.entry(e.message_id.clone()).or_default();
+        *a = (*a).max(attempt);
+    }
+
+    /// Learns from one raw event-log record.
+    pub fn fold_bytes(&mut self, bytes: &[u8]) {
+        if let Ok(e) = Event::decode(bytes) {
+            self.fold(&e);
+        }
+    }
+
+    /// The verdict on a dispatch record of `partition`, produced at `produced_at`.
+    pub fn check(
+        &mut self,
+        partition: i32,
+        produced_at: Option<i64>,
+        message_id: &str,
+        attempt: i32,
+    ) -> Verdict {
+        if self.ended.contains(message_id)
+            || self
+                .attempted
+                .get(message_id)
+                .is_some_and(|a| *a >= attempt)
+        {
+            return Verdict::Done;
+        }
+        let budget = self.budget.entry(partition).or_insert(self.window);
+        if produced_at.is_some_and(|t| t < self.started_at) && *budget > 0 {
+            *budget -= 1;
+            return Verdict::PossibleDuplicate;
+        }
+        if produced_at.is_none_or(|t| t >= self.started_at) {
+            *budget = 0; // new work: everything older was already seen
+        }
+        Verdict::Fresh
+    }
+
+    /// Outcomes remembered.
+    pub fn len(&self) -> usize {
+        self.attempted.len() + self.ended.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_domain::{MessageBlocked, MessageSubmitted};
+
+    fn submitted(id: &str, carrier: &str, attempt: i32) -> Event {
+        Event::new(
+            id,
+            EventPayload::Submitted(MessageSubmitted {
+                carrier: carrier.into(),
+                attempt,
+                carrier_message_id: "x".into(),
+                segments: 1,
+                possible_duplicate: false,
+            }),
+            attempt,
+            1,
+        )
+    }
+
+    #[test]
+    fn recorded_work_is_skipped_unrecorded_work_is_flagged_up_to_the_window() {
+        let mut r = Recovery::new("a", 1_000, 2);
+        r.fold(&submitted("m1", "a", 1));
+        r.fold(&submitted("m9", "b", 1)); // another carrier's
+        r.fold(&Event::new(
+            "m2",
+            EventPayload::Blocked(MessageBlocked {
+                reason: "opted_out".into(),
+                scope: "global".into(),
+            }),
+            0,
+            1,
+        ));
+        assert_eq!(r.check(0, Some(10), "m1", 1), Verdict::Done);
+        assert_eq!(r.check(0, Some(10), "m2", 1), Verdict::Done);
+        assert_eq!(
+            r.check(0, Some(10), "m1", 2),
+            Verdict::PossibleDuplicate,
+            "a later attempt"
+        );
+        assert_eq!(r.check(0, Some(10), "m9", 1), Verdict::PossibleDuplicate);
+        assert_eq!(
+            r.check(0, Some(10), "m3", 1),
+            Verdict::Fresh,
+            "window of 2 used up"
+        );
+        assert_eq!(
+            r.check(1, Some(10), "m4", 1),
+            Verdict::PossibleDuplicate,
+            "per partition"
+        );
+    }
+
+    #[test]
+    fn work_produced_after_the_start_is_never_flagged() {
+        let mut r = Recovery::new("a", 1_000, 5);
+        assert_eq!(r.check(0, Some(1_000), "m1", 1), Verdict::Fresh);
+        assert_eq!(
+            r.check(0, Some(999), "m2", 1),
+            Verdict::Fresh,
+            "seen newer work"
+        );
+        assert_eq!(r.check(1, None, "m3", 1), Verdict::Fresh);
+    }
+}
