@@ -19,6 +19,25 @@ pub struct KafkaConfig {
     /// Topic names.
     #[serde(default)]
     pub topics: Topics,
+    /// How a service's consumers get partitions: `group` (Kafka's group protocol; run
+    /// several instances and they share the partitions) or `static` (each consumer
+    /// takes every partition of its topics and resumes from the group's committed
+    /// offsets, without group membership: one instance per service). `static` is for
+    /// brokers whose group coordinator cannot replace a member that died without
+    /// leaving: Tansu 0.6 never hands a killed member's partitions to its replacement.
+    #[serde(default)]
+    pub assignment: Assignment,
+}
+
+/// See [`KafkaConfig::assignment`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// The consumer-group protocol.
+    #[default]
+    Group,
+    /// Every partition, committed offsets, no membership.
+    Static,
 }
 
 impl KafkaConfig {
@@ -28,6 +47,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             properties: BTreeMap::new(),
             topics: Topics::default(),
+            assignment: Assignment::default(),
         }
     }
 

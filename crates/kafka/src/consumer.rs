@@ -32,6 +32,29 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, Kafk
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 
+/// Starts consuming `topics`: subscribes as a group member, or with
+/// [`crate::Assignment::Static`] assigns every partition at the group's committed offsets.
+pub fn join(
+    consumer: &StreamConsumer,
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> Result<(), KafkaError> {
+    use rdkafka::{Offset, TopicPartitionList};
+    if kafka.assignment == crate::Assignment::Group {
+        consumer.subscribe(topics)?;
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(topic, p.id(), Offset::Stored)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(())
+}
+
 /// A consumed record, as handlers see it.
 #[derive(Debug)]
 pub struct Incoming<'a> {

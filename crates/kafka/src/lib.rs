@@ -17,10 +17,10 @@ mod recent;
 mod tail;
 
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
-pub use config::{KafkaConfig, Topics};
+pub use config::{Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    commit_stored, consumer, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
-    OffsetTracker,
+    commit_stored, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler,
+    Incoming, OffsetTracker,
 };
 pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
 pub use rdkafka;

@@ -19,6 +19,7 @@ pub struct Broker {
     child: Child,
     /// `127.0.0.1:<port>`.
     pub addr: String,
+    storage: String,
 }
 
 /// Path of the tansu binary.
@@ -59,35 +60,26 @@ impl Broker {
 
     /// Starts Tansu with the given storage engine URL.
     pub fn start_with_storage(storage: &str) -> anyhow::Result<Self> {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        // The broker's own log, for when it misbehaves: $TMPDIR/smsgw-tansu-<port>.log.
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
-        let child = Command::new(tansu_bin()?)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning tansu")?;
-        let broker = Broker { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&broker.addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("tansu did not listen on {} within 20 s", broker.addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(broker)
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = spawn_tansu(&addr, storage)?;
+        Ok(Broker {
+            child,
+            addr,
+            storage: storage.to_string(),
+        })
+    }
+
+    /// Kills the broker with SIGKILL (no shutdown of any kind).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same address and storage (after [`Self::kill9`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.child = spawn_tansu(&self.addr, &self.storage)?;
+        Ok(())
     }
 
     /// A Kafka config for this broker with a unique topic prefix.
@@ -112,6 +104,65 @@ impl Broker {
         smsgw_kafka::bootstrap_topics(kafka, &layout.specs(&kafka.topics, &carriers)).await?;
         Ok(())
     }
+}
+
+/// Spawns Tansu on `addr` and waits until it accepts connections.
+fn spawn_tansu(addr: &str, storage: &str) -> anyhow::Result<Child> {
+    let url = format!("tcp://{addr}");
+    // The broker's own log, for when it misbehaves: $TMPDIR/smsgw-tansu-<port>.log.
+    let port = addr.rsplit(':').next().unwrap_or("0");
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
+    let child = Command::new(tansu_bin()?)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            storage,
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawning tansu")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("tansu did not listen on {addr} within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+/// Reads `topic` from the beginning until no record arrives for `idle` (at least 20 s
+/// for the first one): key and value (`None` for a tombstone) of every record.
+pub async fn read_all(
+    kafka: &KafkaConfig,
+    topic: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+    use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+    use smsgw_kafka::rdkafka::Message as _;
+    let c: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create()?;
+    c.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    // Joining the group takes a few seconds before the first record can arrive.
+    let first = idle.max(Duration::from_secs(20));
+    while let Ok(m) =
+        tokio::time::timeout(if out.is_empty() { first } else { idle }, c.recv()).await
+    {
+        let m = m?;
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        out.push((key, m.payload().map(<[u8]>::to_vec)));
+    }
+    Ok(out)
 }
 
 impl Drop for Broker {

@@ -69,7 +69,7 @@ pub async fn run_dispatch(
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
     let consumer: StreamConsumer = consumer(kafka, &ctx.carrier.group())?;
-    consumer.subscribe(&[&topic])?;
+    smsgw_kafka::join(&consumer, kafka, &[&topic])?;
     // Work in flight: every submitting bind's window, so a full pool takes no more.
     let binds = ctx
         .carrier

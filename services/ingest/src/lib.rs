@@ -21,7 +21,6 @@ pub mod view;
 
 pub use config::Config;
 
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{consumer, run_consumer, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -116,9 +115,7 @@ pub async fn run(
         Ok(())
     } else {
         let consumer = consumer(&config.kafka, &config.group_id)?;
-        consumer
-            .subscribe(&[&config.kafka.topics.ingest()])
-            .map_err(KafkaError::from)?;
+        smsgw_kafka::join(&consumer, &config.kafka, &[&config.kafka.topics.ingest()])?;
         let mut handler = handler::IngestHandler {
             topics: config.kafka.topics.clone(),
             limits: config.limits.clone(),

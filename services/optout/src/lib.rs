@@ -25,7 +25,6 @@ pub mod webhook;
 pub use config::{Config, Scope};
 
 use smsgw_codec::OptOutChanged;
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{consumer, run_consumer, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -61,7 +60,7 @@ fn inbound_loop<H: smsgw_kafka::Handler>(
     mut handler: H,
 ) -> Result<impl Future<Output = Result<(), KafkaError>>, KafkaError> {
     let consumer = consumer(&config.kafka, group)?;
-    consumer.subscribe(&[&config.kafka.topics.inbound()])?;
+    smsgw_kafka::join(&consumer, &config.kafka, &[&config.kafka.topics.inbound()])?;
     let dlq = config.kafka.topics.dead_letter();
     Ok(async move {
         run_consumer(

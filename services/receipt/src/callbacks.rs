@@ -434,7 +434,7 @@ pub async fn run(
     }
     let topic = kafka.topics.events();
     let consumer: StreamConsumer = consumer(&kafka, &config.group_id)?;
-    consumer.subscribe(&[&topic]).map_err(KafkaError::from)?;
+    smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
         config: config.clone(),

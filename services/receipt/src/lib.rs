@@ -217,7 +217,7 @@ pub async fn run(
     let topics = config.kafka.topics.clone();
     let topic = topics.receipts();
     let consumer: StreamConsumer = consumer(&config.kafka, &config.group_id)?;
-    consumer.subscribe(&[&topic]).map_err(KafkaError::from)?;
+    smsgw_kafka::join(&consumer, &config.kafka, &[&topic])?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut lp = Loop {
         topics,

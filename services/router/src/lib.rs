@@ -27,7 +27,6 @@ mod warmup;
 pub use config::{Config, Route};
 
 use smsgw_codec::{CarrierStatusChanged, OptOutChanged};
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{consumer, run_consumer, spawn_tail, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -135,9 +134,7 @@ pub async fn run(
     }
 
     let consumer = consumer(&config.kafka, &config.group_id)?;
-    consumer
-        .subscribe(&[&config.kafka.topics.events()])
-        .map_err(KafkaError::from)?;
+    smsgw_kafka::join(&consumer, &config.kafka, &[&config.kafka.topics.events()])?;
     let mut handler = handler::RouterHandler {
         topics: config.kafka.topics.clone(),
         state,

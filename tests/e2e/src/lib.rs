@@ -3,6 +3,8 @@
 //! through their `run(config, shutdown)` entry points, each with its own ports and a
 //! unique topic prefix.
 
+pub mod fleet;
+
 use anyhow::Context;
 use smsgw_kafka::KafkaConfig;
 use smsgw_testkit::{eventually, free_port, stopper, Broker};

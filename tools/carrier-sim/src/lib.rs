@@ -185,6 +185,8 @@ struct Shared {
     rng: Mutex<StdRng>,
     /// Senders of connections bound to receive.
     receivers: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
+    /// `submit_sm` that were not refused, by destination address (first parts only).
+    taken: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Shared {
@@ -245,6 +247,7 @@ impl Simulator {
             next_id: AtomicU64::new(0x1000),
             next_seq: AtomicU64::new(1),
             receivers: Mutex::new(Vec::new()),
+            taken: Mutex::new(std::collections::HashMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -293,6 +296,17 @@ impl Simulator {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// How many messages were taken (not refused) per destination address, counting
+    /// only the first part of a long message: more than one means the recipient got
+    /// the message more than once.
+    pub fn taken_by_destination(&self) -> std::collections::HashMap<String, u32> {
+        self.shared
+            .taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sends an MO to every connection bound to receive; returns how many got it.
@@ -469,6 +483,14 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                     }
                 }
                 let rejected = shared.chance(rule.reject_rate);
+                if !rejected && !is_later_part(sm) {
+                    *shared
+                        .taken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(dest.clone())
+                        .or_default() += 1;
+                }
                 let delivered = shared.chance(rule.success_rate);
                 let wants_receipt = u8::from(sm.registered_delivery) & 0x03 != 0;
                 let text: String = String::from_utf8_lossy(sm.short_message().as_ref())
@@ -582,5 +604,18 @@ fn bind_status(ok: bool) -> CommandStatus {
         CommandStatus::EsmeRok
     } else {
         CommandStatus::EsmeRbindfail
+    }
+}
+
+/// True for the second and later parts of a UDH-concatenated message.
+fn is_later_part(sm: &rusmpp::pdus::SubmitSm) -> bool {
+    if u8::from(sm.esm_class) & 0x40 == 0 {
+        return false;
+    }
+    let b = sm.short_message().as_ref();
+    match b {
+        [_, 0x00, 0x03, _, _, seq, ..] => *seq > 1,
+        [_, 0x08, 0x04, _, _, _, seq, ..] => *seq > 1,
+        _ => false,
     }
 }
