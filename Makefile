@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: routesim all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: routesim micro all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -66,9 +66,13 @@ analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py
 
 ## Measured throughput (see docs/benchmarks.md); release build, results in bench-results/.
-bench: tansu routesim
+bench: tansu routesim micro
 	$(CARGO) build --release -p smsgw-bench
 	@for w in 1 10 100; do BENCH_WINDOW=$$w RUST_LOG=error ./target/release/smsgw-bench | grep -v '^submit_sm\|^window' ; done
+
+## Micro-benchmarks (criterion): router decision, Avro, SMPP PDUs, GSM-7.
+micro:
+	$(CARGO) bench -p smsgw-bench --bench micro -- --warm-up-time 1 --measurement-time 3
 
 ## Routing simulation (pure, seconds): smsgw's scorer vs an oracle and round-robin.
 routesim:

@@ -203,21 +203,26 @@ impl SchemaSet {
             .writers
             .get(&fp)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
-        let mut body = &bytes[HEADER_LEN..];
-        let full = body.len();
-        let value = apache_avro::from_avro_datum(writer, &mut body, None)?;
+        let body = &bytes[HEADER_LEN..];
         // apache-avro fills a record field that hits end-of-input with its default
         // instead of failing, so a truncated record would read as valid with its last
-        // fields silently defaulted. Re-encoding tells: a complete datum re-encodes to
-        // exactly the bytes it was read from.
-        if apache_avro::to_avro_datum(writer, value.clone())?.len() != full - body.len() {
-            return Err(CodecError::Avro("truncated datum".into()));
-        }
-        if !body.is_empty() {
-            return Err(CodecError::Avro(format!(
-                "{} trailing bytes after the datum",
-                body.len()
-            )));
+        // fields silently defaulted. Reading from the datum plus one sentinel byte
+        // tells: a complete datum leaves exactly the sentinel unread; a truncated one
+        // reads into it.
+        let mut padded = Vec::with_capacity(body.len() + 1);
+        padded.extend_from_slice(body);
+        padded.push(0);
+        let mut rest = padded.as_slice();
+        let value = apache_avro::from_avro_datum(writer, &mut rest, None)?;
+        match rest.len() {
+            1 => {}
+            0 => return Err(CodecError::Avro("truncated datum".into())),
+            n => {
+                return Err(CodecError::Avro(format!(
+                    "{} trailing bytes after the datum",
+                    n - 1
+                )))
+            }
         }
         Ok((value, writer))
     }
