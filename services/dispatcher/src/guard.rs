@@ -73,7 +73,8 @@ pub fn guard(
     max_len: usize,
     on_garbage: impl Fn(Garbage) + Send + 'static,
 ) -> DuplexStream {
-    let (client_side, mut guard_side) = tokio::io::duplex(256 * 1024);
+    let (client_side, guard_side) = tokio::io::duplex(256 * 1024);
+    let (mut guard_rd, mut guard_wr) = tokio::io::split(guard_side);
     let (mut sock_rd, mut sock_wr) = socket.into_split();
     let (to_socket, mut outbox) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
@@ -84,44 +85,59 @@ pub fn guard(
         }
         let _ = sock_wr.shutdown().await;
     });
-    tokio::spawn(async move {
-        let mut inbound = BytesMut::with_capacity(64 * 1024);
+    // Client → socket runs on its own task: a carrier that floods us with receipts
+    // while the client is slow to read them must never stop the client's submits and
+    // acknowledgements from going out (each direction waiting on the other would stall
+    // the session).
+    let to_socket_client = to_socket.clone();
+    let client_gone = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gone = client_gone.clone();
+    let outbound = tokio::spawn(async move {
         let mut from_client = vec![0u8; 64 * 1024];
         loop {
-            tokio::select! {
-                n = sock_rd.read_buf(&mut inbound) => {
-                    match n {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    match screen(&mut inbound, max_len) {
-                        Ok((good, nacks)) => {
-                            for n in nacks {
-                                on_garbage(Garbage::Dropped);
-                                let _ = to_socket.send(n.to_vec());
-                            }
-                            if !good.is_empty() && guard_side.write_all(&good).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(n) => {
-                            on_garbage(Garbage::Desync);
-                            let _ = to_socket.send(n.to_vec());
-                            break;
-                        }
+            match guard_rd.read(&mut from_client).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_socket_client.send(from_client[..n].to_vec()).is_err() {
+                        break;
                     }
                 }
-                n = guard_side.read(&mut from_client) => match n {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to_socket.send(from_client[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                },
             }
         }
-        // Dropping both ends closes the client's stream and the socket.
+        // The client closed its stream: stop reading the socket so it closes too.
+        gone.notify_one();
+    });
+    tokio::spawn(async move {
+        let mut inbound = BytesMut::with_capacity(64 * 1024);
+        loop {
+            tokio::select! {
+                r = sock_rd.read_buf(&mut inbound) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                _ = client_gone.notified() => break,
+            }
+            match screen(&mut inbound, max_len) {
+                Ok((good, nacks)) => {
+                    for n in nacks {
+                        on_garbage(Garbage::Dropped);
+                        let _ = to_socket.send(n.to_vec());
+                    }
+                    if !good.is_empty() && guard_wr.write_all(&good).await.is_err() {
+                        break;
+                    }
+                }
+                Err(n) => {
+                    on_garbage(Garbage::Desync);
+                    let _ = to_socket.send(n.to_vec());
+                    break;
+                }
+            }
+        }
+        // Closing our side ends the client's stream; the outbound task then ends too,
+        // which closes the socket.
+        drop(guard_wr);
+        outbound.abort();
     });
     client_side
 }

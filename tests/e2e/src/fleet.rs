@@ -13,21 +13,22 @@ use std::time::Duration;
 /// The services, by name.
 pub const SERVICES: [&str; 5] = ["ingest", "router", "dispatcher", "receipt", "optout"];
 
-/// Where `cargo` put the service binaries: next to this test's own executable.
+/// Where `cargo` put the service binaries: next to the running executable (a binary in
+/// `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`).
 pub fn bin(service: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let p = dir.join(format!("smsgw-{service}"));
-    if !p.exists() {
-        bail!(
-            "{} not built: run `cargo build --workspace` (make test builds every target)",
-            p.display()
-        );
+    let here = exe.parent().context("executable has no directory")?;
+    let name = format!("smsgw-{service}");
+    for dir in [Some(here), here.parent()].into_iter().flatten() {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
     }
-    Ok(p)
+    bail!(
+        "{name} not built next to {}: run `cargo build --workspace` (make test builds every target)",
+        exe.display()
+    )
 }
 
 struct Proc {
@@ -62,6 +63,17 @@ impl Fleet {
         dir: &Path,
         receipt_timeout_ms: i64,
     ) -> anyhow::Result<Self> {
+        Self::start_with(kafka, smsc_url, dir, receipt_timeout_ms, 10).await
+    }
+
+    /// Like [`Self::start`], with the dispatcher's `window`.
+    pub async fn start_with(
+        kafka: &KafkaConfig,
+        smsc_url: &str,
+        dir: &Path,
+        receipt_timeout_ms: i64,
+        window: usize,
+    ) -> anyhow::Result<Self> {
         let port = || free_port();
         let k = kafka_toml(kafka);
         let (api, r, d, rc, o, oa) = (port(), port(), port(), port(), port(), port());
@@ -75,7 +87,7 @@ impl Fleet {
             (
                 "dispatcher",
                 format!(
-                    "admin_listen = \"127.0.0.1:{d}\"\n[[carriers]]\nname = \"sim\"\nurl = \"{smsc_url}\"\nsystem_id = \"smsgw\"\npassword = \"secret\"\nwindow = 10\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n{k}"
+                    "admin_listen = \"127.0.0.1:{d}\"\n[[carriers]]\nname = \"sim\"\nurl = \"{smsc_url}\"\nsystem_id = \"smsgw\"\npassword = \"secret\"\nwindow = {window}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n{k}"
                 ),
                 d,
             ),
@@ -162,6 +174,14 @@ impl Fleet {
                 self.dir.join(format!("{service}.log")).display()
             )
         })
+    }
+
+    /// Process id of each running service.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.procs
+            .iter()
+            .filter_map(|(n, p)| Some((*n, p.child.as_ref()?.id())))
+            .collect()
     }
 
     /// `kill -9` the service.

@@ -1,0 +1,319 @@
+//! `make bench-pipeline`: the whole gateway end to end on this machine: Tansu with sqlite
+//! storage, the five services as release processes, our SMPP simulator (receipts 500 ms
+//! after submit), load written to the ingest topic as upstream producers do.
+//!
+//! Two runs:
+//! - **throughput**: `BENCH_MESSAGES` (20,000) requests as fast as the producer goes;
+//!   the figure is messages over the time from the first request to the last
+//!   `MessageDelivered`; CPU (cores) and peak RSS per service over the run; Kafka
+//!   records written per message (every topic's growth over the run);
+//! - **latency**: 1,000 msg/s for 10 s; ingest→submit and ingest→delivered percentiles
+//!   (from the request's produce time, carried in `client_ref`, to the event's time).
+//!
+//! Prints progress while it runs and writes `bench-results/pipeline.json`.
+//! `BENCH_QUICK=1`: small counts, for a smoke run.
+
+use anyhow::Context;
+use smsgw_carrier_sim::{Config as SimConfig, Rule, Simulator};
+use smsgw_codec::{AvroRecord, SubmitRequest};
+use smsgw_domain::{Event, EventPayload};
+use smsgw_e2e::fleet::Fleet;
+use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use smsgw_kafka::rdkafka::Message as _;
+use smsgw_kafka::{now_ms, KafkaConfig, OutRecord, Producer};
+use smsgw_testkit::Broker;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Per-message timestamps seen on the event log.
+#[derive(Default)]
+struct Seen {
+    produced: HashMap<String, i64>,
+    submitted: HashMap<String, i64>,
+    delivered: HashMap<String, i64>,
+}
+
+fn request(i: usize, tag: &str) -> SubmitRequest {
+    SubmitRequest {
+        client_id: "bench".into(),
+        to: format!("+4479{:08}", i % 100_000_000),
+        from: "BENCH".into(),
+        body: "Your code is 123456. It expires in 10 minutes.".into(),
+        idempotency_key: Some(format!("{tag}-{i}")),
+        client_ref: Some(format!("t={}", now_ms())),
+        message_id: None,
+        registered_delivery: Some(true),
+        validity_period_s: None,
+        schedule_delivery_at: None,
+        callback_url: None,
+        send_at: None,
+        message_type: None,
+    }
+}
+
+/// Follows the event log into `seen` until the task is dropped.
+fn watch(
+    kafka: &KafkaConfig,
+    seen: Arc<Mutex<Seen>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let c: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &format!("bench-{}", now_ms())),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "20"),
+        ])
+        .create()?;
+    c.subscribe(&[&kafka.topics.events()])?;
+    Ok(tokio::spawn(async move {
+        while let Ok(m) = c.recv().await {
+            let Some(Ok(e)) = m.payload().map(Event::decode) else {
+                continue;
+            };
+            let mut s = seen.lock().unwrap();
+            match &e.payload {
+                EventPayload::Accepted(a) => {
+                    if let Some(t) = a.client_ref.as_deref().and_then(|r| r.strip_prefix("t=")) {
+                        s.produced
+                            .insert(e.message_id.clone(), t.parse().unwrap_or(0));
+                    }
+                }
+                EventPayload::Submitted(_) => {
+                    s.submitted.insert(e.message_id.clone(), e.occurred_at_ms);
+                }
+                EventPayload::Delivered(_) => {
+                    s.delivered.insert(e.message_id.clone(), e.occurred_at_ms);
+                }
+                _ => {}
+            }
+        }
+    }))
+}
+
+/// CPU seconds (user + system) and peak RSS (kB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime 11, stime 12 (in clock ticks).
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+/// Records in every topic of `kafka`'s prefix (sum of high watermarks).
+fn records(kafka: &KafkaConfig) -> anyhow::Result<i64> {
+    let c: BaseConsumer = kafka
+        .client_config(&[("group.id", "bench-count")])
+        .create()?;
+    let md = c.fetch_metadata(None, Duration::from_secs(10))?;
+    let mut n = 0;
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| t.name().starts_with(&kafka.topics.prefix))
+    {
+        for p in t.partitions() {
+            n += c
+                .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?
+                .1;
+        }
+    }
+    Ok(n)
+}
+
+fn percentile(v: &mut [i64], p: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn send_paced(
+    producer: &Producer,
+    kafka: &KafkaConfig,
+    n: usize,
+    tag: &str,
+    per_sec: Option<f64>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..n {
+        if let Some(rate) = per_sec {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let req = request(i, tag);
+        let rec = OutRecord::avro(kafka.topics.ingest(), format!("{tag}-{i}"), &req)?;
+        acks.push(producer.enqueue(&rec).await?);
+    }
+    for a in acks {
+        a.await
+            .map_err(|_| anyhow::anyhow!("producer gone"))?
+            .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = 0;
+    loop {
+        let n = seen.lock().unwrap().delivered.len();
+        if n >= target {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("{what}: only {n} of {target} delivered after 600 s");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = seen.lock().unwrap().delivered.len();
+        println!(
+            "  {what}: {now}/{target} delivered ({:.0}/s)",
+            (now - last) as f64 / 2.0
+        );
+        last = now;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 20_000 });
+    let latency_secs = if quick { 3.0 } else { 10.0 };
+    let dir = std::env::temp_dir().join(format!("smsgw-bench-{}", now_ms()));
+    std::fs::create_dir_all(&dir)?;
+    // BENCH_STORAGE=memory runs the broker without persistence.
+    let storage = match std::env::var("BENCH_STORAGE").as_deref() {
+        Ok("memory") => "memory://tansu/".to_string(),
+        _ => format!("sqlite:///{}/tansu.db", dir.display()),
+    };
+    let broker = Broker::start_with_storage(&storage)?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+    sc.rules = vec![Rule {
+        dlr_delay_ms: 500,
+        ..Rule::default()
+    }];
+    let sim = Simulator::start(sc).await?;
+    let fleet = Fleet::start_with(
+        &kafka,
+        &format!("smpp://{}", sim.smpp_addr),
+        &dir,
+        600_000,
+        std::env::var("BENCH_WINDOW")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(50),
+    )
+    .await
+    .context("starting the services (build them first: cargo build --release --workspace)")?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let _watch = watch(&kafka, seen.clone())?;
+    let producer = Producer::new(&kafka)?;
+
+    println!("warm-up: 500 messages");
+    send_paced(&producer, &kafka, 500, "warm", None).await?;
+    wait_delivered(&seen, 500, "warm-up").await?;
+
+    println!("throughput: {n} messages, as fast as the producer goes");
+    let records_before = records(&kafka)?;
+    let cpu_before: HashMap<&str, f64> = fleet
+        .pids()
+        .iter()
+        .map(|(s, p)| (*s, usage(*p).0))
+        .collect();
+    let t0 = Instant::now();
+    let t0_ms = now_ms();
+    send_paced(&producer, &kafka, n, "tput", None).await?;
+    let produced_in = t0.elapsed();
+    wait_delivered(&seen, 500 + n, "throughput").await?;
+    let last = seen
+        .lock()
+        .unwrap()
+        .delivered
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(t0_ms);
+    let secs = (last - t0_ms) as f64 / 1000.0;
+    let rate = n as f64 / secs;
+    let records_per_msg = (records(&kafka)? - records_before) as f64 / n as f64;
+    let mut services = serde_json::Map::new();
+    println!("  {:<11} {:>8} {:>10}", "service", "cores", "peak RSS");
+    for (s, pid) in fleet.pids() {
+        let (cpu, hwm) = usage(pid);
+        let cores = (cpu - cpu_before.get(s).copied().unwrap_or(0.0)) / secs;
+        println!("  {s:<11} {cores:>8.2} {:>7.1} MB", hwm as f64 / 1024.0);
+        services.insert(
+            s.into(),
+            serde_json::json!({"cores": cores, "peak_rss_mb": hwm as f64 / 1024.0}),
+        );
+    }
+    println!(
+        "throughput: {rate:.0} msg/s to the last receipt ({n} in {secs:.1} s; requests written in {:.1} s); {records_per_msg:.1} Kafka records written per message",
+        produced_in.as_secs_f64()
+    );
+
+    println!("latency: 1,000 msg/s for {latency_secs} s");
+    let m = (1_000.0 * latency_secs) as usize;
+    let before: Vec<String> = seen.lock().unwrap().produced.keys().cloned().collect();
+    send_paced(&producer, &kafka, m, "lat", Some(1_000.0)).await?;
+    wait_delivered(&seen, 500 + n + m, "latency").await?;
+    let (mut to_submit, mut to_delivered) = (Vec::new(), Vec::new());
+    {
+        let s = seen.lock().unwrap();
+        let old: std::collections::HashSet<&String> = before.iter().collect();
+        for (id, t) in s.produced.iter().filter(|(id, _)| !old.contains(id)) {
+            if let Some(x) = s.submitted.get(id) {
+                to_submit.push(x - t);
+            }
+            if let Some(x) = s.delivered.get(id) {
+                to_delivered.push(x - t);
+            }
+        }
+    }
+    let pct = |v: &mut Vec<i64>| [0.5, 0.9, 0.99, 0.999].map(|p| percentile(v, p));
+    let (s, d) = (pct(&mut to_submit), pct(&mut to_delivered));
+    println!(
+        "  ingest→submit    p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms",
+        s[0], s[1], s[2], s[3]
+    );
+    println!("  ingest→delivered p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms (receipts come 500 ms after submit)", d[0], d[1], d[2], d[3]);
+
+    let out = serde_json::json!({
+        "messages": n, "throughput_msg_per_s": rate, "records_written_per_message": records_per_msg,
+        "services": services,
+        "latency_1k_per_s": {"messages": m, "ingest_to_submit_ms": {"p50": s[0], "p90": s[1], "p99": s[2], "p999": s[3]},
+            "ingest_to_delivered_ms": {"p50": d[0], "p90": d[1], "p99": d[2], "p999": d[3]}},
+        "when": smsgw_smpp::rfc3339(now_ms()),
+    });
+    std::fs::create_dir_all("bench-results")?;
+    std::fs::write(
+        "bench-results/pipeline.json",
+        serde_json::to_string_pretty(&out)?,
+    )?;
+    println!("wrote bench-results/pipeline.json");
+    fleet.stop();
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
