@@ -13,7 +13,7 @@
 //! | `success` | decayed delivered / finished, with `prior_weight` pseudo-outcomes at `prior_success` |
 //! | `latency` | `latency_target_ms / (latency_target_ms + decayed mean receipt latency)` |
 //! | `errors` | 1 − decayed submit errors / submits (with one pseudo-submit without error) |
-//! | `load` | 1 − routed rate over the last second / the carrier's `max_tps` |
+//! | `load` | 1 − the larger of: routed rate over the last second / `max_tps`, unanswered submits / `window` |
 //! | `price` | cheapest candidate's price / this carrier's price |
 //! | `health` | 1 when the circuit is closed, 0.5 half-open |
 //!
@@ -119,6 +119,10 @@ pub struct CarrierProfile {
     /// Throughput limit (messages per second) the load factor measures against.
     #[serde(default = "default_tps")]
     pub max_tps: f64,
+    /// Submits the carrier takes at once (the dispatcher's `window × binds`); the load
+    /// factor also measures routed-but-unanswered messages against it. Unset: ignored.
+    #[serde(default)]
+    pub window: Option<u32>,
     /// Sender id types it accepts: `numeric`, `alphanumeric`.
     #[serde(default = "default_sender_types")]
     pub sender_types: Vec<String>,
@@ -136,6 +140,7 @@ impl Default for CarrierProfile {
         CarrierProfile {
             price_per_segment: 0.0,
             max_tps: default_tps(),
+            window: None,
             sender_types: default_sender_types(),
         }
     }
@@ -365,6 +370,8 @@ struct Health {
     half_open: bool,
     down: bool,
     routed: Decayed,
+    /// Routed and not yet answered (submitted or failed).
+    in_flight: u32,
 }
 
 /// A carrier the message may go to, for [`Scorer::choose`].
@@ -538,7 +545,9 @@ impl Scorer {
 
     /// A carrier was chosen (load).
     pub fn on_routed(&mut self, carrier: &str, now: i64) {
-        self.health(carrier).routed.add(1.0, now, 1_000);
+        let h = self.health(carrier);
+        h.routed.add(1.0, now, 1_000);
+        h.in_flight += 1;
     }
 
     /// `submit_sm` was accepted.
@@ -546,6 +555,7 @@ impl Scorer {
         let hl = self.config.half_life_ms;
         self.stats(carrier, prefix, t).submits.add(1.0, now, hl);
         let h = self.health(carrier);
+        h.in_flight = h.in_flight.saturating_sub(1);
         h.errors_in_a_row = 0;
         h.half_open = false;
     }
@@ -558,6 +568,7 @@ impl Scorer {
         s.errors.add(1.0, now, hl);
         let (limit, open_ms) = (self.config.breaker_errors, self.config.breaker_open_ms);
         let h = self.health(carrier);
+        h.in_flight = h.in_flight.saturating_sub(1);
         h.errors_in_a_row += 1;
         if h.errors_in_a_row >= limit || h.half_open {
             h.open_until = now + open_ms;
@@ -637,7 +648,11 @@ impl Scorer {
             1.0
         };
         let errors = 1.0 - s.errors.get(now, hl) / (s.submits.get(now, hl) + 1.0);
-        let load = 1.0 - (h.routed.get(now, 1_000) / profile.max_tps).min(1.0);
+        let rate = h.routed.get(now, 1_000) / profile.max_tps;
+        let window = profile
+            .window
+            .map_or(0.0, |w| f64::from(h.in_flight) / f64::from(w.max(1)));
+        let load = 1.0 - rate.max(window).min(1.0);
         let price = if profile.price_per_segment > 0.0 {
             (cheapest / profile.price_per_segment).min(1.0)
         } else {

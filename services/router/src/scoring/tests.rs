@@ -16,6 +16,7 @@ fn scorer(carriers: &[(&str, f64, &[&str])]) -> Scorer {
             CarrierProfile {
                 price_per_segment: *price,
                 max_tps: 10.0,
+                window: None,
                 sender_types: types.iter().map(|s| s.to_string()).collect(),
             },
         );
@@ -167,6 +168,26 @@ fn load_against_the_throughput_limit_spreads_traffic() {
     assert!(
         factor(&s, "a", "load", T0 + 10_000) > 0.95,
         "load is the last second"
+    );
+}
+
+#[test]
+fn a_full_window_counts_as_load_until_the_carrier_answers() {
+    let mut s = scorer(&[("a", 1.0, BOTH), ("b", 1.0, BOTH)]);
+    s.config.carriers.get_mut("a").unwrap().window = Some(4);
+    s.config.carriers.get_mut("a").unwrap().max_tps = 1e9; // rate alone is no load
+    for _ in 0..3 {
+        s.on_routed("a", T0);
+    }
+    assert!(
+        (factor(&s, "a", "load", T0 + 60_000) - 0.25).abs() < 1e-9,
+        "3 of 4 in flight"
+    );
+    s.on_submitted("a", "+44", None, T0 + 1);
+    s.on_submit_error("a", "+44", None, T0 + 2);
+    assert!(
+        (factor(&s, "a", "load", T0 + 60_000) - 0.75).abs() < 1e-9,
+        "1 of 4 in flight"
     );
 }
 
