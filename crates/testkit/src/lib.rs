@@ -136,15 +136,12 @@ fn spawn_tansu(addr: &str, storage: &str) -> anyhow::Result<Child> {
     Ok(child)
 }
 
-/// Reads `topic` from the beginning until no record arrives for `idle` (at least 20 s
-/// for the first one): key and value (`None` for a tombstone) of every record.
-pub async fn read_all(
+/// A consumer of `topic` from its beginning, in a group of its own.
+fn from_start(
     kafka: &KafkaConfig,
     topic: &str,
-    idle: Duration,
-) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+) -> anyhow::Result<smsgw_kafka::rdkafka::consumer::StreamConsumer> {
     use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-    use smsgw_kafka::rdkafka::Message as _;
     let c: StreamConsumer = kafka
         .client_config(&[
             ("group.id", &uuid::Uuid::new_v4().to_string()),
@@ -152,6 +149,24 @@ pub async fn read_all(
         ])
         .create()?;
     c.subscribe(&[topic])?;
+    Ok(c)
+}
+
+/// A record's key (lossy UTF-8) and value (`None` for a tombstone).
+fn key_value(m: &smsgw_kafka::rdkafka::message::BorrowedMessage<'_>) -> (String, Option<Vec<u8>>) {
+    use smsgw_kafka::rdkafka::Message as _;
+    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+    (key, m.payload().map(<[u8]>::to_vec))
+}
+
+/// Reads `topic` from the beginning until no record arrives for `idle` (at least 20 s
+/// for the first one): key and value (`None` for a tombstone) of every record.
+pub async fn read_all(
+    kafka: &KafkaConfig,
+    topic: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+    let c = from_start(kafka, topic)?;
     let mut out = Vec::new();
     // Joining the group takes a few seconds before the first record can arrive.
     let first = idle.max(Duration::from_secs(20));
@@ -159,8 +174,7 @@ pub async fn read_all(
         tokio::time::timeout(if out.is_empty() { first } else { idle }, c.recv()).await
     {
         let m = m?;
-        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        out.push((key, m.payload().map(<[u8]>::to_vec)));
+        out.push(key_value(&m));
     }
     Ok(out)
 }
@@ -222,15 +236,7 @@ pub async fn read_raw(
     n: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
-    use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-    use smsgw_kafka::rdkafka::Message as _;
-    let c: StreamConsumer = kafka
-        .client_config(&[
-            ("group.id", &uuid::Uuid::new_v4().to_string()),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create()?;
-    c.subscribe(&[topic])?;
+    let c = from_start(kafka, topic)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n {
@@ -242,8 +248,7 @@ pub async fn read_raw(
                     out.len()
                 )
             })??;
-        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        out.push((key, m.payload().map(<[u8]>::to_vec)));
+        out.push(key_value(&m));
     }
     Ok(out)
 }
