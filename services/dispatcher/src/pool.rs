@@ -14,6 +14,7 @@ struct Bind {
     slot: usize,
     client: Client,
     window: Arc<Semaphore>,
+    done: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A window slot on one bind: the `submit_sm` goes out on `client`; dropping it frees the
@@ -26,11 +27,13 @@ pub struct Lease {
     pub slot: usize,
     _permit: OwnedSemaphorePermit,
     in_use: prometheus::IntGauge,
+    done: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.in_use.dec();
+        self.done.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -58,6 +61,13 @@ impl BindPool {
     /// A session in `slot` is bound. Returns true if it is the only one (the carrier came up).
     pub fn up(&self, slot: usize, client: Client) -> bool {
         let window = Arc::new(Semaphore::new(self.window));
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(nudge(
+            client.clone(),
+            window.clone(),
+            self.window,
+            done.clone(),
+        ));
         let mut first = false;
         self.binds.send_modify(|b| {
             b.retain(|x| x.slot != slot);
@@ -65,6 +75,7 @@ impl BindPool {
                 slot,
                 client,
                 window,
+                done,
             });
             first = b.len() == 1;
         });
@@ -126,7 +137,43 @@ impl BindPool {
             slot: b.slot,
             _permit: permit,
             in_use: self.in_use.clone(),
+            done: b.done.clone(),
         }
+    }
+}
+
+/// How long a bind may have submits outstanding without any completing before it is
+/// nudged.
+const NUDGE_AFTER: Duration = Duration::from_millis(50);
+
+/// Works around a lost wakeup in the SMPP client (rusmppc 0.4.0): its connection task
+/// writes at most 5 queued requests per poll and does not wake itself for the rest, so
+/// a burst larger than that can sit unwritten, un-acknowledged and without a response
+/// timer until something else wakes the task; with the whole window waiting, nothing
+/// does and the bind stalls. While submits are outstanding and none completed for
+/// [`NUDGE_AFTER`], an `enquire_link` (harmless to any SMSC) wakes the task, and the
+/// responses that follow keep it going. Ends when the session closes.
+async fn nudge(
+    client: Client,
+    window: Arc<Semaphore>,
+    size: usize,
+    done: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut last = done.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(NUDGE_AFTER).await;
+        if window.is_closed() || client.is_closed() {
+            return;
+        }
+        let now = done.load(Ordering::Relaxed);
+        let outstanding = window.available_permits() < size;
+        if outstanding && now == last {
+            tracing::debug!("no submit completed for {NUDGE_AFTER:?} with the window in use: nudging the session");
+            // Not awaited: the nudge itself may wait behind the queued requests.
+            let c = client.clone();
+            tokio::spawn(async move { c.enquire_link().await });
+        }
+        last = now;
     }
 }
 
