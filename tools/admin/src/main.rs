@@ -109,14 +109,23 @@ async fn demo(api: &str, smsc: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     wait_up(&http, &format!("{api}/healthz")).await?;
     // The opted-out recipient texts STOP first, through the simulated carrier.
+    // The carrier can only deliver it once the dispatcher's session is bound: retry
+    // until a session takes it.
     let stop = json!({"from": "+447911100003", "to": "SMSGW", "body": "STOP"});
-    let r: Value = http
-        .post(format!("{smsc}/mo"))
-        .json(&stop)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let mut r = Value::Null;
+    for _ in 0..60 {
+        r = http
+            .post(format!("{smsc}/mo"))
+            .json(&stop)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if r["delivered_to_sessions"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     println!(
         "MO \"STOP\" from +4479*******03 to SMSGW reached {} session(s)",
         r["delivered_to_sessions"]
