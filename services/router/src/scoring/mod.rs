@@ -362,6 +362,22 @@ struct Stats {
     errors: Decayed,
 }
 
+impl Stats {
+    /// Adds `other`'s counts, each decayed to `now`.
+    fn merge(&mut self, other: &Stats, now: i64, hl: i64) {
+        for (d, o) in [
+            (&mut self.delivered, &other.delivered),
+            (&mut self.finished, &other.finished),
+            (&mut self.latency_sum, &other.latency_sum),
+            (&mut self.latency_n, &other.latency_n),
+            (&mut self.submits, &other.submits),
+            (&mut self.errors, &other.errors),
+        ] {
+            d.add(o.get(now, hl), now, hl);
+        }
+    }
+}
+
 /// Per-carrier health and load.
 #[derive(Debug, Clone, Default)]
 struct Health {
@@ -510,22 +526,17 @@ impl Scorer {
             } else {
                 remote.entry(k).or_default()
             };
-            for (d, v) in [
-                (&mut target.delivered, r.delivered),
-                (&mut target.finished, r.finished),
-                (&mut target.latency_sum, r.latency_sum),
-                (&mut target.latency_n, r.latency_n),
-                (&mut target.submits, r.submits),
-                (&mut target.errors, r.errors),
-            ] {
-                // Decay the row from its own time, then add at `now`.
-                let aged = Decayed {
-                    value: v,
-                    at: r.as_of,
-                }
-                .get(now, hl);
-                d.add(aged, now, hl);
-            }
+            // The row decays from its own time.
+            let at = |value| Decayed { value, at: r.as_of };
+            let row = Stats {
+                delivered: at(r.delivered),
+                finished: at(r.finished),
+                latency_sum: at(r.latency_sum),
+                latency_n: at(r.latency_n),
+                submits: at(r.submits),
+                errors: at(r.errors),
+            };
+            target.merge(&row, now, hl);
         }
         self.remote = remote;
     }
@@ -626,16 +637,7 @@ impl Scorer {
         let k = key(carrier, prefix, t);
         let mut s = self.stats.get(&k).cloned().unwrap_or_default();
         if let Some(r) = self.remote.get(&k) {
-            for (d, v) in [
-                (&mut s.delivered, &r.delivered),
-                (&mut s.finished, &r.finished),
-                (&mut s.latency_sum, &r.latency_sum),
-                (&mut s.latency_n, &r.latency_n),
-                (&mut s.submits, &r.submits),
-                (&mut s.errors, &r.errors),
-            ] {
-                d.add(v.get(now, hl), now, hl);
-            }
+            s.merge(r, now, hl);
         }
         let h = self.health.get(carrier).cloned().unwrap_or_default();
         let profile = c.carriers.get(carrier).cloned().unwrap_or_default();
