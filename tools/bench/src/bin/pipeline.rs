@@ -14,6 +14,7 @@
 //! `BENCH_QUICK=1`: small counts, for a smoke run.
 
 use anyhow::Context;
+use smsgw_bench::{percentile, usage};
 use smsgw_carrier_sim::{Config as SimConfig, Rule, Simulator};
 use smsgw_codec::{AvroRecord, SubmitRequest};
 use smsgw_domain::{Event, EventPayload};
@@ -90,30 +91,6 @@ fn watch(
     }))
 }
 
-/// CPU seconds (user + system) and peak RSS (kB) of a process, from /proc.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command name: state is field 0, utime 11, stime 12 (in clock ticks).
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (cpu, hwm)
-}
-
 /// Records in every topic of `kafka`'s prefix (sum of high watermarks).
 fn records(kafka: &KafkaConfig) -> anyhow::Result<i64> {
     let c: BaseConsumer = kafka
@@ -133,14 +110,6 @@ fn records(kafka: &KafkaConfig) -> anyhow::Result<i64> {
         }
     }
     Ok(n)
-}
-
-fn percentile(v: &mut [i64], p: f64) -> i64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn send_paced(
@@ -181,9 +150,12 @@ async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> a
             anyhow::bail!("{what}: only {n} of {target} delivered after 600 s");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = seen.lock().unwrap().delivered.len();
+        let (accepted, submitted, now) = {
+            let s = seen.lock().unwrap();
+            (s.produced.len(), s.submitted.len(), s.delivered.len())
+        };
         println!(
-            "  {what}: {now}/{target} delivered ({:.0}/s)",
+            "  {what}: {now}/{target} delivered ({:.0}/s); {accepted} accepted, {submitted} submitted",
             (now - last) as f64 / 2.0
         );
         last = now;
