@@ -1,5 +1,5 @@
-//! Tailing a topic into memory: read everything from the beginning with a private group,
-//! never commit, and know how fresh the copy is.
+//! Tailing a topic into memory: read everything from the beginning (every partition by
+//! assignment, no group membership), never commit, and know how fresh the copy is.
 //!
 //! [`TailState::caught_up`] resolves once the copy holds every record that was in the
 //! topic when tailing began. With a refresh interval, the tailer also keeps a freshness
@@ -102,8 +102,10 @@ where
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?,
     );
-    consumer.subscribe(&[topic])?;
-    let partitions: Vec<i32> = {
+    tokio::pin!(shutdown);
+    // A busy broker can take longer than a request timeout to answer; the copy must not
+    // go stale for good because of that, so the tail retries until it is told to stop.
+    let Some(partitions) = retrying(topic, "metadata", &mut shutdown, || {
         let (c, t) = (consumer.clone(), topic.to_string());
         blocking(move || {
             let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
@@ -112,22 +114,39 @@ where
                 .iter()
                 .flat_map(|t| t.partitions())
                 .map(|p| p.id())
-                .collect())
+                .collect::<Vec<i32>>())
         })
-        .await?
+    })
+    .await
+    else {
+        return Ok(());
     };
     let mut next: HashMap<i32, i64> = HashMap::new();
     let reached = |next: &HashMap<i32, i64>, t: &HashMap<i32, (i64, i64)>| {
         t.iter()
             .all(|(p, (low, high))| high <= low || next.get(p).is_some_and(|n| n >= high))
     };
+    // Every partition from the beginning, by assignment: a tail never commits, so it has
+    // no use for group membership, whose joins, heartbeats and leaves cost the broker
+    // (and Tansu 0.6's sqlite engine panics on a group update that fails under load).
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
     let start = crate::now_ms();
-    let mut target = Some((start, watermarks(&consumer, topic, &partitions).await?));
+    let Some(first) = retrying(topic, "watermarks", &mut shutdown, || {
+        watermarks(&consumer, topic, &partitions)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let mut target = Some((start, first));
     let mut ticker = tokio::time::interval(refresh.unwrap_or(Duration::from_secs(3600)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream_consumer = consumer.clone();
     let mut stream = stream_consumer.stream();
-    tokio::pin!(shutdown);
     loop {
         if let Some((t_w, marks)) = &target {
             if reached(&next, marks) {
@@ -148,11 +167,43 @@ where
             },
             _ = ticker.tick(), if target.is_none() && refresh.is_some() => {
                 let t_w = crate::now_ms();
-                target = Some((t_w, watermarks(&consumer, topic, &partitions).await?));
+                match watermarks(&consumer, topic, &partitions).await {
+                    Ok(marks) => target = Some((t_w, marks)),
+                    // The next tick tries again; until then the barrier stays where it is.
+                    Err(e) => tracing::warn!(topic, error = %e, "tail could not read watermarks; retrying"),
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Runs `attempt` until it succeeds (backing off from 100 ms to 5 s between failures,
+/// each logged) or `shutdown` resolves (`None`).
+async fn retrying<T, Fut>(
+    topic: &str,
+    what: &str,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    mut attempt: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, KafkaError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            r = attempt() => match r {
+                Ok(v) => return Some(v),
+                Err(e) => tracing::warn!(topic, what, error = %e, retry_in_ms = backoff.as_millis() as u64, "tail could not start; retrying"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 fn uuid_like() -> String {
