@@ -101,7 +101,10 @@ impl DlrSink {
     }
 
     fn record(&self, id: Option<&String>, status: Option<&String>) -> &'static str {
-        let (id, status) = (id.cloned().unwrap_or_default(), status.cloned().unwrap_or_default());
+        let (id, status) = (
+            id.cloned().unwrap_or_default(),
+            status.cloned().unwrap_or_default(),
+        );
         let mut seen = self.inner.lock().unwrap();
         if status == "1" || status.eq_ignore_ascii_case("DELIVRD") {
             seen.delivered.entry(id).or_insert_with(Instant::now);
@@ -119,13 +122,7 @@ impl DlrSink {
 
     /// When the last delivered receipt arrived.
     pub fn last_delivered(&self) -> Option<Instant> {
-        self.inner
-            .lock()
-            .unwrap()
-            .delivered
-            .values()
-            .copied()
-            .max()
+        self.inner.lock().unwrap().delivered.values().copied().max()
     }
 
     /// A few failure statuses, for the error message when a run does not complete.

@@ -46,12 +46,13 @@ impl Procs {
         let mut pids: Vec<u32> = self.0.iter().map(|(_, c)| c.id()).collect();
         let mut i = 0;
         while i < pids.len() {
-            let children = std::fs::read_to_string(format!(
-                "/proc/{0}/task/{0}/children",
-                pids[i]
-            ))
-            .unwrap_or_default();
-            pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pids[i]))
+                .unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
             i += 1;
         }
         pids
@@ -480,14 +481,21 @@ async fn wait_port(port: u16, what: &str, secs: u64) -> anyhow::Result<()> {
 }
 
 async fn jasmin(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let venv = PathBuf::from(std::env::var("JASMIN_VENV").unwrap_or_else(|_| ".venv-jasmin".into()));
+    let venv =
+        PathBuf::from(std::env::var("JASMIN_VENV").unwrap_or_else(|_| ".venv-jasmin".into()));
     let jasmind = venv.join("bin/jasmind.py");
     let spec = std::fs::read_dir(venv.join("lib"))?
         .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/txamqp/specs/standard/amqp0-9-1.stripped.xml"))
+        .map(|e| {
+            e.path()
+                .join("site-packages/txamqp/specs/standard/amqp0-9-1.stripped.xml")
+        })
         .find(|p| p.exists());
     let (true, Some(spec)) = (jasmind.exists(), spec) else {
-        bail!("Jasmin is not installed in {} (make bench-peers-deps)", venv.display());
+        bail!(
+            "Jasmin is not installed in {} (make bench-peers-deps)",
+            venv.display()
+        );
     };
     let sim = simulator().await?;
     let sink = DlrSink::default();
@@ -522,7 +530,10 @@ async fn jasmin(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
             .env("RABBITMQ_NODENAME", format!("bench{amqp}@localhost"))
             .env("RABBITMQ_MNESIA_BASE", rabbit.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", rabbit.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", rabbit.join("enabled_plugins"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                rabbit.join("enabled_plugins"),
+            )
             .env("RABBITMQ_CONFIG_FILE", rabbit.join("none"))
             .stdin(Stdio::null()),
         &dir.join("rabbitmq.out"),
@@ -574,7 +585,10 @@ async fn jasmin(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
             ("dlr-method", "GET"),
         ])
     };
-    let run = measure(&procs, &sink, n, build, |s, b| s == 200 && b.starts_with("Success")).await?;
+    let run = measure(&procs, &sink, n, build, |s, b| {
+        s == 200 && b.starts_with("Success")
+    })
+    .await?;
     println!(
         "jasmin: {:.0} msg/s to the last receipt ({n} in {:.1} s), {:.2} cores, {:.1} MB peak RSS (jasmind + RabbitMQ + Redis)",
         run.messages as f64 / run.secs,

@@ -27,6 +27,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Size of a record in the broker-ceiling phase: about an Avro event's.
+const CEILING_RECORD_BYTES: usize = 200;
+
 /// Per-message timestamps seen on the event log.
 #[derive(Default)]
 struct Seen {
@@ -53,6 +56,18 @@ fn request(i: usize, tag: &str) -> SubmitRequest {
     }
 }
 
+/// Reads every partition of `topic` from the beginning, without group membership (so the
+/// bench's own readers add no group traffic to the broker under test).
+fn assign_all(c: &StreamConsumer, topic: &str) -> anyhow::Result<()> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = smsgw_kafka::rdkafka::TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), smsgw_kafka::rdkafka::Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    Ok(())
+}
+
 /// Follows the event log into `seen` until the task is dropped.
 fn watch(
     kafka: &KafkaConfig,
@@ -65,7 +80,7 @@ fn watch(
             ("fetch.wait.max.ms", "20"),
         ])
         .create()?;
-    c.subscribe(&[&kafka.topics.events()])?;
+    assign_all(&c, &kafka.topics.events())?;
     Ok(tokio::spawn(async move {
         while let Ok(m) = c.recv().await {
             let Some(Ok(e)) = m.payload().map(Event::decode) else {
@@ -91,25 +106,118 @@ fn watch(
     }))
 }
 
-/// Records in every topic of `kafka`'s prefix (sum of high watermarks).
-fn records(kafka: &KafkaConfig) -> anyhow::Result<i64> {
+/// Records in every topic of `kafka`'s prefix, by topic (sum of partitions' high
+/// watermarks).
+fn records(kafka: &KafkaConfig) -> anyhow::Result<HashMap<String, i64>> {
     let c: BaseConsumer = kafka
         .client_config(&[("group.id", "bench-count")])
         .create()?;
     let md = c.fetch_metadata(None, Duration::from_secs(10))?;
-    let mut n = 0;
+    let mut n = HashMap::new();
     for t in md
         .topics()
         .iter()
         .filter(|t| t.name().starts_with(&kafka.topics.prefix))
     {
         for p in t.partitions() {
-            n += c
+            *n.entry(t.name().to_string()).or_default() += c
                 .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?
                 .1;
         }
     }
     Ok(n)
+}
+
+/// How many readers each record of a topic has while messages flow (the consumer groups
+/// and tails of the services; start-up reads excluded): the ingest topic is read by
+/// ingest; the event log by the router, the receipt service's callback worker and
+/// ingest's status view; each dispatch topic by the dispatcher; receipts by the receipt
+/// service; the callback progress and schedule topics by one tail each; the compacted
+/// opt-out topic by three tails (router, dispatcher, optout's API), cancellations by two
+/// (router, dispatcher), carrier status by the router; dead letters by nobody.
+fn readers(kafka: &KafkaConfig, topic: &str) -> i64 {
+    let t = &kafka.topics;
+    match topic {
+        x if x == t.events() => 3,
+        x if x == t.optout() => 3,
+        x if x == t.cancellations() => 2,
+        x if x == t.dead_letter() => 0,
+        _ => 1,
+    }
+}
+
+/// Records written and read per message between two counts.
+fn per_message(
+    kafka: &KafkaConfig,
+    before: &HashMap<String, i64>,
+    after: &HashMap<String, i64>,
+    n: usize,
+) -> (f64, f64) {
+    let (mut w, mut r) = (0, 0);
+    for (t, a) in after {
+        let grew = a - before.get(t).copied().unwrap_or(0);
+        w += grew;
+        r += grew * readers(kafka, t);
+    }
+    (w as f64 / n as f64, r as f64 / n as f64)
+}
+
+/// The broker's raw rates on this machine, with the storage the run uses: `n` records
+/// of `size` bytes produced as smsgw's producer does (idempotent, `acks=all`, 2 ms
+/// linger), then consumed by a fresh group with smsgw's consumer settings.
+async fn broker_ceiling(kafka: &KafkaConfig, n: usize, size: usize) -> anyhow::Result<(f64, f64)> {
+    let topic = format!("{}.ceiling", kafka.topics.prefix);
+    smsgw_kafka::bootstrap_topics(
+        kafka,
+        &[smsgw_kafka::TopicSpec {
+            name: topic.clone(),
+            partitions: 3,
+            replication: 1,
+            configs: vec![],
+        }],
+    )
+    .await?;
+    let producer = Producer::new(kafka)?;
+    let payload = vec![b'x'; size];
+    let t0 = Instant::now();
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let rec = OutRecord {
+            topic: topic.clone(),
+            key: Some(format!("k{i}").into_bytes()),
+            partition: None,
+            payload: payload.clone(),
+            headers: vec![],
+        };
+        acks.push(producer.enqueue(&rec).await?);
+    }
+    for a in acks {
+        a.await
+            .map_err(|_| anyhow::anyhow!("producer gone"))?
+            .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    let produce = n as f64 / t0.elapsed().as_secs_f64();
+    let c: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &format!("ceiling-{}", now_ms())),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "20"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()?;
+    assign_all(&c, &topic)?;
+    let mut got = 0;
+    let mut t1 = None;
+    while got < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .context("consuming the ceiling topic stalled")??;
+        // The clock starts at the first record, so the group join is not counted.
+        t1.get_or_insert_with(Instant::now);
+        got += usize::from(m.payload().is_some());
+    }
+    let consume = n as f64 / t1.map_or(1.0, |t| t.elapsed().as_secs_f64());
+    Ok((produce, consume))
 }
 
 async fn send_paced(
@@ -173,13 +281,18 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("smsgw-bench-{}", now_ms()));
     std::fs::create_dir_all(&dir)?;
     // BENCH_STORAGE=memory runs the broker without persistence.
-    let storage = match std::env::var("BENCH_STORAGE").as_deref() {
+    let storage: String = match std::env::var("BENCH_STORAGE").as_deref() {
         Ok("memory") => "memory://tansu/".to_string(),
         _ => format!("sqlite:///{}/tansu.db", dir.display()),
     };
     let broker = Broker::start_with_storage(&storage)?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["sim"]).await?;
+    let ceiling_n = if quick { 10_000 } else { 50_000 };
+    println!("broker: raw produce and consume of {ceiling_n} records of {CEILING_RECORD_BYTES} bytes ({storage})");
+    let (produce_rate, consume_rate) =
+        broker_ceiling(&kafka, ceiling_n, CEILING_RECORD_BYTES).await?;
+    println!("  produce {produce_rate:.0} records/s, consume {consume_rate:.0} records/s");
     let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
     sc.rules = vec![Rule {
         dlr_delay_ms: 500,
@@ -228,7 +341,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(t0_ms);
     let secs = (last - t0_ms) as f64 / 1000.0;
     let rate = n as f64 / secs;
-    let records_per_msg = (records(&kafka)? - records_before) as f64 / n as f64;
+    let (written, read) = per_message(&kafka, &records_before, &records(&kafka)?, n);
+    // The broker's time per message: its writes at the produce rate, its reads at the
+    // consume rate; the ceiling is the message rate at which that time fills a second.
+    let ceiling = 1.0 / (written / produce_rate + read / consume_rate);
     let mut services = serde_json::Map::new();
     println!("  {:<11} {:>8} {:>10}", "service", "cores", "peak RSS");
     for (s, pid) in fleet.pids() {
@@ -241,8 +357,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "throughput: {rate:.0} msg/s to the last receipt ({n} in {secs:.1} s; requests written in {:.1} s); {records_per_msg:.1} Kafka records written per message",
+        "throughput: {rate:.0} msg/s to the last receipt ({n} in {secs:.1} s; requests written in {:.1} s)",
         produced_in.as_secs_f64()
+    );
+    println!(
+        "  Kafka records per message: {written:.1} written, {read:.1} read; broker ceiling {ceiling:.0} msg/s; smsgw runs at {:.0} % of it",
+        100.0 * rate / ceiling
     );
 
     println!("latency: 1,000 msg/s for {latency_secs} s");
@@ -272,7 +392,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  ingest→delivered p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms (receipts come 500 ms after submit)", d[0], d[1], d[2], d[3]);
 
     let out = serde_json::json!({
-        "messages": n, "throughput_msg_per_s": rate, "records_written_per_message": records_per_msg,
+        "messages": n, "throughput_msg_per_s": rate, "records_written_per_message": written,
+        "records_read_per_message": read,
+        "broker": {"storage": storage, "record_bytes": CEILING_RECORD_BYTES, "records": ceiling_n,
+            "produce_per_s": produce_rate, "consume_per_s": consume_rate, "ceiling_msg_per_s": ceiling,
+            "fraction_used": rate / ceiling},
         "services": services,
         "latency_1k_per_s": {"messages": m, "ingest_to_submit_ms": {"p50": s[0], "p90": s[1], "p99": s[2], "p999": s[3]},
             "ingest_to_delivered_ms": {"p50": d[0], "p90": d[1], "p99": d[2], "p999": d[3]}},
