@@ -187,6 +187,10 @@ struct Shared {
     receivers: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
     /// `submit_sm` that were not refused, by destination address (first parts only).
     taken: Mutex<std::collections::HashMap<String, u32>>,
+    /// Bumped to cut every open connection at once (a link failure).
+    cut: watch::Sender<u64>,
+    /// Submits per second per connection while a throttling storm lasts (0: the rules').
+    storm_per_sec: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -248,6 +252,8 @@ impl Simulator {
             next_seq: AtomicU64::new(1),
             receivers: Mutex::new(Vec::new()),
             taken: Mutex::new(std::collections::HashMap::new()),
+            cut: watch::channel(0).0,
+            storm_per_sec: std::sync::atomic::AtomicU32::new(0),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -312,6 +318,21 @@ impl Simulator {
     /// Sends an MO to every connection bound to receive; returns how many got it.
     pub fn send_mo(&self, mo: &Mo) -> usize {
         send_mo(&self.shared, mo)
+    }
+
+    /// Drops every open connection at once, without unbind, whatever is outstanding on
+    /// it: submits already taken stay taken (their `submit_sm_resp` is lost) and pending
+    /// receipts for those binds are lost, as when a carrier's link fails.
+    pub fn cut_connections(&self) {
+        self.shared.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Starts (`Some(n)`: at most `n` submits per second per connection, the rest
+    /// refused with `ESME_RTHROTTLED`) or ends (`None`) a throttling storm.
+    pub fn throttle_storm(&self, per_sec: Option<u32>) {
+        self.shared
+            .storm_per_sec
+            .store(per_sec.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Stops listening and closes every connection.
@@ -397,9 +418,16 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
     let mut in_window = 0u32;
     // A transmitter session gets no deliver_sm: its receipts go to a receiver bind.
     let mut receives = false;
+    let mut cut = shared.cut.subscribe();
+    cut.mark_unchanged();
     loop {
         let cmd = tokio::select! {
             _ = stopped(&mut stop) => break,
+            _ = cut.changed() => {
+                tracing::info!("cutting the connection");
+                writer.abort();
+                return;
+            }
             c = stream.next() => match c {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
@@ -463,7 +491,11 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
             Some(Pdu::SubmitSm(sm)) => {
                 shared.counters.submits.fetch_add(1, Ordering::Relaxed);
                 let dest = sm.destination_addr.as_str().to_string();
-                let rule = shared.config.rule(&dest);
+                let mut rule = shared.config.rule(&dest);
+                let storm = shared.storm_per_sec.load(Ordering::Relaxed);
+                if storm > 0 {
+                    rule.throttle_per_sec = storm;
+                }
                 if rule.throttle_per_sec > 0 {
                     if window_start.elapsed() >= Duration::from_secs(1) {
                         window_start = Instant::now();
