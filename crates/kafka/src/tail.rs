@@ -168,7 +168,10 @@ where
             _ = ticker.tick(), if target.is_none() && refresh.is_some() => {
                 let t_w = crate::now_ms();
                 match watermarks(&consumer, topic, &partitions).await {
-                    Ok(marks) => target = Some((t_w, marks)),
+                    Ok(marks) => {
+                        tracing::trace!(topic, took_ms = crate::now_ms() - t_w, ?marks, "tail watermarks");
+                        target = Some((t_w, marks))
+                    }
                     // The next tick tries again; until then the barrier stays where it is.
                     Err(e) => tracing::warn!(topic, error = %e, "tail could not read watermarks; retrying"),
                 }

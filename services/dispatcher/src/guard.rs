@@ -66,14 +66,56 @@ pub fn screen(buf: &mut BytesMut, max_len: usize) -> Result<(Vec<u8>, Vec<Nack>)
     Ok((good, nacks))
 }
 
-/// Puts the guard in front of `socket`; returns the stream the SMPP client should use.
-/// `on_garbage` is called for each malformed PDU.
+/// Sequence number of the PDU [`Wake::wake`] injects: the last valid one, which the SMPP
+/// client (numbering from 1 per session) never reaches in practice.
+pub const WAKE_SEQUENCE: u32 = 0x7FFF_FFFF;
+
+/// Wakes the SMPP client's connection task from the socket side.
+///
+/// rusmppc 0.4.0 handles at most 5 queued actions and writes at most 5 requests per poll
+/// of its connection task, and when it stops at those limits it neither wakes itself nor
+/// re-arms its action channel's waker: with more queued (a burst of submits), it sleeps
+/// until the socket brings something. If nothing is outstanding at the carrier, nothing
+/// comes, and the bind wedges with its whole window queued (an `enquire_link` from our
+/// side queues behind the rest and cannot help). An inbound PDU always wakes it: `wake`
+/// slips an `enquire_link_resp` matching no request into the client's read side, between
+/// two whole PDUs. The client hands it over as an unmatched response, which the session
+/// ignores; the carrier never sees it.
+#[derive(Clone, Debug)]
+pub struct Wake(mpsc::UnboundedSender<()>);
+
+impl Wake {
+    /// Asks for one wake-up PDU (coalesced with any not yet written).
+    pub fn wake(&self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A [`Wake`] not attached to any session, and the receiving end its wakes go to.
+#[cfg(test)]
+pub fn test_wake() -> (mpsc::UnboundedReceiver<()>, Wake) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (rx, Wake(tx))
+}
+
+fn wake_pdu() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&16u32.to_be_bytes());
+    b[4..8].copy_from_slice(&0x8000_0015u32.to_be_bytes());
+    b[12..].copy_from_slice(&WAKE_SEQUENCE.to_be_bytes());
+    b
+}
+
+/// Puts the guard in front of `socket`; returns the stream the SMPP client should use
+/// and the handle that wakes the client (see [`Wake`]). `on_garbage` is called for each
+/// malformed PDU.
 pub fn guard(
     socket: TcpStream,
     max_len: usize,
     on_garbage: impl Fn(Garbage) + Send + 'static,
-) -> DuplexStream {
+) -> (DuplexStream, Wake) {
     let (client_side, guard_side) = tokio::io::duplex(256 * 1024);
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
     let (mut guard_rd, mut guard_wr) = tokio::io::split(guard_side);
     let (mut sock_rd, mut sock_wr) = socket.into_split();
     let (to_socket, mut outbox) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -115,6 +157,13 @@ pub fn guard(
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 },
+                Some(()) = wake_rx.recv() => {
+                    while wake_rx.try_recv().is_ok() {}
+                    if guard_wr.write_all(&wake_pdu()).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 _ = client_gone.notified() => break,
             }
             match screen(&mut inbound, max_len) {
@@ -139,7 +188,7 @@ pub fn guard(
         drop(guard_wr);
         outbound.abort();
     });
-    client_side
+    (client_side, Wake(wake_tx))
 }
 
 #[cfg(test)]
@@ -153,6 +202,52 @@ mod tests {
         b.extend(0u32.to_be_bytes());
         b.extend(seq.to_be_bytes());
         b
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_the_client_between_pdus_and_never_the_carrier() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut carrier, _) = listener.accept().await.unwrap();
+        let (mut client, wake) = guard(socket, 1024, |_| {});
+        carrier.write_all(&enquire_link(7)).await.unwrap();
+        let mut got = [0u8; 16];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got.to_vec(), enquire_link(7));
+        wake.wake();
+        wake.wake();
+        carrier.write_all(&enquire_link(8)).await.unwrap();
+        // One or two wake PDUs (coalesced or not), each whole, then the carrier's PDU.
+        let mut seen = Vec::new();
+        loop {
+            client.read_exact(&mut got).await.unwrap();
+            seen.push(got);
+            if u32::from_be_bytes(got[12..16].try_into().unwrap()) == 8 {
+                break;
+            }
+        }
+        let wakes = &seen[..seen.len() - 1];
+        assert!(!wakes.is_empty() && wakes.len() <= 2, "{seen:?}");
+        for w in wakes {
+            assert_eq!(*w, wake_pdu());
+            assert_eq!(u32::from_be_bytes(w[4..8].try_into().unwrap()), 0x8000_0015);
+            assert_eq!(
+                u32::from_be_bytes(w[12..16].try_into().unwrap()),
+                WAKE_SEQUENCE
+            );
+        }
+        // The carrier got nothing from the wakes.
+        drop(client);
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            carrier.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(rest.is_empty(), "{rest:?}");
     }
 
     #[test]

@@ -14,7 +14,6 @@ struct Bind {
     slot: usize,
     client: Client,
     window: Arc<Semaphore>,
-    done: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A window slot on one bind: the `submit_sm` goes out on `client`; dropping it frees the
@@ -27,13 +26,11 @@ pub struct Lease {
     pub slot: usize,
     _permit: OwnedSemaphorePermit,
     in_use: prometheus::IntGauge,
-    done: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.in_use.dec();
-        self.done.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -59,15 +56,9 @@ impl BindPool {
     }
 
     /// A session in `slot` is bound. Returns true if it is the only one (the carrier came up).
-    pub fn up(&self, slot: usize, client: Client) -> bool {
+    pub fn up(&self, slot: usize, client: Client, wake: crate::guard::Wake) -> bool {
         let window = Arc::new(Semaphore::new(self.window));
-        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(nudge(
-            client.clone(),
-            window.clone(),
-            self.window,
-            done.clone(),
-        ));
+        tokio::spawn(nudge(client.clone(), window.clone(), self.window, wake));
         let mut first = false;
         self.binds.send_modify(|b| {
             b.retain(|x| x.slot != slot);
@@ -75,7 +66,6 @@ impl BindPool {
                 slot,
                 client,
                 window,
-                done,
             });
             first = b.len() == 1;
         });
@@ -137,43 +127,29 @@ impl BindPool {
             slot: b.slot,
             _permit: permit,
             in_use: self.in_use.clone(),
-            done: b.done.clone(),
         }
     }
 }
 
-/// How long a bind may have submits outstanding without any completing before it is
-/// nudged.
-const NUDGE_AFTER: Duration = Duration::from_millis(50);
+/// How often a bind with submits outstanding wakes its SMPP client.
+const NUDGE_EVERY: Duration = Duration::from_millis(2);
 
-/// Works around a lost wakeup in the SMPP client (rusmppc 0.4.0): its connection task
-/// writes at most 5 queued requests per poll and does not wake itself for the rest, so
-/// a burst larger than that can sit unwritten, un-acknowledged and without a response
-/// timer until something else wakes the task; with the whole window waiting, nothing
-/// does and the bind stalls. While submits are outstanding and none completed for
-/// [`NUDGE_AFTER`], an `enquire_link` (harmless to any SMSC) wakes the task, and the
-/// responses that follow keep it going. Ends when the session closes.
-async fn nudge(
-    client: Client,
-    window: Arc<Semaphore>,
-    size: usize,
-    done: Arc<std::sync::atomic::AtomicU64>,
-) {
-    let mut last = done.load(Ordering::Relaxed);
+/// Works around a lost wakeup in the SMPP client (rusmppc 0.4.0; see
+/// [`crate::guard::Wake`]): while submits are outstanding on the bind, wake its
+/// connection task every [`NUDGE_EVERY`], so a burst larger than the client's per-poll
+/// limits is written within milliseconds instead of sitting queued until the carrier
+/// happens to send something. Ends when the session closes.
+async fn nudge(client: Client, window: Arc<Semaphore>, size: usize, wake: crate::guard::Wake) {
+    let mut tick = tokio::time::interval(NUDGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(NUDGE_AFTER).await;
+        tick.tick().await;
         if window.is_closed() || client.is_closed() {
             return;
         }
-        let now = done.load(Ordering::Relaxed);
-        let outstanding = window.available_permits() < size;
-        if outstanding && now == last {
-            tracing::debug!("no submit completed for {NUDGE_AFTER:?} with the window in use: nudging the session");
-            // Not awaited: the nudge itself may wait behind the queued requests.
-            let c = client.clone();
-            tokio::spawn(async move { c.enquire_link().await });
+        if window.available_permits() < size {
+            wake.wake();
         }
-        last = now;
     }
 }
 
@@ -186,6 +162,11 @@ mod tests {
         rusmppc::ConnectionBuilder::new().connected(a).0
     }
 
+    fn up(pool: &BindPool, slot: usize) -> bool {
+        let (_, wake) = crate::guard::test_wake();
+        pool.up(slot, client(), wake)
+    }
+
     fn gauge() -> prometheus::IntGauge {
         prometheus::IntGauge::new("in_use", "test").unwrap()
     }
@@ -194,8 +175,8 @@ mod tests {
     async fn leases_spread_over_binds_and_never_exceed_a_window() {
         let in_use = gauge();
         let pool = BindPool::new(2, in_use.clone());
-        assert!(pool.up(0, client()));
-        assert!(!pool.up(1, client()));
+        assert!(up(&pool, 0));
+        assert!(!up(&pool, 1));
         let grace = Duration::from_secs(1);
         let mut leases = Vec::new();
         for _ in 0..4 {
@@ -222,7 +203,7 @@ mod tests {
         let waiter =
             tokio::spawn(async move { p.lease(Duration::from_secs(5)).await.map(|l| l.slot) });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        pool.up(7, client());
+        up(&pool, 7);
         assert_eq!(waiter.await.unwrap(), Some(7));
         assert!(pool.down(7));
         assert!(!pool.down(7), "already gone");

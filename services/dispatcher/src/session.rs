@@ -44,7 +44,10 @@ type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
 /// Longest PDU accepted from a carrier.
 const MAX_PDU: usize = 65_536;
 
-async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), String> {
+async fn connect(
+    ctx: &SessionCtx,
+    role: Role,
+) -> Result<(Client, Events, crate::guard::Wake), String> {
     let c = &ctx.carrier;
     let addr = c.url.trim_start_matches("smpp://").trim_end_matches('/');
     let socket = tokio::net::TcpStream::connect(addr)
@@ -52,7 +55,7 @@ async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), Strin
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = socket.set_nodelay(true);
     let (metrics, name) = (ctx.metrics.clone(), c.name.clone());
-    let stream = crate::guard::guard(socket, MAX_PDU, move |g| {
+    let (stream, wake) = crate::guard::guard(socket, MAX_PDU, move |g| {
         let kind = match g {
             crate::guard::Garbage::Dropped => "malformed_pdu",
             crate::guard::Garbage::Desync => "desync",
@@ -103,7 +106,7 @@ async fn connect(ctx: &SessionCtx, role: Role) -> Result<(Client, Events), Strin
         let _ = client.close().await;
         return Err(format!("bind: {e}"));
     }
-    Ok((client, Box::new(events)))
+    Ok((client, Box::new(events), wake))
 }
 
 async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
@@ -169,7 +172,7 @@ pub async fn run_session(
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
     while !*stop.borrow() {
-        let (client, mut events) = match connect(&ctx, role).await {
+        let (client, mut events, wake) = match connect(&ctx, role).await {
             Ok(x) => x,
             Err(e) => {
                 ctx.metrics
@@ -190,7 +193,7 @@ pub async fn run_session(
         ctx.metrics.bound.with_label_values(&[&name, mode]).inc();
         tracing::info!(carrier = %name, slot, mode, "bound");
         delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
-        if role.submits() && pool.up(slot, client.clone()) {
+        if role.submits() && pool.up(slot, client.clone(), wake) {
             publish_status(&ctx, true, "bound").await;
         }
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -210,6 +213,14 @@ pub async fn run_session(
                     break;
                 }
                 ev = events.next() => match ev {
+                    // A response nobody waits for (timed out, or the guard's wake-up
+                    // PDU) needs no answer: a generic_nack to a response is a protocol
+                    // error.
+                    Some(Event::Incoming(cmd)) if cmd.id().is_response() => {
+                        if cmd.sequence_number() != crate::guard::WAKE_SEQUENCE {
+                            tracing::debug!(carrier = %name, id = ?cmd.id(), seq = cmd.sequence_number(), "response to no pending request; ignored");
+                        }
+                    }
                     Some(Event::Incoming(cmd)) => {
                         // Each PDU is stored and acknowledged on its own, so one slow
                         // Kafka write never holds up the rest of the session.
