@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: routesim micro bench-pipeline all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -65,13 +65,35 @@ helm-test: .venv-helm/bin/python
 analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py
 
-## Measured throughput (see docs/benchmarks.md); release build, results in bench-results/.
-bench: tansu routesim micro
+## The comparison (docs/benchmarks.md): the routing simulation, the micro-benchmarks,
+## then the whole gateway end to end (broker ceiling, throughput, latency, CPU and
+## memory per service), the same load through Kannel and Jasmin against the same SMPP
+## simulator, and the side-by-side report (printed, bench-results/, docs/benchmarks.md).
+bench: tansu bench-peers-deps routesim micro
+	$(CARGO) build --release --workspace --bins
+	RUST_LOG=error ./target/release/smsgw-bench-pipeline
+	RUST_LOG=error JASMIN_VENV=.venv-jasmin ./target/release/smsgw-bench-peers all
+	./target/release/smsgw-bench-report
+
+## submit_sm/s through one bind (window 1, 10, 100): the dispatcher alone on Tansu.
+bench-binds:
 	$(CARGO) build --release -p smsgw-bench
 	@for w in 1 10 100; do BENCH_WINDOW=$$w RUST_LOG=error ./target/release/smsgw-bench | grep -v '^submit_sm\|^window' ; done
 
-## The whole gateway end to end (broker, five services as release processes, simulator).
-## Not part of `make bench` yet: its latency phase stalls (docs/benchmarks.md).
+## The peers of the comparison: Kannel (Debian), RabbitMQ and Redis (Debian, for
+## Jasmin), Jasmin 0.11.0 (PyPI; 0.11.1 loses its DLRs) in .venv-jasmin.
+bench-peers-deps: .venv-jasmin/bin/jasmind.py
+	@if [ -x /usr/sbin/bearerbox ] && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v redis-server >/dev/null; then \
+	  echo "kannel, rabbitmq-server, redis-server present"; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kannel rabbitmq-server redis-server || { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kannel rabbitmq-server redis-server; }; \
+	fi
+
+.venv-jasmin/bin/jasmind.py:
+	python3 -m venv .venv-jasmin
+	.venv-jasmin/bin/pip install --quiet jasmin==0.11.0
+
+## The whole gateway end to end only (BENCH_STORAGE=sqlite, BENCH_MESSAGES, BENCH_QUICK).
 bench-pipeline: tansu
 	$(CARGO) build --release --workspace --bins
 	RUST_LOG=error ./target/release/smsgw-bench-pipeline

@@ -45,6 +45,21 @@ pub fn percentile(v: &mut [i64], p: f64) -> i64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Runs `work` until it ends or the process gets SIGINT/SIGTERM; on a signal `work` is
+/// dropped, so the processes it started (whose handles kill them on drop) do not outlive
+/// an interrupted or timed-out bench and skew the next one.
+pub async fn until_signalled<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1 (for peers that want a number in
 /// their configuration file rather than an already-bound socket).
 pub fn free_port() -> anyhow::Result<u16> {

@@ -609,7 +609,15 @@ async fn jasmin(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = smsgw_bench::until_signalled(run()).await {
+        eprintln!("error: {e:#}");
+        // Not a return: the runtime's shutdown would wait for blocking broker calls.
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let messages = |full: usize| {
