@@ -60,6 +60,17 @@ pub async fn until_signalled<T>(
     }
 }
 
+/// Ends a bench binary: prints the error, if any, and exits with its status. Not a return
+/// from `main`: the runtime's shutdown would wait for the blocking broker calls of
+/// readers that were dropped (librdkafka's own timeouts), minutes after the results.
+pub fn finish(result: anyhow::Result<()>) -> ! {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1 (for peers that want a number in
 /// their configuration file rather than an already-bound socket).
 pub fn free_port() -> anyhow::Result<u16> {

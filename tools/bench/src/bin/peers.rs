@@ -610,13 +610,7 @@ async fn jasmin(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = smsgw_bench::until_signalled(run()).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-    // Not a return: the runtime's shutdown would wait for the blocking broker calls of
-    // readers that were dropped (librdkafka's own timeouts), minutes after the results.
-    std::process::exit(0);
+    smsgw_bench::finish(smsgw_bench::until_signalled(run()).await)
 }
 
 async fn run() -> anyhow::Result<()> {

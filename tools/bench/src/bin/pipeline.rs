@@ -273,13 +273,7 @@ async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> a
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = smsgw_bench::until_signalled(run()).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-    // Not a return: the runtime's shutdown would wait for the blocking broker calls of
-    // readers that were dropped (librdkafka's own timeouts), minutes after the results.
-    std::process::exit(0);
+    smsgw_bench::finish(smsgw_bench::until_signalled(run()).await)
 }
 
 async fn run() -> anyhow::Result<()> {
