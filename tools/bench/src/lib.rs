@@ -71,6 +71,15 @@ pub fn finish(result: anyhow::Result<()>) -> ! {
     std::process::exit(0)
 }
 
+/// Writes a bench's results to `bench-results/<name>.json` and says so.
+pub fn write_results(name: &str, results: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::create_dir_all("bench-results")?;
+    let path = format!("bench-results/{name}.json");
+    std::fs::write(&path, serde_json::to_string_pretty(results)?)?;
+    println!("wrote {path}");
+    Ok(())
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1 (for peers that want a number in
 /// their configuration file rather than an already-bound socket).
 pub fn free_port() -> anyhow::Result<u16> {

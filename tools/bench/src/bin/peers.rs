@@ -641,12 +641,7 @@ async fn run() -> anyhow::Result<()> {
         "when".into(),
         smsgw_smpp::rfc3339(smsgw_kafka::now_ms()).into(),
     );
-    std::fs::create_dir_all("bench-results")?;
-    std::fs::write(
-        "bench-results/peers.json",
-        serde_json::to_string_pretty(&out)?,
-    )?;
-    println!("wrote bench-results/peers.json");
+    smsgw_bench::write_results("peers", &out.into())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

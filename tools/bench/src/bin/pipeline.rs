@@ -408,12 +408,7 @@ async fn run() -> anyhow::Result<()> {
             "ingest_to_delivered_ms": {"p50": d[0], "p90": d[1], "p99": d[2], "p999": d[3]}},
         "when": smsgw_smpp::rfc3339(now_ms()),
     });
-    std::fs::create_dir_all("bench-results")?;
-    std::fs::write(
-        "bench-results/pipeline.json",
-        serde_json::to_string_pretty(&out)?,
-    )?;
-    println!("wrote bench-results/pipeline.json");
+    smsgw_bench::write_results("pipeline", &out)?;
     fleet.stop();
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
