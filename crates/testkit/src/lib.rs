@@ -260,9 +260,28 @@ pub async fn produce<T: smsgw_codec::AvroRecord>(
     key: &str,
     value: &T,
 ) -> anyhow::Result<()> {
-    let p = smsgw_kafka::Producer::new(kafka)?;
+    let p = shared_producer(kafka)?;
     smsgw_kafka::send(&p, &smsgw_kafka::OutRecord::avro(topic, key, value)?).await?;
     Ok(())
+}
+
+/// One producer per broker address for the whole test process: an idempotent producer
+/// costs a metadata and an InitProducerId round trip (about half a second on Tansu) before
+/// its first record, which a test producing record by record would pay every time.
+fn shared_producer(kafka: &KafkaConfig) -> anyhow::Result<smsgw_kafka::Producer> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static PRODUCERS: OnceLock<Mutex<HashMap<String, smsgw_kafka::Producer>>> = OnceLock::new();
+    let mut all = PRODUCERS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = all.get(&kafka.brokers) {
+        return Ok(p.clone());
+    }
+    let p = smsgw_kafka::Producer::new(kafka)?;
+    all.insert(kafka.brokers.clone(), p.clone());
+    Ok(p)
 }
 
 /// A shutdown trigger and the future a service's `run` waits on.
