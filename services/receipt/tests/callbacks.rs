@@ -69,7 +69,7 @@ async fn receive(
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     let n: u32 = key.0.trim_start_matches('m').parse().unwrap_or(0);
-    if attempt == 1 && n % 2 == 0 {
+    if attempt == 1 && n.is_multiple_of(2) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     if attempt == 1 && n % 3 == 1 {
