@@ -59,14 +59,27 @@ impl Broker {
     }
 
     /// Starts Tansu with the given storage engine URL.
+    /// A port drawn by [`free_port`] can be taken by another test's server before Tansu
+    /// binds it; then another port is drawn (five tries).
     pub fn start_with_storage(storage: &str) -> anyhow::Result<Self> {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = spawn_tansu(&addr, storage)?;
-        Ok(Broker {
-            child,
-            addr,
-            storage: storage.to_string(),
-        })
+        let mut tries = 0;
+        loop {
+            let addr = format!("127.0.0.1:{}", free_port());
+            match spawn_tansu(&addr, storage) {
+                Ok(child) => {
+                    return Ok(Broker {
+                        child,
+                        addr,
+                        storage: storage.to_string(),
+                    })
+                }
+                Err(e) if tries < 4 => {
+                    eprintln!("{e:#}; trying another port");
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Kills the broker with SIGKILL (no shutdown of any kind).
@@ -126,14 +139,57 @@ fn spawn_tansu(addr: &str, storage: &str) -> anyhow::Result<Child> {
         .stderr(log)
         .spawn()
         .context("spawning tansu")?;
+    let mut child = child;
+    let port: u16 = port.parse().context("broker port")?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
+    // Something else may hold the port (a test's other server drew the same free port):
+    // then Tansu exits and a connect would reach the other server, so the test would run
+    // against a stranger. Wait until the listening socket is this child's own.
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("tansu exited ({status}) before listening on {addr}: is the port taken?");
+        }
+        if listening(child.id(), port) {
+            return Ok(child);
+        }
         if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
             bail!("tansu did not listen on {addr} within 20 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(child)
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (Linux: the listening
+/// sockets' inodes in /proc/net/tcp*, matched against the process's descriptors).
+/// Where /proc is missing, whether anything accepts a connection on the port.
+fn listening(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    };
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT, st 0A is LISTEN, inode is the 10th field.
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                if let Some(inode) = f.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
 
 /// A consumer of `topic` from its beginning, in a group of its own.
