@@ -52,6 +52,7 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
     let mut config = Config::new(kafka.clone(), vec![carrier]);
     config.webhook_listen = None;
     config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let staleness = Duration::from_millis(config.optout_max_staleness_ms);
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let topic = kafka.topics.dispatch("sim");
@@ -127,6 +128,9 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
         reference: None,
     };
     produce(&kafka, &kafka.topics.optout(), &stop_rec.key(), &stop_rec).await?;
+    // The dispatcher's promise: a STOP that has been on the log for its staleness bound
+    // blocks every later submit (a younger one is the router's to catch).
+    tokio::time::sleep(staleness + Duration::from_millis(50)).await;
     let late = DispatchRequested {
         client_id: Some("acme".into()),
         ..work("m4", "+447911100004")
@@ -291,5 +295,40 @@ async fn a_malformed_pdu_is_nacked_and_the_bind_survives() -> anyhow::Result<()>
     tokio::time::timeout(Duration::from_secs(10), fake).await???;
     let _ = stop.send(());
     svc.await??;
+    Ok(())
+}
+
+/// The broker dies for good while the dispatcher runs: told to stop, the dispatcher still
+/// stops (its final offset commit and its last carrier status give up) instead of waiting
+/// for a broker that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_when_the_broker_is_gone() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    let mut broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    let sim = Simulator::start(SimConfig::new(
+        "127.0.0.1:0".parse()?,
+        "127.0.0.1:0".parse()?,
+    ))
+    .await?;
+    let carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
+    let mut config = Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let topic = kafka.topics.dispatch("sim");
+    produce(&kafka, &topic, "m1", &work("m1", "+447911100001")).await?;
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(30)).await?;
+    assert!(matches!(events[0].payload, EventPayload::Submitted(_)));
+    broker.kill9();
+    let _ = stop.send(());
+    // Generous: the commit gives up after 10 s; before the fix this waited for ever.
+    tokio::time::timeout(Duration::from_secs(60), svc)
+        .await
+        .map_err(|_| anyhow::anyhow!("the dispatcher did not stop without its broker"))???;
+    sim.stop().await;
     Ok(())
 }
