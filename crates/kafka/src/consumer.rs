@@ -9,6 +9,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
 /// of a record are acknowledged) and committed in the background.
@@ -17,7 +19,7 @@ use std::future::Future;
 /// default would add up to half a second per hop. Overridable through `properties`.
 pub const FETCH_WAIT_MAX_MS: &str = "20";
 
-pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
+pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<Arc<StreamConsumer>, KafkaError> {
     kafka
         .client_config(&[
             ("group.id", group),
@@ -29,6 +31,7 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, Kafk
             ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
         ])
         .create()
+        .map(Arc::new)
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 
@@ -187,7 +190,7 @@ pub use smsgw_runtime::now_ms;
 /// their offsets are stored strictly in order.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_consumer<H: Handler>(
-    consumer: &StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     producer: &Producer,
     dlq_topic: &str,
     service: &str,
@@ -254,15 +257,32 @@ pub async fn run_consumer<H: Handler>(
         consumer.store_offset(&topic, partition, offset)?;
         metrics.processed.inc();
     }
-    commit_stored(consumer);
+    close(consumer).await;
     Ok(())
 }
 
-/// Commits the stored offsets synchronously (at shutdown); failure is logged, since the
-/// worst outcome is re-reading records that idempotent handlers absorb.
-pub fn commit_stored(consumer: &StreamConsumer) {
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit");
+/// How long the last commit and the close at shutdown may take before the service stops
+/// without them.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits the stored offsets synchronously and closes the consumer (at shutdown), for
+/// at most [`CLOSE_TIMEOUT`]; failure is logged, since the worst outcome is re-reading
+/// records that idempotent handlers absorb. With the brokers unreachable, librdkafka's
+/// synchronous commit and its close can wait for ever, so both run on a thread of their
+/// own ([`crate::off_runtime`]), which also drops the last reference to the consumer.
+pub async fn close(consumer: Arc<StreamConsumer>) {
+    let closing = crate::off_runtime(move || {
+        let r = consumer.commit_consumer_state(CommitMode::Sync);
+        drop(consumer);
+        r
+    });
+    match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+        Ok(Some(Ok(()))) | Ok(None) => {}
+        Ok(Some(Err(e))) => tracing::debug!(error = %e, "final commit"),
+        Err(_) => tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "consumer did not commit and close in time; records since the last commit will be read again"
+        ),
     }
 }
 

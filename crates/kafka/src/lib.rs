@@ -19,8 +19,8 @@ mod tail;
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    commit_stored, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler,
-    Incoming, OffsetTracker,
+    close, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
+    OffsetTracker,
 };
 pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
 pub use rdkafka;
@@ -71,15 +71,18 @@ pub fn spawn_probe(
         tokio::pin!(shutdown);
         loop {
             let c = client.clone();
-            let r = tokio::task::spawn_blocking(move || {
+            let r = off_runtime(move || {
                 c.fetch_metadata(None, std::time::Duration::from_secs(2))
                     .map(|m| m.brokers().len())
-            })
-            .await;
+            });
+            let r = tokio::select! {
+                _ = &mut shutdown => break,
+                r = r => r,
+            };
             match r {
-                Ok(Ok(n)) => health.set("kafka", true, true, format!("{n} broker(s)")),
-                Ok(Err(e)) => health.set("kafka", false, true, e.to_string()),
-                Err(e) => health.set("kafka", false, true, e.to_string()),
+                Some(Ok(n)) => health.set("kafka", true, true, format!("{n} broker(s)")),
+                Some(Err(e)) => health.set("kafka", false, true, e.to_string()),
+                None => health.set("kafka", false, true, "probe thread failed"),
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -87,4 +90,25 @@ pub fn spawn_probe(
             }
         }
     }))
+}
+
+/// Runs a blocking librdkafka call on a thread of its own and resolves with its result
+/// (`None` if the thread could not start or panicked). Not `spawn_blocking`: with the
+/// brokers unreachable some calls wait a long time or for ever, and a tokio runtime waits
+/// for its blocking tasks when it shuts down; a caller that stops waiting here (shutdown)
+/// leaves the thread to finish on its own.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("smsgw-kafka-call".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start a thread for a Kafka call");
+        return None;
+    }
+    rx.await.ok()
 }

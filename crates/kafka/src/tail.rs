@@ -55,9 +55,9 @@ impl TailState {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
-    tokio::task::spawn_blocking(f)
+    crate::off_runtime(f)
         .await
-        .map_err(|e| KafkaError::Config(format!("blocking task failed: {e}")))?
+        .ok_or_else(|| KafkaError::Config("blocking Kafka call failed".into()))?
         .map_err(KafkaError::from)
 }
 
@@ -156,6 +156,7 @@ where
             }
         }
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             m = stream.next() => match m {
                 Some(Ok(m)) => {
@@ -167,7 +168,14 @@ where
             },
             _ = ticker.tick(), if target.is_none() && refresh.is_some() => {
                 let t_w = crate::now_ms();
-                match watermarks(&consumer, topic, &partitions).await {
+                // With the broker unreachable this takes its full timeout per partition:
+                // shutdown must not wait for it.
+                let marks = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    m = watermarks(&consumer, topic, &partitions) => m,
+                };
+                match marks {
                     Ok(marks) => {
                         tracing::trace!(topic, took_ms = crate::now_ms() - t_w, ?marks, "tail watermarks");
                         target = Some((t_w, marks))

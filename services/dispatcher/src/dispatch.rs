@@ -11,10 +11,10 @@ use smsgw_codec::{
     AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated,
 };
 use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
-    commit_stored, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker,
-    OutRecord, Producer, Topics,
+    close, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker, OutRecord,
+    Producer, Topics,
 };
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -68,7 +68,7 @@ pub async fn run_dispatch(
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
-    let consumer: StreamConsumer = consumer(kafka, &ctx.carrier.group())?;
+    let consumer = consumer(kafka, &ctx.carrier.group())?;
     smsgw_kafka::join(&consumer, kafka, &[&topic])?;
     // Work in flight: every submitting bind's window, so a full pool takes no more.
     let binds = ctx
@@ -169,7 +169,7 @@ pub async fn run_dispatch(
             None => break,
         }
     }
-    commit_stored(&consumer);
+    close(consumer).await;
     Ok(())
 }
 

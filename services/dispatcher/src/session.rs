@@ -245,7 +245,17 @@ pub async fn run_session(
             } else {
                 "session closed"
             };
-            publish_status(&ctx, false, detail).await;
+            let publish = publish_status(&ctx, false, detail);
+            if stopping {
+                // Best effort at shutdown: with the broker gone it would wait for the
+                // producer's whole message timeout.
+                let bound = std::time::Duration::from_secs(5);
+                if tokio::time::timeout(bound, publish).await.is_err() {
+                    tracing::warn!(carrier = %name, "carrier status at shutdown not stored");
+                }
+            } else {
+                publish.await;
+            }
         }
     }
 }

@@ -125,7 +125,7 @@ pub async fn run(
         };
         tracing::info!("ingest consuming");
         run_consumer(
-            &consumer,
+            consumer,
             &producer,
             &config.kafka.topics.dead_letter(),
             "ingest",

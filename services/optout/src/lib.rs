@@ -64,7 +64,7 @@ fn inbound_loop<H: smsgw_kafka::Handler>(
     let dlq = config.kafka.topics.dead_letter();
     Ok(async move {
         run_consumer(
-            &consumer,
+            consumer,
             &producer,
             &dlq,
             "optout",

@@ -25,9 +25,9 @@ use crate::metrics::Metrics;
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CallbackProgress, DeadLetter};
 use smsgw_domain::{Event, EventPayload, MessageAccepted};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
-    commit_stored, consumer, now_ms, spawn_tail, Incoming, KafkaConfig, KafkaError, OffsetTracker,
+    close, consumer, now_ms, spawn_tail, Incoming, KafkaConfig, KafkaError, OffsetTracker,
     OutRecord, Producer, Topics,
 };
 use smsgw_runtime::webhook::{post_with_retries, Call, Retry};
@@ -433,7 +433,7 @@ pub async fn run(
         _ = shutdown.clone().wait() => return Ok(()),
     }
     let topic = kafka.topics.events();
-    let consumer: StreamConsumer = consumer(&kafka, &config.group_id)?;
+    let consumer = consumer(&kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
@@ -494,7 +494,7 @@ pub async fn run(
             let _ = consumer.store_offset(&topic, p, safe);
         }
     }
-    commit_stored(&consumer);
+    close(consumer).await;
     let _ = progress_task.await;
     Ok(())
 }

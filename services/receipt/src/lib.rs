@@ -21,9 +21,9 @@ pub mod metrics;
 use correlator::{Actions, Correlator};
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
-use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
-    commit_stored, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker,
+    close, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker,
     OutRecord, Producer, Topics,
 };
 use smsgw_runtime::Shutdown;
@@ -216,7 +216,7 @@ pub async fn run(
     });
     let topics = config.kafka.topics.clone();
     let topic = topics.receipts();
-    let consumer: StreamConsumer = consumer(&config.kafka, &config.group_id)?;
+    let consumer = consumer(&config.kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &config.kafka, &[&topic])?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut lp = Loop {
@@ -291,7 +291,7 @@ pub async fn run(
             }
         }
     }
-    commit_stored(&consumer);
+    close(consumer).await;
     if let Some(c) = callbacks {
         match c.await {
             Ok(Err(e)) => tracing::error!(error = %e, "status callbacks stopped"),

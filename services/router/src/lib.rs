@@ -161,7 +161,7 @@ pub async fn run(
     ));
     tracing::info!("router consuming");
     let result = run_consumer(
-        &consumer,
+        consumer,
         &producer,
         &config.kafka.topics.dead_letter(),
         "router",
