@@ -35,6 +35,10 @@ const CEILING_RECORD_BYTES: usize = 200;
 #[derive(Default)]
 struct Seen {
     produced: HashMap<String, i64>,
+    /// When ingest accepted the message (`MessageAccepted`'s time).
+    accepted: HashMap<String, i64>,
+    /// When the router chose the first carrier (`CarrierSelected`'s time).
+    routed: HashMap<String, i64>,
     submitted: HashMap<String, i64>,
     delivered: HashMap<String, i64>,
 }
@@ -94,6 +98,12 @@ fn watch(
                         s.produced
                             .insert(e.message_id.clone(), t.parse().unwrap_or(0));
                     }
+                    s.accepted.insert(e.message_id.clone(), e.occurred_at_ms);
+                }
+                EventPayload::CarrierSelected(_) => {
+                    s.routed
+                        .entry(e.message_id.clone())
+                        .or_insert(e.occurred_at_ms);
                 }
                 EventPayload::Submitted(_) => {
                     s.submitted.insert(e.message_id.clone(), e.occurred_at_ms);
@@ -377,12 +387,20 @@ async fn run() -> anyhow::Result<()> {
     send_paced(&producer, &kafka, m, "lat", Some(1_000.0)).await?;
     wait_delivered(&seen, 500 + n + m, "latency").await?;
     let (mut to_submit, mut to_delivered) = (Vec::new(), Vec::new());
+    // Where the time to submit goes: request → accepted (ingest), accepted → carrier
+    // selected (router), selected → submitted (dispatcher and the carrier's response).
+    let mut stages: [Vec<i64>; 3] = Default::default();
     {
         let s = seen.lock().unwrap();
         let old: std::collections::HashSet<&String> = before.iter().collect();
         for (id, t) in s.produced.iter().filter(|(id, _)| !old.contains(id)) {
             if let Some(x) = s.submitted.get(id) {
                 to_submit.push(x - t);
+                if let (Some(a), Some(r)) = (s.accepted.get(id), s.routed.get(id)) {
+                    stages[0].push(a - t);
+                    stages[1].push(r - a);
+                    stages[2].push(x - r);
+                }
             }
             if let Some(x) = s.delivered.get(id) {
                 to_delivered.push(x - t);
@@ -395,6 +413,13 @@ async fn run() -> anyhow::Result<()> {
         "  ingest→submit    p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms",
         s[0], s[1], s[2], s[3]
     );
+    let stage = stages.each_mut().map(pct);
+    for (name, p) in ["ingest", "router", "dispatcher"].iter().zip(&stage) {
+        println!(
+            "    of which {name:<10} p50 {} ms, p90 {} ms, p99 {} ms",
+            p[0], p[1], p[2]
+        );
+    }
     println!("  ingest→delivered p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms (receipts come 500 ms after submit)", d[0], d[1], d[2], d[3]);
 
     let out = serde_json::json!({
@@ -405,7 +430,8 @@ async fn run() -> anyhow::Result<()> {
             "fraction_used": rate / ceiling},
         "services": services,
         "latency_1k_per_s": {"messages": m, "ingest_to_submit_ms": {"p50": s[0], "p90": s[1], "p99": s[2], "p999": s[3]},
-            "ingest_to_delivered_ms": {"p50": d[0], "p90": d[1], "p99": d[2], "p999": d[3]}},
+            "ingest_to_delivered_ms": {"p50": d[0], "p90": d[1], "p99": d[2], "p999": d[3]},
+            "stages_ms": {"ingest": stage[0], "router": stage[1], "dispatcher": stage[2]}},
         "when": smsgw_smpp::rfc3339(now_ms()),
     });
     smsgw_bench::write_results("pipeline", &out)?;
