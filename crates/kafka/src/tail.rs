@@ -9,7 +9,7 @@
 
 use crate::{KafkaConfig, KafkaError};
 use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use std::collections::HashMap;
@@ -62,7 +62,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn watermarks(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<BaseConsumer>,
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
@@ -102,6 +102,15 @@ where
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?,
     );
+    // Watermark requests go through a client of their own: on the reading client's
+    // connection they would queue behind its fetches, which a broker may hold for
+    // fetch.wait.max.ms each (Tansu 0.6 always does), and the barrier would lag by that.
+    let marks_client: Arc<BaseConsumer> = Arc::new(
+        kafka
+            .client_config(&[("group.id", &group)])
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?,
+    );
     tokio::pin!(shutdown);
     // A busy broker can take longer than a request timeout to answer; the copy must not
     // go stale for good because of that, so the tail retries until it is told to stop.
@@ -136,7 +145,7 @@ where
     consumer.assign(&tpl)?;
     let start = crate::now_ms();
     let Some(first) = retrying(topic, "watermarks", &mut shutdown, || {
-        watermarks(&consumer, topic, &partitions)
+        watermarks(&marks_client, topic, &partitions)
     })
     .await
     else {
@@ -173,7 +182,7 @@ where
                 let marks = tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    m = watermarks(&consumer, topic, &partitions) => m,
+                    m = watermarks(&marks_client, topic, &partitions) => m,
                 };
                 match marks {
                     Ok(marks) => {
