@@ -41,6 +41,8 @@ struct Seen {
     routed: HashMap<String, i64>,
     submitted: HashMap<String, i64>,
     delivered: HashMap<String, i64>,
+    /// Each message's latest event kind, to say where the missing ones stopped.
+    last: HashMap<String, &'static str>,
 }
 
 fn request(i: usize, tag: &str) -> SubmitRequest {
@@ -92,6 +94,7 @@ fn watch(
                 continue;
             };
             let mut s = seen.lock().unwrap();
+            s.last.insert(e.message_id.clone(), e.payload.kind());
             match &e.payload {
                 EventPayload::Accepted(a) => {
                     if let Some(t) = a.client_ref.as_deref().and_then(|r| r.strip_prefix("t=")) {
@@ -266,7 +269,23 @@ async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> a
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("{what}: only {n} of {target} delivered after 600 s");
+            let s = seen.lock().unwrap();
+            let mut stuck: HashMap<&str, usize> = HashMap::new();
+            let mut examples = Vec::new();
+            for (id, kind) in s
+                .last
+                .iter()
+                .filter(|(id, _)| !s.delivered.contains_key(*id))
+            {
+                *stuck.entry(kind).or_default() += 1;
+                if examples.len() < 5 {
+                    examples.push(format!("{id} ({kind})"));
+                }
+            }
+            anyhow::bail!(
+                "{what}: only {n} of {target} delivered after 600 s; the others' last events: {stuck:?}; e.g. {}",
+                examples.join(", ")
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (accepted, submitted, now) = {
