@@ -261,14 +261,19 @@ async fn send_paced(
 }
 
 async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
+    // Gives up after 60 s without a new delivery (the missing messages' last events are
+    // then in the error).
+    let mut progress_at = Instant::now();
     let mut last = 0;
     loop {
         let n = seen.lock().unwrap().delivered.len();
         if n >= target {
             return Ok(());
         }
-        if start.elapsed() > Duration::from_secs(600) {
+        if n > last {
+            progress_at = Instant::now();
+        }
+        if progress_at.elapsed() > Duration::from_secs(60) {
             let s = seen.lock().unwrap();
             let mut stuck: HashMap<&str, usize> = HashMap::new();
             let mut examples = Vec::new();
@@ -283,7 +288,7 @@ async fn wait_delivered(seen: &Arc<Mutex<Seen>>, target: usize, what: &str) -> a
                 }
             }
             anyhow::bail!(
-                "{what}: only {n} of {target} delivered after 600 s; the others' last events: {stuck:?}; e.g. {}",
+                "{what}: only {n} of {target} delivered, none for 60 s; the others' last events: {stuck:?}; e.g. {}",
                 examples.join(", ")
             );
         }

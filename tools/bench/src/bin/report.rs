@@ -127,6 +127,20 @@ fn main() -> anyhow::Result<()> {
         lat["ingest_to_delivered_ms"]["p50"], lat["ingest_to_delivered_ms"]["p90"],
         lat["ingest_to_delivered_ms"]["p99"], lat["ingest_to_delivered_ms"]["p999"],
     )?;
+    if let Some(stages) = lat["stages_ms"].as_object() {
+        let parts: Vec<String> = ["ingest", "router", "dispatcher"]
+            .iter()
+            .filter_map(|k| {
+                let p = stages.get(*k)?.as_array()?;
+                Some(format!("{k} p50 {} / p99 {} ms", p.first()?, p.get(2)?))
+            })
+            .collect();
+        writeln!(
+            md,
+            "Of the time to submit: {} (request → `MessageAccepted`, → `CarrierSelected`, → `MessageSubmitted`).",
+            parts.join("; ")
+        )?;
+    }
     print!("\n{md}");
     std::fs::write("bench-results/comparison.md", &md)?;
 
