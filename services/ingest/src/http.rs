@@ -322,7 +322,7 @@ async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Resp
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .get(&id)
-        .map(render);
+        .map(|m| render(&m));
     let resp = match found {
         Some(v) => (StatusCode::OK, Json(v)).into_response(),
         None => error(

@@ -17,10 +17,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, RwLock};
 
-/// Bounded map of message aggregates, oldest evicted first.
+/// Bounded map of messages' events, oldest message evicted first.
+///
+/// Each message keeps its events as they are stored on the log (Avro, ~150–250 bytes
+/// each) and is folded into its aggregate only when asked for: the decoded aggregates
+/// cost ~4.7 KB per message (ingest reached 119 MB at 20,000 messages), the encoded
+/// events about a quarter of that.
 #[derive(Debug)]
 pub struct View {
-    messages: HashMap<String, Message>,
+    messages: HashMap<String, Vec<Box<[u8]>>>,
     order: VecDeque<String>,
     capacity: usize,
 }
@@ -35,28 +40,38 @@ impl View {
         }
     }
 
-    /// Folds one event in; events the aggregate refuses are ignored.
-    pub fn apply(&mut self, e: &Event) {
-        if !self.messages.contains_key(&e.message_id) {
+    /// Keeps one event of `message_id`, as encoded on the log.
+    pub fn apply(&mut self, message_id: &str, encoded: &[u8]) {
+        if !self.messages.contains_key(message_id) {
             if self.order.len() >= self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.messages.remove(&old);
                 }
             }
-            self.order.push_back(e.message_id.clone());
+            self.order.push_back(message_id.to_string());
         }
-        let m = self
-            .messages
-            .entry(e.message_id.clone())
-            .or_insert_with(|| Message::new(&e.message_id));
-        if let Err(err) = m.apply(e) {
-            tracing::debug!(event = %e.event_id, %err, "event ignored by the view");
-        }
+        self.messages
+            .entry(message_id.to_string())
+            .or_default()
+            .push(encoded.into());
     }
 
-    /// The aggregate of a message, if the view holds it.
-    pub fn get(&self, id: &str) -> Option<&Message> {
-        self.messages.get(id)
+    /// The aggregate of a message, folded from its events, if the view holds it. Events
+    /// the aggregate refuses (a re-delivered duplicate, say) are left out.
+    pub fn get(&self, id: &str) -> Option<Message> {
+        let events = self.messages.get(id)?;
+        let mut m = Message::new(id);
+        for bytes in events {
+            match Event::decode(bytes) {
+                Ok(e) => {
+                    if let Err(err) = m.apply(&e) {
+                        tracing::debug!(event = %e.event_id, %err, "event ignored by the view");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "undecodable event in the view"),
+            }
+        }
+        Some(m)
     }
 
     /// Messages held.
@@ -131,7 +146,7 @@ impl Shared {
         }
     }
 
-    fn apply(&self, e: &Event) {
+    fn apply(&self, e: &Event, encoded: &[u8]) {
         self.dedupe
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -139,7 +154,7 @@ impl Shared {
         self.view
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .apply(e);
+            .apply(&e.message_id, encoded);
     }
 }
 
@@ -152,9 +167,9 @@ pub async fn run_view(
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     tail(kafka, &kafka.topics.events(), None, &shared.tail, shutdown.wait(), |msg| {
-        match msg.payload().map(Event::decode) {
-            Some(Ok(e)) => shared.apply(&e),
-            Some(Err(err)) => tracing::warn!(offset = msg.offset(), %err, "undecodable event skipped by the view"),
+        match msg.payload().map(|p| (p, Event::decode(p))) {
+            Some((p, Ok(e))) => shared.apply(&e, p),
+            Some((_, Err(err))) => tracing::warn!(offset = msg.offset(), %err, "undecodable event skipped by the view"),
             None => {}
         }
         metrics.view_messages.set(shared.view.read().map(|v| v.len() as i64).unwrap_or(0));
@@ -165,6 +180,51 @@ pub async fn run_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accepted(id: &str) -> Event {
+        let a = smsgw_domain::MessageAccepted {
+            client_id: "shop".into(),
+            idempotency_key: None,
+            client_ref: None,
+            destination: "+447911123456".into(),
+            sender: "SHOP".into(),
+            body: "hi".into(),
+            encoding: "GSM7".into(),
+            segments: 1,
+            registered_delivery: None,
+            expires_at: None,
+            schedule_delivery_at: None,
+            callback_url: None,
+            send_at: None,
+            message_type: None,
+        };
+        Message::new(id)
+            .decide(smsgw_domain::Command::Accept(a), 1_000)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn keep(v: &mut View, e: &Event) {
+        v.apply(&e.message_id, &e.encode().unwrap());
+    }
+
+    #[test]
+    fn the_view_folds_stored_events_on_demand_and_evicts_the_oldest() {
+        let mut v = View::new(2);
+        let a = accepted("a");
+        keep(&mut v, &a);
+        // Re-delivered (at least once): stored twice, folded once.
+        keep(&mut v, &a);
+        let m = v.get("a").expect("held");
+        assert_eq!(m.state(), smsgw_domain::State::Accepted);
+        assert_eq!(m.history().len(), 1, "the duplicate is left out");
+        assert!(v.get("b").is_none());
+        keep(&mut v, &accepted("b"));
+        keep(&mut v, &accepted("c"));
+        assert_eq!(v.len(), 2);
+        assert!(v.get("a").is_none(), "a was evicted");
+        assert_eq!(v.get("c").unwrap().id(), "c");
+    }
 
     #[test]
     fn dedupe_forgets_the_oldest_beyond_capacity() {
