@@ -411,3 +411,33 @@ pub async fn cql_shim(upstream: std::net::SocketAddr) -> anyhow::Result<std::net
     });
     Ok(addr)
 }
+
+/// The `MessageAccepted` event of message `id`, accepted at 1,000 ms: client `shop`,
+/// sender `SHOP`, body `hi` (GSM-7, one segment) to `+447911123456`, every option unset.
+/// `change` adjusts the payload first (a callback URL, another destination, ...).
+pub fn accepted_event(
+    id: &str,
+    change: impl FnOnce(&mut smsgw_domain::MessageAccepted),
+) -> smsgw_domain::Event {
+    let mut a = smsgw_domain::MessageAccepted {
+        client_id: "shop".into(),
+        idempotency_key: None,
+        client_ref: None,
+        destination: "+447911123456".into(),
+        sender: "SHOP".into(),
+        body: "hi".into(),
+        encoding: "GSM7".into(),
+        segments: 1,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
+        callback_url: None,
+        send_at: None,
+        message_type: None,
+    };
+    change(&mut a);
+    smsgw_domain::Message::new(id)
+        .decide(smsgw_domain::Command::Accept(a), 1_000)
+        .expect("a new message accepts")
+        .remove(0)
+}

@@ -182,26 +182,7 @@ mod tests {
     use super::*;
 
     fn accepted(id: &str) -> Event {
-        let a = smsgw_domain::MessageAccepted {
-            client_id: "shop".into(),
-            idempotency_key: None,
-            client_ref: None,
-            destination: "+447911123456".into(),
-            sender: "SHOP".into(),
-            body: "hi".into(),
-            encoding: "GSM7".into(),
-            segments: 1,
-            registered_delivery: None,
-            expires_at: None,
-            schedule_delivery_at: None,
-            callback_url: None,
-            send_at: None,
-            message_type: None,
-        };
-        Message::new(id)
-            .decide(smsgw_domain::Command::Accept(a), 1_000)
-            .unwrap()
-            .remove(0)
+        smsgw_testkit::accepted_event(id, |_| {})
     }
 
     fn keep(v: &mut View, e: &Event) {

@@ -7,10 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use smsgw_codec::DeadLetter;
-use smsgw_domain::{
-    Command, Event, EventPayload, Message, MessageAccepted, MessageDelivered, MessageSubmitted,
-    MessageUndeliverable,
-};
+use smsgw_domain::{Event, EventPayload, MessageDelivered, MessageSubmitted, MessageUndeliverable};
 use smsgw_receipt::Config;
 use smsgw_runtime::webhook::{signature, Retry};
 use smsgw_testkit::{eventually, free_port, produce, read_records, stopper, Broker};
@@ -80,26 +77,7 @@ async fn receive(
 }
 
 fn accepted(id: &str, url: Option<String>) -> Event {
-    let a = MessageAccepted {
-        client_id: "shop".into(),
-        idempotency_key: None,
-        client_ref: None,
-        destination: "+447911123456".into(),
-        sender: "SHOP".into(),
-        body: "hi".into(),
-        encoding: "GSM7".into(),
-        segments: 1,
-        registered_delivery: None,
-        expires_at: None,
-        schedule_delivery_at: None,
-        callback_url: url,
-        send_at: None,
-        message_type: None,
-    };
-    Message::new(id)
-        .decide(Command::Accept(a), 1_000)
-        .unwrap()
-        .remove(0)
+    smsgw_testkit::accepted_event(id, |a| a.callback_url = url)
 }
 
 fn config(kafka: &smsgw_kafka::KafkaConfig, group: &str) -> anyhow::Result<Config> {
