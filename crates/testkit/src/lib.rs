@@ -125,7 +125,7 @@ fn spawn_tansu(addr: &str, storage: &str) -> anyhow::Result<Child> {
     // The broker's own log, for when it misbehaves: $TMPDIR/smsgw-tansu-<port>.log.
     let port = addr.rsplit(':').next().unwrap_or("0");
     let log = std::fs::File::create(std::env::temp_dir().join(format!("smsgw-tansu-{port}.log")))?;
-    let child = Command::new(tansu_bin()?)
+    let mut child = Command::new(tansu_bin()?)
         .args([
             "broker",
             "--listener-url",
@@ -139,7 +139,6 @@ fn spawn_tansu(addr: &str, storage: &str) -> anyhow::Result<Child> {
         .stderr(log)
         .spawn()
         .context("spawning tansu")?;
-    let mut child = child;
     let port: u16 = port.parse().context("broker port")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     // Something else may hold the port (a test's other server drew the same free port):

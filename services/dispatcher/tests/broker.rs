@@ -8,6 +8,15 @@ use smsgw_domain::{Event, EventPayload};
 use smsgw_testkit::{eventually, free_port, produce, read_records, stopper, Broker};
 use std::time::Duration;
 
+/// A dispatcher for `carrier` alone: no webhook listener, the admin endpoint on a free
+/// port.
+fn config(kafka: &smsgw_kafka::KafkaConfig, carrier: CarrierConfig) -> anyhow::Result<Config> {
+    let mut config = Config::new(kafka.clone(), vec![carrier]);
+    config.webhook_listen = None;
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    Ok(config)
+}
+
 fn work(id: &str, to: &str) -> DispatchRequested {
     DispatchRequested {
         message_id: id.into(),
@@ -49,9 +58,7 @@ async fn submits_records_outcomes_and_forwards_receipts_and_mo() -> anyhow::Resu
 
     let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
     carrier.reconnect_min_ms = 50;
-    let mut config = Config::new(kafka.clone(), vec![carrier]);
-    config.webhook_listen = None;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = config(&kafka, carrier)?;
     let staleness = Duration::from_millis(config.optout_max_staleness_ms);
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
@@ -177,9 +184,7 @@ async fn a_throttling_carrier_slows_us_down_but_every_message_goes_out() -> anyh
     let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
     carrier.window = 20;
     carrier.throttle_retries = 20;
-    let mut config = Config::new(kafka.clone(), vec![carrier]);
-    config.webhook_listen = None;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = config(&kafka, carrier)?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     // All 30 at once, so the dispatcher (window 20) outruns the carrier's 10/s.
@@ -284,9 +289,7 @@ async fn a_malformed_pdu_is_nacked_and_the_bind_survives() -> anyhow::Result<()>
         anyhow::Ok(())
     });
     let carrier = CarrierConfig::new("raw", &format!("smpp://{addr}"), "gw", "pw");
-    let mut config = Config::new(kafka.clone(), vec![carrier]);
-    config.webhook_listen = None;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = config(&kafka, carrier)?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let mo: Vec<InboundMessage> =
@@ -313,9 +316,7 @@ async fn stops_when_the_broker_is_gone() -> anyhow::Result<()> {
     ))
     .await?;
     let carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
-    let mut config = Config::new(kafka.clone(), vec![carrier]);
-    config.webhook_listen = None;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = config(&kafka, carrier)?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
     let topic = kafka.topics.dispatch("sim");
