@@ -113,9 +113,11 @@ pub struct CarrierConfig {
     /// Delay before a `retry_later` status is retried on this carrier (ms).
     #[serde(default = "default_retry_later")]
     pub retry_later_ms: u64,
-    /// How long the rate stays halved after the carrier throttled us (ms).
-    #[serde(default = "default_cooldown")]
-    pub throttle_cooldown_ms: u64,
+    /// The throttling control interval (ms): the carrier's rate is cut at most once per
+    /// interval however many throttles arrive in it, and grows again after an interval
+    /// without throttles (see `limiter.rs`). `throttle_cooldown_ms` is its old name.
+    #[serde(default = "default_throttle_interval", alias = "throttle_cooldown_ms")]
+    pub throttle_interval_ms: u64,
     /// How this carrier writes message ids in receipts, so they meet the ids of
     /// `submit_sm_resp`: `as_is` (default), or `decimal_to_hex` when the carrier answers
     /// submits in hex but receipts in decimal.
@@ -272,8 +274,8 @@ fn default_mo_timeout() -> i64 {
 fn default_retry_later() -> u64 {
     1_000
 }
-fn default_cooldown() -> u64 {
-    10_000
+fn default_throttle_interval() -> u64 {
+    500
 }
 fn parse_status(key: &str) -> Option<u32> {
     match key.strip_prefix("0x").or_else(|| key.strip_prefix("0X")) {
@@ -312,7 +314,7 @@ impl CarrierConfig {
             max_rate: None,
             errors: BTreeMap::new(),
             retry_later_ms: default_retry_later(),
-            throttle_cooldown_ms: default_cooldown(),
+            throttle_interval_ms: default_throttle_interval(),
             receipt_ids: ReceiptIds::default(),
             mo_reassembly_timeout_ms: default_mo_timeout(),
             long_messages: LongMessages::default(),

@@ -226,7 +226,10 @@ where
                 .inc()
         };
         let (code, name) = match once().await {
-            Attempt::Accepted(id) => return Ok(id),
+            Attempt::Accepted(id) => {
+                ctx.limiter.accepted(segments);
+                return Ok(id);
+            }
             Attempt::Unknown(reason) => {
                 error("ambiguous");
                 return fail(None, reason, true, true);
@@ -256,9 +259,10 @@ where
                 .submits
                 .with_label_values(&[&c.name, "throttled"])
                 .inc();
-            ctx.limiter
-                .slow_down(Duration::from_millis(c.throttle_cooldown_ms), 100.0);
-            tokio::time::sleep(Duration::from_millis(50 << retries.min(6))).await;
+            // The limiter decides whether the carrier limits a rate; this submit keeps
+            // its place in the window and goes again after a short pause.
+            ctx.limiter.throttled();
+            tokio::time::sleep(throttle_pause(retries)).await;
         } else {
             ctx.metrics
                 .submits
@@ -267,6 +271,13 @@ where
             tokio::time::sleep(Duration::from_millis(c.retry_later_ms)).await;
         }
     }
+}
+
+/// The pause before a throttled submit goes again: 10 ms, doubling with each retry of
+/// the same submit, at most 640 ms. Short, because most throttles are answered by the
+/// rate limiter and a throttled submit holds its window slot while it waits.
+fn throttle_pause(retries: u32) -> Duration {
+    Duration::from_millis(10 << retries.saturating_sub(1).min(6))
 }
 
 /// One `submit_sm` on a bind of the pool, waiting up to the grace for a bind.

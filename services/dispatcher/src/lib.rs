@@ -178,7 +178,10 @@ pub async fn run(
             producer: producer.clone(),
             topics: config.kafka.topics.clone(),
             metrics: metrics.clone(),
-            limiter: std::sync::Arc::new(limiter::RateLimiter::new(carrier.max_rate)),
+            limiter: std::sync::Arc::new(limiter::RateLimiter::new(
+                carrier.max_rate,
+                std::time::Duration::from_millis(carrier.throttle_interval_ms),
+            )),
             optouts: gate.clone(),
         };
         let link = match &carrier.http {

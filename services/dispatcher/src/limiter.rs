@@ -1,12 +1,158 @@
 //! A carrier's throughput limit: a token bucket in messages (segments) per second,
-//! shared by every bind of the carrier, that a throttling carrier can slow down.
+//! shared by every bind of the carrier, whose rate adapts when the carrier throttles.
+//!
+//! The adaptation ([`Control`]) is a pure function of what the carrier answered and the
+//! clock passed in. Time is cut into control intervals; at the end of each one:
+//! - **no throttle in it**: the rate grows by a tenth (plus one), back up to the
+//!   configured `max_rate`; an unlimited carrier whose limit no longer binds (the rate is
+//!   twice what it accepts) is unlimited again, burst included;
+//! - **throttles in it**: the rate is cut once, however many throttles arrived, to 90 %
+//!   of what the carrier accepted in the interval (it takes that much, so a carrier that
+//!   throttles above a rate is met near that rate in one step), never below half of what
+//!   it accepted recently;
+//! - **a cut that did not help**: when the share of throttled submits in the interval
+//!   after a cut is still at least 70 % of the share that caused it, the carrier throttles
+//!   a share of submits whatever our rate (per-destination or per-sender limits). The cut
+//!   is undone and no cut is made for a hold period (10 intervals, doubling up to 640
+//!   while the same happens again); throttled submits are simply retried.
 
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Growth per interval without throttles: `rate * GROWTH + 1`.
+const GROWTH: f64 = 1.1;
+/// A cut sets the rate to this share of what the carrier accepted in the interval.
+const CUT: f64 = 0.9;
+/// The rate never goes below this share of the recently accepted rate.
+const FLOOR: f64 = 0.5;
+/// How fast the recently accepted rate (the floor's base) forgets a good interval.
+const PEAK_DECAY: f64 = 0.8;
+/// A cut "helped" when the throttled share fell below this share of what caused it.
+const HELPED: f64 = 0.7;
+/// Intervals without cuts after a cut that did not help, doubled up to `HOLD_MAX`.
+const HOLD_MIN: u32 = 10;
+const HOLD_MAX: u32 = 640;
+
+/// The rate adaptation, without I/O or a clock of its own.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// The configured limit (`INFINITY`: none).
+    ceiling: f64,
+    /// The limit in force (`INFINITY`: none).
+    rate: f64,
+    interval: Duration,
+    window_start: Instant,
+    accepted_segments: f64,
+    accepted_submits: u32,
+    throttled: u32,
+    /// The accepted segments per second of the best recent interval, decaying by
+    /// `PEAK_DECAY` with each interval that had traffic.
+    recent_accepted: f64,
+    /// Set by a cut: the rate before it and the throttled share that caused it.
+    probe: Option<(f64, f64)>,
+    hold_until: Option<Instant>,
+    hold: u32,
+}
+
+impl Control {
+    /// A carrier limited to `ceiling` per second (`INFINITY`: unlimited), adapting every
+    /// `interval`, starting at `now`.
+    pub fn new(ceiling: f64, interval: Duration, now: Instant) -> Self {
+        Control {
+            ceiling,
+            rate: ceiling,
+            interval: interval.max(Duration::from_millis(10)),
+            window_start: now,
+            accepted_segments: 0.0,
+            accepted_submits: 0,
+            throttled: 0,
+            recent_accepted: 0.0,
+            probe: None,
+            hold_until: None,
+            hold: HOLD_MIN,
+        }
+    }
+
+    /// The rate in force (`INFINITY`: unlimited).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The carrier accepted a submit of `segments` at `now`.
+    pub fn accepted(&mut self, segments: u32, now: Instant) {
+        self.tick(now);
+        self.accepted_segments += f64::from(segments.max(1));
+        self.accepted_submits += 1;
+    }
+
+    /// The carrier throttled a submit at `now`.
+    pub fn throttled(&mut self, now: Instant) {
+        self.tick(now);
+        self.throttled += 1;
+    }
+
+    /// Closes the interval if it is over at `now`, adapting the rate to what happened in
+    /// it (the other methods call it first).
+    pub fn tick(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < self.interval {
+            return;
+        }
+        let (accepted, submits, throttled) =
+            (self.accepted_segments, self.accepted_submits, self.throttled);
+        self.window_start = now;
+        self.accepted_segments = 0.0;
+        self.accepted_submits = 0;
+        self.throttled = 0;
+        let total = submits + throttled;
+        if total == 0 {
+            return; // idle: nothing learned
+        }
+        let accepted_rate = accepted / elapsed.as_secs_f64();
+        self.recent_accepted = accepted_rate.max(PEAK_DECAY * self.recent_accepted);
+        let share = f64::from(throttled) / f64::from(total);
+        if throttled == 0 {
+            self.probe = None;
+            self.grow(accepted_rate);
+            return;
+        }
+        if let Some((before, caused)) = self.probe.take() {
+            if share >= HELPED * caused {
+                // Slowing down did not make the carrier throttle less: it throttles a
+                // share whatever the rate. Undo the cut and stop cutting for a while.
+                self.rate = before;
+                self.hold_until = Some(now + self.interval * self.hold);
+                self.hold = (self.hold * 2).min(HOLD_MAX);
+                return;
+            }
+            self.hold = HOLD_MIN; // it helped: the carrier limits a rate
+        }
+        if self.hold_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let floor = (FLOOR * self.recent_accepted).max(1.0);
+        let cut = (self.rate.min(accepted_rate) * CUT).max(floor).min(self.ceiling);
+        if cut < self.rate {
+            self.probe = Some((self.rate, share));
+            self.rate = cut;
+        }
+    }
+
+    fn grow(&mut self, accepted_rate: f64) {
+        if self.rate.is_infinite() {
+            return;
+        }
+        self.rate = (self.rate * GROWTH + 1.0).min(self.ceiling);
+        if self.ceiling.is_infinite() && self.rate > 2.0 * accepted_rate.max(1.0) {
+            self.rate = f64::INFINITY; // the limit no longer binds: unlimited again
+        }
+    }
+}
+
 /// Shared token bucket. Tokens may go negative: a caller that overdraws sleeps until
-/// its share is earned, so callers are served in the order they asked.
+/// its share is earned, so callers are served in the order they asked. The burst is one
+/// second's worth of the rate in force.
 #[derive(Debug)]
 pub struct RateLimiter {
     state: Mutex<State>,
@@ -14,75 +160,66 @@ pub struct RateLimiter {
 
 #[derive(Debug)]
 struct State {
-    rate: f64,
-    configured: f64,
-    burst: f64,
+    control: Control,
     tokens: f64,
     last: Instant,
-    slowed_until: Option<Instant>,
 }
 
 impl RateLimiter {
-    /// `rate` per second; `None` or 0 means unlimited. The burst is one second's worth.
-    pub fn new(rate: Option<f64>) -> Self {
+    /// `rate` per second (`None` or 0: unlimited), adapting to throttles every `interval`.
+    pub fn new(rate: Option<f64>, interval: Duration) -> Self {
         let rate = rate.filter(|r| *r > 0.0).unwrap_or(f64::INFINITY);
-        let burst = if rate.is_finite() {
-            rate.max(1.0)
-        } else {
-            f64::INFINITY
-        };
+        let now = Instant::now();
         RateLimiter {
             state: Mutex::new(State {
-                rate,
-                configured: rate,
-                burst,
-                tokens: burst,
-                last: Instant::now(),
-                slowed_until: None,
+                control: Control::new(rate, interval, now),
+                tokens: rate.max(1.0),
+                last: now,
             }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until `n` segments may be sent.
     pub async fn acquire(&self, n: u32) {
         let wait = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if s.rate.is_infinite() {
+            let mut s = self.lock();
+            let rate = s.control.rate();
+            let now = Instant::now();
+            if rate.is_infinite() {
+                s.last = now;
                 return;
             }
-            let now = Instant::now();
-            if s.slowed_until.is_some_and(|t| now >= t) {
-                s.rate = s.configured;
-                s.slowed_until = None;
-            }
-            let earned = now.duration_since(s.last).as_secs_f64() * s.rate;
-            s.tokens = (s.tokens + earned).min(s.burst);
+            let burst = rate.max(1.0);
+            let earned = now.duration_since(s.last).as_secs_f64() * rate;
+            // Coming from unlimited (tokens infinite) or a higher rate: one burst at most.
+            s.tokens = (s.tokens + earned).min(burst);
             s.last = now;
-            s.tokens -= n as f64;
+            s.tokens -= f64::from(n);
             if s.tokens >= 0.0 {
                 return;
             }
-            Duration::from_secs_f64(-s.tokens / s.rate)
+            Duration::from_secs_f64(-s.tokens / rate)
         };
         tokio::time::sleep(wait).await;
     }
 
-    /// The carrier said it is overloaded: halve the rate (down to 1/s) for `for_`.
-    /// An unlimited carrier gets a limit of `fallback` per second for that time.
-    pub fn slow_down(&self, for_: Duration, fallback: f64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let current = if s.rate.is_finite() { s.rate } else { fallback };
-        s.rate = (current / 2.0).max(1.0);
-        s.burst = s.burst.min(s.rate.max(1.0));
-        s.tokens = s.tokens.min(s.burst);
-        s.last = now;
-        s.slowed_until = Some(now + for_);
+    /// The carrier accepted a submit of `segments`.
+    pub fn accepted(&self, segments: u32) {
+        self.lock().control.accepted(segments, Instant::now());
     }
 
-    /// The rate in force.
+    /// The carrier throttled a submit.
+    pub fn throttled(&self) {
+        self.lock().control.throttled(Instant::now());
+    }
+
+    /// The rate in force (`INFINITY`: unlimited).
     pub fn rate(&self) -> f64 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).rate
+        self.lock().control.rate()
     }
 }
 
@@ -90,9 +227,146 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    const INTERVAL: Duration = Duration::from_millis(500);
+
+    /// Feeds `control` one interval of traffic at `offered` submits per second, of which
+    /// the carrier throttles what `throttles` says (given the rate in force and the
+    /// submit's index in the interval). Returns the accepted submits.
+    fn interval(
+        c: &mut Control,
+        now: &mut Instant,
+        offered: f64,
+        throttles: impl Fn(usize, f64) -> bool,
+    ) -> usize {
+        let sent = (offered.min(c.rate()) * INTERVAL.as_secs_f64()).round() as usize;
+        let step = INTERVAL / sent.max(1) as u32;
+        let mut accepted = 0;
+        let start = *now;
+        for i in 0..sent {
+            if throttles(i, c.rate()) {
+                c.throttled(*now);
+            } else {
+                c.accepted(1, *now);
+                accepted += 1;
+            }
+            *now += step;
+        }
+        *now = start + INTERVAL;
+        c.tick(*now);
+        accepted
+    }
+
+    #[test]
+    fn given_no_throttling_when_traffic_flows_then_the_limit_never_moves() {
+        let mut now = Instant::now();
+        let mut c = Control::new(200.0, INTERVAL, now);
+        for _ in 0..20 {
+            interval(&mut c, &mut now, 1_000.0, |_, _| false);
+        }
+        assert_eq!(c.rate(), 200.0);
+        let mut u = Control::new(f64::INFINITY, INTERVAL, now);
+        interval(&mut u, &mut now, 1_000.0, |_, _| false);
+        assert!(u.rate().is_infinite());
+    }
+
+    #[test]
+    fn given_many_throttles_in_one_interval_when_it_closes_then_the_rate_is_cut_once() {
+        let mut now = Instant::now();
+        let mut c = Control::new(1_000.0, INTERVAL, now);
+        // 500 accepted and 100 throttled in one interval: one cut, to 90 % of 1,000/s.
+        for _ in 0..500 {
+            c.accepted(1, now);
+        }
+        for _ in 0..100 {
+            c.throttled(now);
+        }
+        now += INTERVAL;
+        c.tick(now);
+        assert!((c.rate() - 900.0).abs() < 1e-6, "{}", c.rate());
+    }
+
+    #[test]
+    fn given_a_carrier_that_throttles_above_a_rate_when_we_offer_more_then_we_settle_near_it() {
+        // The carrier takes 300/s and throttles the rest of each interval.
+        let limit = 300.0 * INTERVAL.as_secs_f64();
+        let over = move |i: usize, _: f64| i as f64 >= limit;
+        let mut now = Instant::now();
+        let mut c = Control::new(f64::INFINITY, INTERVAL, now);
+        let mut rates = Vec::new();
+        for _ in 0..40 {
+            interval(&mut c, &mut now, 2_000.0, over);
+            rates.push(c.rate().min(10_000.0));
+        }
+        // Within two seconds (four intervals) the rate is near the carrier's, and it
+        // stays there: between 75 % and 110 % of it from then on.
+        for (i, r) in rates.iter().enumerate().skip(4) {
+            assert!((225.0..=330.0).contains(r), "interval {i}: {r} ({rates:?})");
+        }
+    }
+
+    #[test]
+    fn given_a_carrier_that_throttles_a_share_whatever_the_rate_then_we_mostly_keep_full_speed() {
+        // One submit in five throttled, at any rate.
+        let share = |i: usize, _: f64| i % 5 == 4;
+        let mut now = Instant::now();
+        let mut c = Control::new(f64::INFINITY, INTERVAL, now);
+        let offered = 2_000.0;
+        let (mut accepted, mut intervals) = (0, 0);
+        for _ in 0..200 {
+            accepted += interval(&mut c, &mut now, offered, share);
+            intervals += 1;
+        }
+        let unthrottled = offered * INTERVAL.as_secs_f64() * intervals as f64 * 0.8;
+        let ratio = accepted as f64 / unthrottled;
+        assert!(ratio >= 0.9, "kept {ratio:.2} of the unthrottled rate");
+    }
+
+    #[test]
+    fn given_a_cut_when_throttles_stop_then_the_rate_and_the_burst_come_back() {
+        let mut now = Instant::now();
+        let mut c = Control::new(f64::INFINITY, INTERVAL, now);
+        // A burst of throttling caps us at 100/s...
+        interval(&mut c, &mut now, 1_000.0, |i, _| i >= 50);
+        assert!(c.rate() < 100.0, "{}", c.rate());
+        // ...then the carrier takes everything again: the limit grows until it no
+        // longer binds, and the carrier is unlimited again.
+        let mut n = 0;
+        while c.rate().is_finite() {
+            interval(&mut c, &mut now, 1_000.0, |_, _| false);
+            n += 1;
+            assert!(n < 40, "still limited at {} after {n} intervals", c.rate());
+        }
+    }
+
+    #[test]
+    fn given_a_low_configured_limit_then_it_is_never_exceeded_when_recovering() {
+        let mut now = Instant::now();
+        let mut c = Control::new(50.0, INTERVAL, now);
+        interval(&mut c, &mut now, 1_000.0, |i, _| i >= 10);
+        assert!(c.rate() < 50.0);
+        for _ in 0..30 {
+            interval(&mut c, &mut now, 1_000.0, |_, _| false);
+            assert!(c.rate() <= 50.0);
+        }
+        assert_eq!(c.rate(), 50.0);
+    }
+
+    #[test]
+    fn given_recent_acceptance_then_a_single_bad_interval_cuts_no_lower_than_half_of_it() {
+        let mut now = Instant::now();
+        let mut c = Control::new(1_000.0, INTERVAL, now);
+        for _ in 0..10 {
+            interval(&mut c, &mut now, 1_000.0, |_, _| false);
+        }
+        // Then an interval in which everything was throttled: the peak of 1,000/s has
+        // decayed once, to 800/s, and the floor is half of that.
+        interval(&mut c, &mut now, 1_000.0, |_, _| true);
+        assert!((c.rate() - 800.0 * FLOOR).abs() < 1e-6, "{}", c.rate());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn limits_to_the_rate_after_the_burst() {
-        let l = RateLimiter::new(Some(10.0));
+        let l = RateLimiter::new(Some(10.0), INTERVAL);
         let t0 = Instant::now();
         for _ in 0..30 {
             l.acquire(1).await;
@@ -104,12 +378,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn segments_count_and_unlimited_never_waits() {
-        let l = RateLimiter::new(Some(10.0));
+        let l = RateLimiter::new(Some(10.0), INTERVAL);
         let t0 = Instant::now();
         l.acquire(10).await;
         l.acquire(5).await;
         assert!((t0.elapsed().as_secs_f64() - 0.5).abs() < 0.01);
-        let u = RateLimiter::new(None);
+        let u = RateLimiter::new(None, INTERVAL);
         let t0 = Instant::now();
         for _ in 0..1000 {
             u.acquire(3).await;
@@ -118,15 +392,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_for_a_while() {
-        let l = RateLimiter::new(Some(100.0));
-        l.slow_down(Duration::from_secs(5), 50.0);
-        assert_eq!(l.rate(), 50.0);
-        tokio::time::advance(Duration::from_secs(6)).await;
-        l.acquire(1).await;
-        assert_eq!(l.rate(), 100.0);
-        let u = RateLimiter::new(None);
-        u.slow_down(Duration::from_secs(1), 200.0);
-        assert_eq!(u.rate(), 100.0);
+    async fn an_unlimited_carrier_that_throttles_is_limited_then_released() {
+        let l = RateLimiter::new(None, INTERVAL);
+        for _ in 0..100 {
+            l.accepted(1);
+        }
+        l.throttled();
+        tokio::time::advance(INTERVAL).await;
+        l.throttled();
+        // 100 accepted in 0.5 s: cut to 90 % of 200/s.
+        assert!((l.rate() - 180.0).abs() < 1.0, "{}", l.rate());
+        // Sending at the new rate is paced by the bucket: 180 in the first second's
+        // burst, the next 180 take about a second.
+        let t0 = Instant::now();
+        for _ in 0..360 {
+            l.acquire(1).await;
+        }
+        let took = t0.elapsed().as_secs_f64();
+        assert!((0.9..=1.1).contains(&took), "{took}");
     }
 }
