@@ -20,7 +20,7 @@ pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{Assignment, KafkaConfig, Topics};
 pub use consumer::{
     close, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
-    OffsetTracker,
+    OffsetTracker, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
 pub use rdkafka;

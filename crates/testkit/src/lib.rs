@@ -1,8 +1,10 @@
 //! Test support for smsgw's integration and end-to-end tests.
 //!
 //! [`Broker::start`] runs a real Tansu broker (the `tansu` binary, found through
-//! `TANSU_BIN`, `PATH` or `~/.cargo/bin`) on a free loopback port with in-memory
-//! storage, and kills it when dropped. [`Broker::kafka`] hands out a [`KafkaConfig`] with
+//! `TANSU_BIN`, `PATH` or `~/.cargo/bin`) on a free loopback port with sqlite storage in
+//! a directory of its own, and kills it (and removes the directory) when dropped. Not
+//! `memory://`: Tansu 0.6's object-store engine can hide a record from a consumer that
+//! tails a partition while others write to it (`tests/broker_visibility.rs`). [`Broker::kafka`] hands out a [`KafkaConfig`] with
 //! a unique topic prefix, so tests never share topics. [`eventually`] polls a condition
 //! with a deadline instead of sleeping a fixed time.
 
@@ -20,6 +22,8 @@ pub struct Broker {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     storage: String,
+    /// The sqlite storage's directory, removed on drop.
+    dir: Option<PathBuf>,
 }
 
 /// Path of the tansu binary.
@@ -53,9 +57,20 @@ pub fn free_port() -> u16 {
 }
 
 impl Broker {
-    /// Starts Tansu with in-memory storage and waits until it accepts connections.
+    /// Starts Tansu with sqlite storage in a new temporary directory and waits until it
+    /// accepts connections.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with_storage("memory://tansu/")
+        let dir = std::env::temp_dir().join(format!(
+            "smsgw-tansu-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let storage = format!("sqlite:///{}/tansu.db", dir.display());
+        let mut broker = Self::start_with_storage(&storage).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+        broker.dir = Some(dir);
+        Ok(broker)
     }
 
     /// Starts Tansu with the given storage engine URL.
@@ -71,6 +86,7 @@ impl Broker {
                         child,
                         addr,
                         storage: storage.to_string(),
+                        dir: None,
                     })
                 }
                 Err(e) if tries < 4 => {
@@ -238,6 +254,9 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
