@@ -6,6 +6,10 @@
 //   reject: true         answer submit_sm with ESME_RSUBMITFAIL
 //   stat: "UNDELIV"      receipt status (default DELIVRD)
 //   throttle_first: N    answer the first N submits of the session with ESME_RTHROTTLED
+//   throttle_every: N    answer every Nth submit with ESME_RTHROTTLED, at any rate (a
+//                        share of submits, as per-destination or per-sender limits do)
+//   throttle_above: R    accept at most R submits per second over all sessions (a
+//                        token bucket with one second's burst); throttle the rest
 //   hold_ms: MS          answer submit_sm only after MS (a window that fills up)
 //   dlr_first: true      send the receipt before the submit_sm_resp
 //   drop_at: N           never answer; close the connection once N are outstanding
@@ -58,6 +62,19 @@ function textOf(pdu) {
 }
 const receivers = new Set();
 let nextId = 0xA000;
+
+// One token bucket per throttle_above rule, shared by every session.
+const buckets = new Map();
+function overRate(rule) {
+  const now = Date.now() / 1000;
+  let b = buckets.get(rule);
+  if (!b) buckets.set(rule, (b = { tokens: rule.throttle_above, at: now }));
+  b.tokens = Math.min(rule.throttle_above, b.tokens + (now - b.at) * rule.throttle_above);
+  b.at = now;
+  if (b.tokens < 1) return true;
+  b.tokens -= 1;
+  return false;
+}
 
 function ruleFor(dest) {
   return rules.find((r) => dest.startsWith(r.prefix)) || {};
@@ -117,7 +134,11 @@ const server = smpp.createServer(function (session) {
       validity_ms: pdu.validity_period instanceof Date ? pdu.validity_period.getTime() : null,
       schedule_ms: pdu.schedule_delivery_time instanceof Date ? pdu.schedule_delivery_time.getTime() : null,
     };
-    if (rule.throttle_first && count <= rule.throttle_first) {
+    const throttled =
+      (rule.throttle_first && count <= rule.throttle_first) ||
+      (rule.throttle_every && count % rule.throttle_every === 0) ||
+      (rule.throttle_above && overRate(rule));
+    if (throttled) {
       stats.refused++;
       session.send(pdu.response({ command_status: smpp.ESME_RTHROTTLED }));
       note(Object.assign(ev, { status: 0x58 }));

@@ -34,6 +34,17 @@ pub struct Config {
     /// cover the consumer's commit interval and the time to record an outcome.
     #[serde(default = "default_restart_lookback")]
     pub restart_lookback_ms: i64,
+    /// At shutdown, how long work already on the wire may take to finish (ms). Work not
+    /// yet sent (waiting for the rate limit, a bind, or a retry after a throttle) is given
+    /// up at once and left uncommitted for the next owner; submits awaiting an answer and
+    /// multi-part messages already started get this long. Then the dispatcher stores
+    /// what finished, unbinds and exits, whatever the backlog.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_drain_timeout() -> u64 {
+    10_000
 }
 
 fn default_restart_lookback() -> i64 {
@@ -454,6 +465,7 @@ impl Config {
             optout_refresh_ms: default_optout_refresh(),
             optout_max_staleness_ms: default_optout_staleness(),
             restart_lookback_ms: default_restart_lookback(),
+            drain_timeout_ms: default_drain_timeout(),
         }
     }
 

@@ -37,6 +37,30 @@ pub struct DispatchCtx {
     pub limiter: std::sync::Arc<crate::limiter::RateLimiter>,
     /// The opt-out log, checked again just before a message's first submit.
     pub optouts: crate::optouts::OptOutGate,
+    /// Shutdown: work whose first part has not left is given up once it is requested.
+    pub shutdown: Shutdown,
+}
+
+impl DispatchCtx {
+    /// Awaits `wait`, unless shutdown is requested first while nothing of the message
+    /// has left (`may_abandon`): then `None`.
+    async fn unless_stopping<T>(
+        &self,
+        may_abandon: bool,
+        wait: impl Future<Output = T>,
+    ) -> Option<T> {
+        if !may_abandon {
+            return Some(wait.await);
+        }
+        if self.shutdown.requested() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.clone().wait() => None,
+            v = wait => Some(v),
+        }
+    }
 }
 
 /// Why a send stopped before completing.
@@ -48,6 +72,8 @@ enum Stop {
     Blocked(String),
     /// The sender cancelled it (who asked) after it was routed: nothing was sent.
     Cancelled(Option<String>),
+    /// Shutdown came before anything was sent: nothing to record.
+    Abandoned,
 }
 
 /// How submits reach the carrier.
@@ -59,13 +85,14 @@ pub enum Link {
     Http(Arc<HttpConnector>),
 }
 
-/// Runs until `shutdown`, then drains the window and commits.
+/// Runs until `ctx.shutdown`; then gives up work not yet sent, lets what is on the wire
+/// finish for at most `drain`, stores the offsets of what finished and closes.
 pub async fn run_dispatch(
     ctx: DispatchCtx,
     kafka: &smsgw_kafka::KafkaConfig,
     link: Link,
     restart_lookback_ms: i64,
-    shutdown: Shutdown,
+    drain: Duration,
 ) -> Result<(), KafkaError> {
     let topic = ctx.topics.dispatch(&ctx.carrier.name);
     let consumer = consumer(kafka, &ctx.carrier.group())?;
@@ -91,16 +118,22 @@ pub async fn run_dispatch(
         }
         tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), "dispatcher warm-up done");
     }
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
+    // Every record taken reports once on `done`: (partition, offset, finished). A record
+    // given up at shutdown is not finished: its offset is never stored.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, bool)>();
     let mut tracker = OffsetTracker::default();
-    let stop = shutdown.wait();
+    let mut running = 0usize;
+    let stop = ctx.shutdown.clone().wait();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             biased;
-            Some((p, o)) = done_rx.recv() => {
-                if let Some(safe) = tracker.complete(&topic, p, o) {
-                    consumer.store_offset(&topic, p, safe)?;
+            Some((p, o, finished)) = done_rx.recv() => {
+                running -= 1;
+                if finished {
+                    if let Some(safe) = tracker.complete(&topic, p, o) {
+                        consumer.store_offset(&topic, p, safe)?;
+                    }
                 }
             }
             _ = &mut stop => break,
@@ -120,6 +153,7 @@ pub async fn run_dispatch(
                         .set(((now_ms() - produced).max(0) as f64) / 1000.0);
                 }
                 tracker.begin(&topic, input.partition, input.offset);
+                running += 1;
                 let permit = window.clone().acquire_owned().await.expect("semaphore open");
                 let (p, o) = (input.partition, input.offset);
                 match input.payload.map(DispatchRequested::decode) {
@@ -129,15 +163,15 @@ pub async fn run_dispatch(
                         if verdict == crate::recovery::Verdict::Done {
                             ctx.metrics.redelivered.with_label_values(&[&ctx.carrier.name]).inc();
                             drop(permit);
-                            let _ = done_tx.send((p, o));
+                            let _ = done_tx.send((p, o, true));
                             continue;
                         }
                         let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
                         let (ctx, link, done) = (ctx.clone(), link.clone(), done_tx.clone());
                         tokio::spawn(async move {
-                            submit_one(&ctx, req, link, flagged).await;
+                            let finished = submit_one(&ctx, req, link, flagged).await;
                             drop(permit);
-                            let _ = done.send((p, o));
+                            let _ = done.send((p, o, finished));
                         });
                     }
                     other => {
@@ -151,22 +185,36 @@ pub async fn run_dispatch(
                         tokio::spawn(async move {
                             record_until_stored(&producer, &rec).await;
                             drop(permit);
-                            let _ = done.send((p, o));
+                            let _ = done.send((p, o, true));
                         });
                     }
                 }
             }
         }
     }
-    // Drain: stop taking work, let the window empty, store what finished.
-    while tracker.pending() > 0 {
-        match done_rx.recv().await {
-            Some((p, o)) => {
-                if let Some(safe) = tracker.complete(&topic, p, o) {
-                    consumer.store_offset(&topic, p, safe)?;
+    // Drain: no more work is taken, work not yet sent gives up at once, and what is on
+    // the wire gets until the deadline; store what finished.
+    let deadline = tokio::time::Instant::now() + drain;
+    while running > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some((p, o, finished))) => {
+                running -= 1;
+                if finished {
+                    if let Some(safe) = tracker.complete(&topic, p, o) {
+                        consumer.store_offset(&topic, p, safe)?;
+                    }
                 }
             }
-            None => break,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    carrier = %ctx.carrier.name,
+                    running,
+                    drain_ms = drain.as_millis() as u64,
+                    "shutdown: submits still unanswered after the drain timeout; the next owner sends them again, flagged"
+                );
+                break;
+            }
         }
     }
     close(consumer).await;
@@ -186,7 +234,8 @@ async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
 
 /// Submits one part (or one HTTP request) under the carrier's rate limit and error
 /// policy: throttling and queue-full statuses send the same thing again (slowing the
-/// carrier down for throttling), other statuses fail the attempt. `once` makes one try.
+/// carrier down for throttling), other statuses fail the attempt. `once` makes one try;
+/// its argument says whether it may give up (shutdown) while it waits to send.
 async fn with_policy<F, Fut>(
     ctx: &DispatchCtx,
     segments: u32,
@@ -194,7 +243,7 @@ async fn with_policy<F, Fut>(
     mut once: F,
 ) -> Result<String, Stop>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(bool) -> Fut,
     Fut: Future<Output = Attempt>,
 {
     let c = &ctx.carrier;
@@ -207,8 +256,17 @@ where
             ambiguous,
         }))
     };
+    // Until the first part is accepted nothing of the message has left, so shutdown may
+    // give it up.
+    let may_abandon = gate.is_some();
     loop {
-        ctx.limiter.acquire(segments).await;
+        if ctx
+            .unless_stopping(may_abandon, ctx.limiter.acquire(segments))
+            .await
+            .is_none()
+        {
+            return Err(Stop::Abandoned);
+        }
         // The last moment before the first part leaves: a STOP that arrived after
         // routing still blocks the message.
         if let Some(req) = gate {
@@ -225,7 +283,8 @@ where
                 .with_label_values(&[&c.name, kind])
                 .inc()
         };
-        let (code, name) = match once().await {
+        let (code, name) = match once(may_abandon).await {
+            Attempt::Abandoned => return Err(Stop::Abandoned),
             Attempt::Accepted(id) => {
                 ctx.limiter.accepted(segments);
                 return Ok(id);
@@ -262,13 +321,23 @@ where
             // The limiter decides whether the carrier limits a rate; this submit keeps
             // its place in the window and goes again after a short pause.
             ctx.limiter.throttled();
-            tokio::time::sleep(throttle_pause(retries)).await;
         } else {
             ctx.metrics
                 .submits
                 .with_label_values(&[&c.name, "retry_later"])
                 .inc();
-            tokio::time::sleep(Duration::from_millis(c.retry_later_ms)).await;
+        }
+        let pause = if action == ErrorAction::Throttle {
+            throttle_pause(retries)
+        } else {
+            Duration::from_millis(c.retry_later_ms)
+        };
+        if ctx
+            .unless_stopping(may_abandon, tokio::time::sleep(pause))
+            .await
+            .is_none()
+        {
+            return Err(Stop::Abandoned);
         }
     }
 }
@@ -280,10 +349,20 @@ fn throttle_pause(retries: u32) -> Duration {
     Duration::from_millis(10 << retries.saturating_sub(1).min(6))
 }
 
-/// One `submit_sm` on a bind of the pool, waiting up to the grace for a bind.
-async fn submit_smpp(ctx: &DispatchCtx, pool: &BindPool, sm: &SubmitSm) -> Attempt {
+/// One `submit_sm` on a bind of the pool, waiting up to the grace for a bind (given up
+/// at shutdown when `may_abandon`).
+async fn submit_smpp(
+    ctx: &DispatchCtx,
+    pool: &BindPool,
+    sm: &SubmitSm,
+    may_abandon: bool,
+) -> Attempt {
     let c = &ctx.carrier;
-    let Some(lease) = pool.lease(Duration::from_millis(c.unbound_grace_ms)).await else {
+    let grace = Duration::from_millis(c.unbound_grace_ms);
+    let Some(lease) = ctx.unless_stopping(may_abandon, pool.lease(grace)).await else {
+        return Attempt::Abandoned;
+    };
+    let Some(lease) = lease else {
         return Attempt::NotSent(format!(
             "carrier {} not bound within {} ms",
             c.name, c.unbound_grace_ms
@@ -303,7 +382,7 @@ async fn send_over(
     let pool = match link {
         Link::Http(http) => {
             let segments = req.segments.max(1) as u32;
-            return match with_policy(ctx, segments, Some(req), || http.submit(req)).await {
+            return match with_policy(ctx, segments, Some(req), |_| http.submit(req)).await {
                 Ok(id) => (vec![id], None),
                 Err(f) => (Vec::new(), Some(f)),
             };
@@ -331,7 +410,11 @@ async fn send_over(
     let mut ids = Vec::new();
     for (i, sm) in pdus.iter().enumerate() {
         let gate = (i == 0).then_some(req);
-        match with_policy(ctx, per_pdu, gate, || submit_smpp(ctx, pool, sm)).await {
+        match with_policy(ctx, per_pdu, gate, |may_abandon| {
+            submit_smpp(ctx, pool, sm, may_abandon)
+        })
+        .await
+        {
             Ok(id) => ids.push(id),
             Err(f) => return (ids, Some(f)),
         }
@@ -341,8 +424,9 @@ async fn send_over(
 
 /// Submits one request, part by part, and records the outcome. If a later part fails
 /// after earlier ones were accepted, the recipient may see fragments: the failure is
-/// marked ambiguous.
-async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagged: bool) {
+/// marked ambiguous. False when shutdown gave it up before anything was sent: nothing
+/// is recorded and its offset must not be stored.
+async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagged: bool) -> bool {
     let c = &ctx.carrier;
     if req.expires_at.is_some_and(|e| e <= now_ms()) {
         // Never submit what is no longer worth delivering.
@@ -352,10 +436,17 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagg
             .inc();
         let reason = "validity period ended before submit".to_string();
         record(ctx, &req, Command::Expire { reason }, &[]).await;
-        return;
+        return true;
     }
     let (ids, failure) = send_over(ctx, &req, &link).await;
     let failure = match failure {
+        Some(Stop::Abandoned) => {
+            ctx.metrics
+                .submits
+                .with_label_values(&[&c.name, "abandoned"])
+                .inc();
+            return false;
+        }
         Some(Stop::Blocked(scope)) => {
             ctx.metrics
                 .submits
@@ -366,7 +457,7 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagg
                 scope,
             };
             record(ctx, &req, command, &[]).await;
-            return;
+            return true;
         }
         Some(Stop::Cancelled(actor)) => {
             ctx.metrics
@@ -378,7 +469,7 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagg
                 stopped_by: "dispatcher".into(),
             };
             record(ctx, &req, command, &[]).await;
-            return;
+            return true;
         }
         Some(Stop::Failed(f)) => Some(f),
         None => None,
@@ -443,6 +534,7 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagg
         outcome,
     };
     record(ctx, &req, command, &ids).await;
+    true
 }
 
 /// Decides `command` on the routed message and stores its events; after a

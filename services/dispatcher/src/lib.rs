@@ -183,6 +183,7 @@ pub async fn run(
                 std::time::Duration::from_millis(carrier.throttle_interval_ms),
             )),
             optouts: gate.clone(),
+            shutdown: shutdown.clone(),
         };
         let link = match &carrier.http {
             Some(h) if carrier.is_http() => dispatch::Link::Http(std::sync::Arc::new(
@@ -192,9 +193,10 @@ pub async fn run(
         };
         let (kafka, stop) = (config.kafka.clone(), shutdown.clone());
         let lookback = config.restart_lookback_ms;
+        let drain = std::time::Duration::from_millis(config.drain_timeout_ms);
         tasks.push(tokio::spawn(async move {
             let r = if ctx.carrier.submits() {
-                dispatch::run_dispatch(ctx, &kafka, link, lookback, stop).await
+                dispatch::run_dispatch(ctx, &kafka, link, lookback, drain).await
             } else {
                 // Receive-only: nothing to submit, so its dispatch topic is not consumed.
                 stop.wait().await;

@@ -115,6 +115,9 @@ pub enum Attempt {
     Unknown(String),
     /// The PDU never left (closed session, encoding error).
     NotSent(String),
+    /// Shutdown came before the PDU left: nothing to record, the work goes to the next
+    /// owner.
+    Abandoned,
 }
 
 /// Classifies the result of `submit_sm`.
