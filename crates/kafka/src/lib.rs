@@ -22,7 +22,10 @@ pub use consumer::{
     close, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
     OffsetTracker, FETCH_WAIT_MAX_MS,
 };
-pub use producer::{dead_letter, send, send_all, OutRecord, Producer};
+pub use producer::{
+    dead_letter, send, send_all, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,
+    DEAD_LETTER_HEADERS_MAX, DEAD_LETTER_PAYLOAD_MAX,
+};
 pub use rdkafka;
 pub use recent::read_recent;
 pub use tail::{spawn_tail, tail, TailState};

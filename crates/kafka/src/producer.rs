@@ -153,7 +153,35 @@ impl OutRecord {
     }
 }
 
-/// The dead-letter record for an input the service gave up on.
+/// Most bytes of the original value a dead letter carries (its first bytes).
+pub const DEAD_LETTER_PAYLOAD_MAX: usize = 64 * 1024;
+/// Most bytes of the original key, of each original header name and value, and of the
+/// reason, in a dead letter.
+pub const DEAD_LETTER_FIELD_MAX: usize = 1024;
+/// Most original headers a dead letter carries.
+pub const DEAD_LETTER_HEADERS_MAX: usize = 32;
+
+/// The first `max` bytes of `b`.
+fn clip(b: &[u8], max: usize) -> Vec<u8> {
+    b[..b.len().min(max)].to_vec()
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip_str(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The dead-letter record for an input the service gave up on. It always fits the
+/// broker, whatever the input: the key, the value, the headers and the reason are cut to
+/// the bounds above. What was cut is said in the dead letter's headers map:
+/// `smsgw-dl-key-bytes`, `smsgw-dl-payload-bytes` (the original sizes),
+/// `smsgw-dl-payload-sha256` (of the whole original value) and `smsgw-dl-headers` (the
+/// original count), present when the input had them; the original is still on its topic
+/// at the given offset for as long as the topic keeps it.
 pub fn dead_letter(
     dlq_topic: &str,
     service: &str,
@@ -161,19 +189,40 @@ pub fn dead_letter(
     input: &Incoming<'_>,
     now_ms: i64,
 ) -> OutRecord {
+    use sha2::Digest;
+    let reason = clip_str(reason, DEAD_LETTER_FIELD_MAX);
+    let mut headers: std::collections::HashMap<String, String> = input
+        .headers
+        .iter()
+        .take(DEAD_LETTER_HEADERS_MAX)
+        .map(|(k, v)| {
+            (
+                clip_str(k, DEAD_LETTER_FIELD_MAX),
+                clip_str(&String::from_utf8_lossy(v), DEAD_LETTER_FIELD_MAX),
+            )
+        })
+        .collect();
+    headers.insert("smsgw-dl-headers".into(), input.headers.len().to_string());
+    if let Some(k) = input.key {
+        headers.insert("smsgw-dl-key-bytes".into(), k.len().to_string());
+    }
+    if let Some(p) = input.payload {
+        headers.insert("smsgw-dl-payload-bytes".into(), p.len().to_string());
+        headers.insert(
+            "smsgw-dl-payload-sha256".into(),
+            hex::encode(sha2::Sha256::digest(p)),
+        );
+    }
+    let key = input.key.map(|k| clip(k, DEAD_LETTER_FIELD_MAX));
     let dl = DeadLetter {
         service: service.to_string(),
-        reason: reason.to_string(),
+        reason: reason.clone(),
         topic: input.topic.to_string(),
         partition: input.partition,
         offset: input.offset,
-        key: input.key.map(<[u8]>::to_vec),
-        payload: input.payload.map(<[u8]>::to_vec),
-        headers: input
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-            .collect(),
+        key: key.clone(),
+        payload: input.payload.map(|p| clip(p, DEAD_LETTER_PAYLOAD_MAX)),
+        headers,
         failed_at: now_ms,
     };
     let payload = dl.encode().unwrap_or_else(|e| {
@@ -182,11 +231,11 @@ pub fn dead_letter(
     });
     OutRecord {
         topic: dlq_topic.to_string(),
-        key: input.key.map(<[u8]>::to_vec),
+        key,
         partition: None,
         payload,
         headers: vec![
-            ("smsgw-reason".to_string(), reason.to_string()),
+            ("smsgw-reason".to_string(), reason),
             (
                 smsgw_codec::CONTENT_TYPE_HEADER.to_string(),
                 smsgw_codec::CONTENT_TYPE_AVRO.to_string(),

@@ -173,3 +173,88 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     svc.await??;
     Ok(())
 }
+
+/// A poison record close to the broker's size limit (issue 16): its dead letter used to
+/// copy it whole, came out over the limit, and ingest exited and re-read it for ever.
+/// The dead letter is now bounded (a truncated payload with the original size and hash)
+/// and the record behind it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_limit_poison_record_is_dead_lettered_bounded_and_the_partition_moves_on(
+) -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let mut config = smsgw_ingest::Config::new(kafka.clone());
+    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let svc = tokio::spawn(smsgw_ingest::run(config, async move {
+        let _ = stopped.await;
+    }));
+
+    let producer = Producer::new(&kafka)?;
+    // It fits the producer's 1,000,000-byte limit; a dead letter that copied it whole
+    // (the key twice: as the record's key and in the dead letter) would not.
+    let big = vec![0xFFu8; 985_000];
+    let key = vec![b'k'; 8_000];
+    send(
+        &producer,
+        &OutRecord {
+            topic: kafka.topics.ingest(),
+            key: Some(key.clone()),
+            partition: Some(0),
+            payload: big.clone(),
+            headers: vec![("x-junk".into(), "j".repeat(1_200))],
+        },
+    )
+    .await?;
+    send(
+        &producer,
+        &OutRecord {
+            topic: kafka.topics.ingest(),
+            key: Some(b"k".to_vec()),
+            partition: Some(0),
+            payload: br#"{"client_id":"c","to":"+447911123456","from":"SHOP","body":"behind the big one"}"#
+                .to_vec(),
+            headers: vec![("content-type".into(), "application/json".into())],
+        },
+    )
+    .await?;
+
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(60)).await?;
+    assert!(
+        matches!(&events[0].payload, EventPayload::Accepted(a) if a.body == "behind the big one"),
+        "{events:?}"
+    );
+    let dls: Vec<DeadLetter> = read_records(
+        &kafka,
+        &kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let dl = &dls[0];
+    let payload = dl.payload.as_deref().unwrap_or_default();
+    assert!(
+        payload.len() <= smsgw_kafka::DEAD_LETTER_PAYLOAD_MAX,
+        "{}",
+        payload.len()
+    );
+    assert_eq!(payload, &big[..payload.len()], "a prefix of the original");
+    assert!(dl
+        .key
+        .as_ref()
+        .is_some_and(|k| k.len() <= smsgw_kafka::DEAD_LETTER_FIELD_MAX));
+    assert_eq!(dl.headers["smsgw-dl-payload-bytes"], "985000");
+    assert_eq!(dl.headers["smsgw-dl-key-bytes"], "8000");
+    use sha2::Digest;
+    assert_eq!(
+        dl.headers["smsgw-dl-payload-sha256"],
+        hex::encode(sha2::Sha256::digest(&big))
+    );
+    assert!(dl.headers["x-junk"].len() <= smsgw_kafka::DEAD_LETTER_FIELD_MAX);
+    assert!(!svc.is_finished(), "ingest is still running");
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
