@@ -188,6 +188,7 @@ impl SchemaSet {
     /// (Avro's own union resolution picks the first branch that fits, which confuses
     /// records whose fields are a subset of another's; names never do.)
     pub fn decode(&self, bytes: &[u8]) -> Result<(Value, &Schema), CodecError> {
+        limit_allocations();
         if bytes.len() < HEADER_LEN {
             return Err(CodecError::NotSingleObject(
                 "shorter than the 10-byte header",
@@ -226,6 +227,22 @@ impl SchemaSet {
         }
         Ok((value, writer))
     }
+}
+
+/// The most items (array or map entries) or bytes (string, bytes) apache-avro may
+/// reserve for one value it decodes. No record of ours comes near it (the broker's limit
+/// is about 1 MB and every item takes at least a byte); a length field above it is
+/// forged, and is refused before anything is allocated. apache-avro's default is 512 M,
+/// enough for a forged map length to ask for 87 GB and abort the process.
+pub const MAX_DECODE_LEN: usize = 1 << 20;
+
+/// Sets [`MAX_DECODE_LEN`] as apache-avro's limit, before the first decode of the
+/// process (apache-avro keeps the first value it is given).
+fn limit_allocations() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_LEN);
+    });
 }
 
 /// Helpers to pick fields out of a decoded record.

@@ -399,3 +399,79 @@ fn opt_outs_block_by_global_sender_and_account_scope_but_not_system_replies() {
     assert_eq!(ix.blocking_scope("X", Some("acme"), to), None);
     assert_eq!(ix.len(), 1);
 }
+
+/// A record whose array length is forged (400 M items in a few bytes) is refused before
+/// anything is allocated for it. apache-avro's own limit (512 M items) let
+/// `Vec::reserve` ask for tens of GB, which aborts the process (issue 16).
+#[test]
+fn a_forged_sequence_length_is_refused_without_allocating_it() {
+    let d = DispatchRequested {
+        message_id: "m".into(),
+        carrier: "a".into(),
+        attempt: 1,
+        carriers_tried: vec!["a".into()],
+        destination: "+1".into(),
+        sender: "S".into(),
+        body: "b".into(),
+        encoding: "GSM7".into(),
+        segments: 1,
+        accepted_at: 7,
+        registered_delivery: None,
+        expires_at: None,
+        schedule_delivery_at: None,
+        client_id: None,
+    };
+    let good = d.encode().unwrap();
+    // After the 10-byte header: "m" (02 6d), "a" (02 61), attempt 1 (02), then the
+    // array's block count 1 (02).
+    assert_eq!(&good[10..16], &[0x02, b'm', 0x02, b'a', 0x02, 0x02]);
+    let mut zigzag = 2 * 400_000_000u64;
+    let mut count = Vec::new();
+    while zigzag >= 0x80 {
+        count.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    count.push(zigzag as u8);
+    let mut forged = good[..15].to_vec();
+    forged.extend_from_slice(&count);
+    forged.extend_from_slice(&good[16..]);
+    let err = DispatchRequested::decode(&forged).unwrap_err();
+    assert!(
+        err.to_string().contains("allocat") || err.to_string().contains("ength"),
+        "{err}"
+    );
+}
+
+/// The same for a map (the dead letter's headers): 500 M entries forged in a few bytes.
+#[test]
+fn a_forged_map_length_is_refused_without_allocating_it() {
+    let dl = DeadLetter {
+        service: "s".into(),
+        reason: "r".into(),
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        payload: None,
+        headers: [("a".to_string(), "b".to_string())].into(),
+        failed_at: 0,
+    };
+    let good = dl.encode().unwrap();
+    let block = [0x02, 0x02, b'a', 0x02, b'b', 0x00];
+    let at = good
+        .windows(block.len())
+        .position(|w| w == block)
+        .expect("the map's one block");
+    let mut zigzag = 2 * 500_000_000u64;
+    let mut count = Vec::new();
+    while zigzag >= 0x80 {
+        count.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    count.push(zigzag as u8);
+    let mut forged = good[..at].to_vec();
+    forged.extend_from_slice(&count);
+    forged.extend_from_slice(&good[at + 1..]);
+    let err = DeadLetter::decode(&forged).unwrap_err();
+    assert!(err.to_string().contains("allocat"), "{err}");
+}
