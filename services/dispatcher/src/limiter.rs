@@ -2,7 +2,9 @@
 //! shared by every bind of the carrier, whose rate adapts when the carrier throttles.
 //!
 //! The adaptation ([`Control`]) is a pure function of what the carrier answered and the
-//! clock passed in. Time is cut into control intervals; at the end of each one:
+//! clock passed in. Time is cut into control intervals, each judged once it holds at
+//! least 20 answers (a quieter interval is added to the next); at the end of each one:
+//! - **the first one judged** only measures: it sees our own start, not the carrier;
 //! - **no throttle in it**: the rate grows by a tenth (plus one), back up to the
 //!   configured `max_rate`; an unlimited carrier whose limit no longer binds (the rate is
 //!   twice what it accepts) is unlimited again, burst included;
@@ -10,10 +12,10 @@
 //!   of what the carrier accepted in the interval (it takes that much, so a carrier that
 //!   throttles above a rate is met near that rate in one step), never below half of what
 //!   it accepted recently;
-//! - **cuts that did not help**: when two cuts in a row each left the throttled share at
-//!   70 % or more of the share that caused it (one is not enough: the first may be
-//!   measured on the carrier's burst or on a start-up trickle), or the floor allows no
-//!   further cut, the carrier throttles a share of submits whatever our rate
+//! - **cuts that did not help**: when three cuts in a row each left the throttled share
+//!   at 70 % or more of the share that caused it (fewer are not enough: the first may be
+//!   measured on the carrier's burst, the next while its bucket refills), or the floor
+//!   allows no further cut, the carrier throttles a share of submits whatever our rate
 //!   (per-destination or per-sender limits). The rate goes back to what it was before
 //!   the first of those cuts and no cut is made for a hold period (10 intervals,
 //!   doubling up to 640 while the same happens again); throttled submits are simply
@@ -33,9 +35,14 @@ const FLOOR: f64 = 0.5;
 const PEAK_DECAY: f64 = 0.5;
 /// A cut "helped" when the throttled share fell below this share of what caused it.
 const HELPED: f64 = 0.7;
+/// An interval is judged only on at least this many answers; fewer are added to the next.
+const MIN_SAMPLE: u32 = 20;
+/// A window this many intervals old with fewer answers is dropped unjudged.
+const STALE_INTERVALS: u32 = 20;
 /// Cuts in a row after which an unchanged throttled share means the carrier throttles a
-/// share whatever the rate (the first cut may be measured on the carrier's burst).
-const PROBE_CUTS: u32 = 2;
+/// share whatever the rate (the first cut may be measured on the carrier's burst, the
+/// next while its bucket refills).
+const PROBE_CUTS: u32 = 3;
 /// Intervals without cuts after cuts that did not help, doubled up to `HOLD_MAX`.
 const HOLD_MIN: u32 = 10;
 const HOLD_MAX: u32 = 640;
@@ -130,13 +137,16 @@ impl Control {
             self.accepted_submits,
             self.throttled,
         );
+        let total = submits + throttled;
+        if total < MIN_SAMPLE && total > 0 && elapsed < self.interval * STALE_INTERVALS {
+            return; // too few answers to judge by: keep counting
+        }
         self.window_start = now;
         self.accepted_segments = 0.0;
         self.accepted_submits = 0;
         self.throttled = 0;
-        let total = submits + throttled;
-        if total == 0 {
-            return; // idle: nothing learned
+        if total < MIN_SAMPLE {
+            return; // idle, or a window too sparse to say anything about the rate
         }
         tracing::debug!(
             accepted,
@@ -146,7 +156,13 @@ impl Control {
             "throttle control interval"
         );
         let accepted_rate = accepted / elapsed.as_secs_f64();
+        // The first judged window measures our own start (binds coming up, work
+        // arriving), not the carrier: it only sets the peak.
+        let warm = self.recent_accepted > 0.0;
         self.recent_accepted = accepted_rate.max(PEAK_DECAY * self.recent_accepted);
+        if !warm {
+            return;
+        }
         let share = f64::from(throttled) / f64::from(total);
         if throttled == 0 {
             self.pending = None;
@@ -323,6 +339,8 @@ mod tests {
     fn given_many_throttles_in_one_interval_when_it_closes_then_the_rate_is_cut_once() {
         let mut now = Instant::now();
         let mut c = Control::new(1_000.0, INTERVAL, now);
+        // The first interval only measures (our own start).
+        interval(&mut c, &mut now, 1_000.0, |_, _| false);
         // 500 accepted and 100 throttled in one interval: one cut, to 90 % of 1,000/s.
         for _ in 0..500 {
             c.accepted(1, now);
@@ -412,9 +430,15 @@ mod tests {
     fn given_a_cut_when_throttles_stop_then_the_rate_and_the_burst_come_back() {
         let mut now = Instant::now();
         let mut c = Control::new(f64::INFINITY, INTERVAL, now);
-        // A burst of throttling caps us at 100/s...
-        interval(&mut c, &mut now, 1_000.0, |_, i| i >= 50);
-        assert!(c.rate() < 100.0, "{}", c.rate());
+        interval(&mut c, &mut now, 1_000.0, |_, _| false);
+        // A spell of throttling caps us near 100/s (the floor, half of the recent peak
+        // and halving with every interval, stops the first cuts higher)...
+        let mut n = 0;
+        while c.rate() >= 100.0 {
+            interval(&mut c, &mut now, 1_000.0, |_, i| i >= 50);
+            n += 1;
+            assert!(n < 10, "still at {} after {n} intervals", c.rate());
+        }
         // ...then the carrier takes everything again: the limit grows until it no
         // longer binds, and the carrier is unlimited again.
         let mut n = 0;
@@ -429,6 +453,7 @@ mod tests {
     fn given_a_low_configured_limit_then_it_is_never_exceeded_when_recovering() {
         let mut now = Instant::now();
         let mut c = Control::new(50.0, INTERVAL, now);
+        interval(&mut c, &mut now, 1_000.0, |_, _| false);
         interval(&mut c, &mut now, 1_000.0, |_, i| i >= 10);
         assert!(c.rate() < 50.0);
         for _ in 0..30 {
@@ -485,6 +510,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unlimited_carrier_that_throttles_is_limited_then_released() {
         let l = RateLimiter::new(None, INTERVAL);
+        for _ in 0..100 {
+            l.accepted(1);
+        }
+        tokio::time::advance(INTERVAL).await; // the first interval only measures
         for _ in 0..100 {
             l.accepted(1);
         }

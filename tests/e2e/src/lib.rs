@@ -4,6 +4,7 @@
 //! unique topic prefix.
 
 pub mod fleet;
+pub mod solo;
 
 use anyhow::Context;
 use smsgw_kafka::KafkaConfig;

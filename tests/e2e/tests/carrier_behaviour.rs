@@ -8,87 +8,20 @@
 //!   throttle, down to 1/s) nor hammering the carrier with refused submits.
 //!
 //!
-//! And a bounded shutdown: SIGTERM with a backlog behind a slow, rate-limited carrier
-//! stops intake at once, gives up what has not left, records what has, and exits.
-//!
 //! Throughput is read from the SMSC's own log (the time between its first and last
 //! accepted submit of a phase), so broker and startup time do not count. Each phase is a
 //! dispatcher of its own for a carrier of its own, its dispatch topic preloaded before
 //! it starts. The figures are printed; docs/carriers.md carries one run's.
 
-use smsgw_codec::{AvroRecord, DispatchRequested};
+use smsgw_e2e::solo::{dispatcher, preload, submits};
 use smsgw_e2e::{carrier_config, Peer, PeerKind};
-use smsgw_kafka::{OutRecord, Producer};
-use smsgw_testkit::{eventually, free_port, stopper, Broker};
+use smsgw_testkit::{eventually, stopper, Broker};
 use std::time::Duration;
 
 const PLAIN: &str = "4475001";
 const SHARE: &str = "4475002";
 const RATE: &str = "4475003";
 const RATE_LIMIT: f64 = 150.0;
-
-fn work(carrier: &str, id: &str, to: &str) -> DispatchRequested {
-    DispatchRequested {
-        message_id: id.into(),
-        carrier: carrier.into(),
-        attempt: 1,
-        carriers_tried: vec![carrier.into()],
-        destination: to.into(),
-        sender: "SHOP".into(),
-        body: "hello".into(),
-        encoding: "GSM7".into(),
-        segments: 1,
-        accepted_at: 0,
-        registered_delivery: Some(false),
-        expires_at: None,
-        schedule_delivery_at: None,
-        client_id: None,
-    }
-}
-
-/// The SMSC's submits to `prefix`: (seconds since the epoch, command status).
-fn submits(peer: &Peer, prefix: &str) -> anyhow::Result<Vec<(f64, u64)>> {
-    Ok(peer
-        .of("submit")?
-        .iter()
-        .filter(|s| s["dest"].as_str().is_some_and(|d| d.starts_with(prefix)))
-        .map(|s| {
-            (
-                s["at"].as_f64().unwrap_or(0.0),
-                s["status"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect())
-}
-
-/// Preloads `n` messages to `prefix` for carrier `name` on `kafka`'s topics.
-async fn preload(
-    kafka: &smsgw_kafka::KafkaConfig,
-    name: &str,
-    prefix: &str,
-    n: usize,
-) -> anyhow::Result<()> {
-    let topic = kafka.topics.dispatch(name);
-    let records = (0..n)
-        .map(|i| {
-            let id = format!("{name}-{i}");
-            OutRecord::avro(&topic, &id, &work(name, &id, &format!("+{prefix}{i:05}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    smsgw_kafka::send_all(&Producer::new(kafka)?, &records).await?;
-    Ok(())
-}
-
-/// A dispatcher config for `carrier` alone.
-fn dispatcher(
-    kafka: &smsgw_kafka::KafkaConfig,
-    carrier: smsgw_dispatcher::CarrierConfig,
-) -> anyhow::Result<smsgw_dispatcher::Config> {
-    let mut config = smsgw_dispatcher::Config::new(kafka.clone(), vec![carrier]);
-    config.webhook_listen = None;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    Ok(config)
-}
 
 /// Preloads `n` messages to `prefix` for carrier `name`, runs a dispatcher for it until
 /// the SMSC accepted all of them, and returns the SMSC's submits of the phase.
@@ -200,107 +133,6 @@ async fn throttling_keeps_throughput_and_meets_a_carrier_rate() -> anyhow::Resul
         (refused as f64) <= 0.25 * (accepted + refused) as f64,
         "{refused} of {} submits refused after settling: {c:?}",
         accepted + refused
-    );
-    Ok(())
-}
-
-const SLOW: &str = "4475004";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_with_a_backlog_gives_up_unsent_work_records_the_rest_and_exits(
-) -> anyhow::Result<()> {
-    smsgw_testkit::init_logs();
-    let broker = Broker::start()?;
-    // The SMSC answers each submit 1.5 s late; the carrier allows 1 submit/s; 100
-    // messages wait. At SIGTERM one or two submits are on the wire and the rest of the
-    // window waits for the rate limit.
-    let peer = Peer::start(
-        PeerKind::Npm,
-        0,
-        serde_json::json!([{"prefix": SLOW, "hold_ms": 1500}]),
-    )
-    .await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["slow"]).await?;
-    const N: usize = 100;
-    preload(&kafka, "slow", SLOW, N).await?;
-    let mut carrier = carrier_config("slow", &peer.url);
-    carrier.max_rate = Some(1.0);
-    carrier.registered_delivery = false;
-    let mut config = dispatcher(&kafka, carrier.clone())?;
-    config.drain_timeout_ms = 5_000;
-    let (stop, sd) = stopper();
-    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
-    eventually(
-        "two submits on the wire",
-        Duration::from_secs(60),
-        || async { (submits(&peer, SLOW).ok()?.len() >= 2).then_some(()) },
-    )
-    .await?;
-    let at_stop = submits(&peer, SLOW)?.len();
-    let t0 = std::time::Instant::now();
-    let _ = stop.send(());
-    svc.await??;
-    let took = t0.elapsed();
-    // The old drain waited for the whole window to pass the 1/s limit (about 10 s).
-    assert!(
-        took < Duration::from_secs(5),
-        "the dispatcher took {took:?} to stop"
-    );
-    let sent = submits(&peer, SLOW)?;
-    assert!(
-        sent.len() <= at_stop + 1,
-        "{} submits after SIGTERM",
-        sent.len() - at_stop
-    );
-    // Every submit the SMSC accepted has its outcome recorded.
-    let recorded = |events: &[(String, Option<Vec<u8>>)]| {
-        events
-            .iter()
-            .filter_map(|(_, v)| smsgw_domain::Event::decode(v.as_deref()?).ok())
-            .filter(|e| matches!(e.payload, smsgw_domain::EventPayload::Submitted(_)))
-            .count()
-    };
-    let events = smsgw_testkit::read_raw(
-        &kafka,
-        &kafka.topics.events(),
-        sent.len(),
-        Duration::from_secs(30),
-    )
-    .await?;
-    assert_eq!(
-        recorded(&events),
-        sent.len(),
-        "outcomes recorded for what the SMSC accepted"
-    );
-
-    // The next owner sends the rest, and nothing twice.
-    carrier.max_rate = None;
-    carrier.window = 50;
-    let (stop, sd) = stopper();
-    let svc = tokio::spawn(smsgw_dispatcher::run(dispatcher(&kafka, carrier)?, sd));
-    let all = eventually(
-        "every message submitted",
-        Duration::from_secs(60),
-        || async {
-            let s = submits(&peer, SLOW).ok()?;
-            (s.iter().filter(|x| x.1 == 0).count() >= N).then_some(())
-        },
-    )
-    .await;
-    let _ = stop.send(());
-    svc.await??;
-    all?;
-    let dests: Vec<String> = peer
-        .of("submit")?
-        .iter()
-        .filter_map(|s| s["dest"].as_str().map(str::to_string))
-        .collect();
-    let unique: std::collections::HashSet<&String> = dests.iter().collect();
-    assert_eq!(
-        (dests.len(), unique.len()),
-        (N, N),
-        "each message submitted exactly once across the shutdown"
     );
     Ok(())
 }
