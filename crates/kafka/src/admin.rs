@@ -125,6 +125,7 @@ impl TopicLayout {
         let retention = [("retention.ms", self.events_retention_ms.to_string())];
         let mut specs = vec![
             spec(topics.ingest(), self.ingest_partitions, &[]),
+            spec(topics.replies(), self.small_partitions, &[]),
             spec(topics.events(), self.events_partitions, &retention),
             spec(topics.receipts(), self.receipts_partitions, &[]),
             spec(topics.inbound(), self.small_partitions, &[]),

@@ -108,6 +108,13 @@ impl Topics {
     pub fn ingest(&self) -> String {
         self.name("ingest")
     }
+    /// The gateway's own messages (opt-out replies), written only by the optout service
+    /// and read by ingest: the one topic where the gateway's client id is accepted, so
+    /// that no producer on the public ingest topic can claim it. In production a broker
+    /// ACL gives write access to the optout service's principal alone.
+    pub fn replies(&self) -> String {
+        self.name("replies")
+    }
     /// The message event log.
     pub fn events(&self) -> String {
         self.name("events")

@@ -2,9 +2,9 @@
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::validate::{rejected, validate};
+use crate::validate::{rejected, reserved_client, validate, RESERVED_CLIENT_PREFIX};
 use crate::view::Shared;
-use smsgw_codec::{decode_submit_request, SubmitRequest};
+use smsgw_codec::{decode_submit_request, SubmitRequest, SYSTEM_CLIENT};
 use smsgw_domain::{Command, Message};
 use smsgw_kafka::{HandleError, Handler, Incoming, OutRecord, Topics};
 use std::sync::Arc;
@@ -34,7 +34,12 @@ pub fn message_id(req: &SubmitRequest, input: &Incoming<'_>) -> String {
     Uuid::new_v5(&ID_NAMESPACE, pos.as_bytes()).to_string()
 }
 
-/// Handles ingest-topic records.
+/// At most 64 characters of an outside value, for a reason text.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Handles ingest-topic and replies-topic records.
 #[derive(Debug)]
 pub struct IngestHandler {
     /// Topic names.
@@ -69,6 +74,13 @@ impl Handler for IngestHandler {
                 "message_id must be 1 to 64 characters".into(),
             ));
         }
+        let from_gateway = input.topic == self.topics.replies();
+        if from_gateway && req.client_id != SYSTEM_CLIENT {
+            return Err(HandleError::DeadLetter(format!(
+                "only the gateway's own client id may be used on the replies topic, not {:?}",
+                clip(&req.client_id)
+            )));
+        }
         let id = message_id(&req, input);
         let fresh = self
             .shared
@@ -83,7 +95,14 @@ impl Handler for IngestHandler {
                 .inc();
             return Err(HandleError::Drop("duplicate message id"));
         }
-        let (command, result) = match validate(&req, &self.limits, self.default_country, now_ms) {
+        let verdict = if !from_gateway && req.client_id.starts_with(RESERVED_CLIENT_PREFIX) {
+            // The gateway's identity (its opt-out replies are exempt from opt-outs) is
+            // never taken from a record on the public topic.
+            Err(reserved_client(&req.client_id))
+        } else {
+            validate(&req, &self.limits, self.default_country, now_ms)
+        };
+        let (command, result) = match verdict {
             Ok(accepted) => (Command::Accept(accepted), "accepted"),
             Err(r) => (Command::Reject(rejected(&req, r)), "rejected"),
         };
@@ -177,6 +196,53 @@ mod tests {
             Err(HandleError::Drop("duplicate message id"))
         );
         assert_eq!(decode(&first).message_id, id_for_key("c", "k"));
+    }
+
+    fn on(topic: &'static str, payload: &'static [u8]) -> Incoming<'static> {
+        Incoming {
+            topic,
+            ..input(payload, 1)
+        }
+    }
+
+    const AS_GATEWAY: &[u8] =
+        br#"{"client_id":"smsgw-optout","to":"+447911123456","from":"SHOP","body":"STOP received","idempotency_key":"reply:1"}"#;
+
+    #[test]
+    fn given_the_public_topic_when_a_record_claims_the_gateways_client_id_then_it_is_rejected() {
+        let mut h = handler();
+        let out = block_on(h.handle(&on("t.ingest", AS_GATEWAY), 5)).unwrap();
+        match decode(&out).payload {
+            EventPayload::Rejected(r) => assert_eq!(r.reason_code, "reserved_client"),
+            p => panic!("{p:?}"),
+        }
+        // Any reserved id, not only today's one.
+        let other =
+            br#"{"client_id":"smsgw-anything","to":"+447911123456","from":"SHOP","body":"x"}"#;
+        let out = block_on(h.handle(&on("t.ingest", other), 5)).unwrap();
+        assert!(
+            matches!(decode(&out).payload, EventPayload::Rejected(r) if r.reason_code == "reserved_client")
+        );
+    }
+
+    #[test]
+    fn given_the_replies_topic_when_the_gateway_replies_then_it_is_accepted() {
+        let mut h = handler();
+        let out = block_on(h.handle(&on("t.replies", AS_GATEWAY), 5)).unwrap();
+        match decode(&out).payload {
+            EventPayload::Accepted(a) => assert_eq!(a.client_id, SYSTEM_CLIENT),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn given_the_replies_topic_when_a_customer_client_id_is_used_then_it_is_dead_lettered() {
+        let mut h = handler();
+        let body = br#"{"client_id":"shop","to":"+447911123456","from":"SHOP","body":"x"}"#;
+        assert!(matches!(
+            block_on(h.handle(&on("t.replies", body), 5)),
+            Err(HandleError::DeadLetter(r)) if r.contains("replies topic")
+        ));
     }
 
     #[test]

@@ -149,13 +149,10 @@ fn prepare(
         .or_else(|| header("x-client-id"))
         .or(caller)
         .unwrap_or_else(|| "http".into());
-    if client_id.starts_with("smsgw-") {
+    if client_id.starts_with(crate::validate::RESERVED_CLIENT_PREFIX) {
         // The gateway's own replies bypass opt-outs: nobody else may send as them.
-        return Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reserved_client",
-            format!("client_id {client_id:?} is reserved for the gateway"),
-        ));
+        let r = crate::validate::reserved_client(&client_id);
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, r.code, r.reason));
     }
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
     let message_id = match &idempotency_key {

@@ -115,7 +115,8 @@ pub async fn run(
         Ok(())
     } else {
         let consumer = consumer(&config.kafka, &config.group_id)?;
-        smsgw_kafka::join(&consumer, &config.kafka, &[&config.kafka.topics.ingest()])?;
+        let (ingest, replies) = (config.kafka.topics.ingest(), config.kafka.topics.replies());
+        smsgw_kafka::join(&consumer, &config.kafka, &[&ingest, &replies])?;
         let mut handler = handler::IngestHandler {
             topics: config.kafka.topics.clone(),
             limits: config.limits.clone(),

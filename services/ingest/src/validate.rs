@@ -13,6 +13,20 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Client ids that belong to the gateway itself (its opt-out replies are exempt from
+/// opt-outs); no caller may use one, on any path.
+pub const RESERVED_CLIENT_PREFIX: &str = "smsgw-";
+
+/// The rejection of a request that claims a reserved client id (the id is quoted cut to
+/// 64 characters).
+pub fn reserved_client(client_id: &str) -> Rejection {
+    let shown: String = client_id.chars().take(64).collect();
+    reject(
+        "reserved_client",
+        format!("client_id {shown:?} is reserved for the gateway"),
+    )
+}
+
 fn reject(code: &'static str, reason: impl Into<String>) -> Rejection {
     Rejection {
         code,

@@ -129,7 +129,7 @@ impl Handler for KeywordHandler {
                 .inc();
             let key = reply.idempotency_key.clone().unwrap_or_default();
             records.push(
-                OutRecord::avro(self.topics.ingest(), key, &reply)
+                OutRecord::avro(self.topics.replies(), key, &reply)
                     .map_err(|e| HandleError::DeadLetter(e.to_string()))?,
             );
         }

@@ -129,9 +129,10 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
         ),
         ("keyword", Some("mo:a"), Some("2"))
     );
-    // Replies: STOP and HELP (no START reply configured), from the gateway itself.
+    // Replies: STOP and HELP (no START reply configured), from the gateway itself, on
+    // the replies topic (never the public ingest topic).
     let replies: Vec<SubmitRequest> =
-        read_records(&kafka, &kafka.topics.ingest(), 2, Duration::from_secs(30)).await?;
+        read_records(&kafka, &kafka.topics.replies(), 2, Duration::from_secs(30)).await?;
     assert!(replies
         .iter()
         .all(|r| r.client_id == SYSTEM_CLIENT && r.to == "+447911123456" && r.from == "SHOP"));

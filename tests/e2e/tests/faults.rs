@@ -88,6 +88,7 @@ impl World {
         let producer = Producer::new(&kafka)?;
         let poisoned = vec![
             kafka.topics.ingest(),
+            kafka.topics.replies(),
             kafka.topics.events(),
             kafka.topics.dispatch("sim"),
             kafka.topics.receipts(),
