@@ -252,10 +252,29 @@ pub async fn run_consumer<H: Handler>(
             }
         }
     }
-    while let Some(done) = in_flight.next().await {
-        let (topic, partition, offset) = done?;
-        consumer.store_offset(&topic, partition, offset)?;
-        metrics.processed.inc();
+    // Outputs wait for the broker without a timeout of their own (see `Producer::new`),
+    // so the drain is bounded here: what is not acknowledged in time stays uncommitted
+    // and is read again on the next start.
+    let drain = tokio::time::sleep(CLOSE_TIMEOUT);
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            done = in_flight.next() => match done {
+                Some(done) => {
+                    let (topic, partition, offset) = done?;
+                    consumer.store_offset(&topic, partition, offset)?;
+                    metrics.processed.inc();
+                }
+                None => break,
+            },
+            _ = &mut drain => {
+                tracing::warn!(
+                    unacknowledged = in_flight.len(),
+                    "shutdown: outputs not acknowledged in time; their inputs will be read again"
+                );
+                break;
+            }
+        }
     }
     close(consumer).await;
     Ok(())

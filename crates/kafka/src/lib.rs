@@ -23,7 +23,7 @@ pub use consumer::{
     OffsetTracker, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
-    dead_letter, send, send_all, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,
+    dead_letter, send, send_all, send_until_stored, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,
     DEAD_LETTER_HEADERS_MAX, DEAD_LETTER_PAYLOAD_MAX,
 };
 pub use rdkafka;

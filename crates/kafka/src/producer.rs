@@ -22,7 +22,14 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Builds the producer: idempotent, `acks=all`, a short linger to batch records.
+    /// Builds the producer: idempotent, `acks=all`, a short linger to batch records, and
+    /// no delivery timeout of its own (`message.timeout.ms = 0`): while the broker is
+    /// away a record waits for it instead of failing. A record that timed out on the
+    /// client makes librdkafka bump the idempotent producer's epoch, and Tansu 0.6's
+    /// sqlite engine panics on the next produce of that producer ("more or less than one
+    /// row" in `idempotent_message_check`), after which it takes no record from anyone
+    /// (`crates/testkit/tests/producer_timeout.rs`). Every property can still be set in
+    /// `[kafka.properties]`.
     pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
         let inner = kafka
             .client_config(&[
@@ -30,7 +37,7 @@ impl Producer {
                 ("acks", "all"),
                 ("linger.ms", "2"),
                 ("compression.type", "none"),
-                ("message.timeout.ms", "60000"),
+                ("message.timeout.ms", "0"),
             ])
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?;
@@ -79,6 +86,20 @@ impl Producer {
 pub async fn send(producer: &Producer, rec: &OutRecord) -> Result<(), KafkaError> {
     let f = producer.enqueue(rec).await?;
     await_delivery(f, &rec.topic).await
+}
+
+/// Sends `rec` until the broker stores it, backing off from 100 ms to 10 s between
+/// tries. For outputs that must not be given up: work whose outcome is not stored must
+/// not be acknowledged, or a restart would do it again (or, when its state is already
+/// gone, never finish it). It does not give up, on purpose; shutdown waits for it, and
+/// a process that is killed instead leaves the input uncommitted.
+pub async fn send_until_stored(producer: &Producer, rec: &OutRecord) {
+    let mut delay = std::time::Duration::from_millis(100);
+    while let Err(e) = send(producer, rec).await {
+        tracing::error!(topic = %rec.topic, error = %e, "could not store an output; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 /// Enqueues `records` in order, then waits for every acknowledgement.

@@ -321,8 +321,12 @@ pub async fn read_raw(
                     "only {} of {n} records on {topic} within {timeout:?}",
                     out.len()
                 )
-            })??;
-        out.push(key_value(&m));
+            })?;
+        match m {
+            Ok(m) => out.push(key_value(&m)),
+            // A broker that was just restarted: librdkafka reconnects by itself.
+            Err(e) => eprintln!("read_raw {topic}: {e}; still reading"),
+        }
     }
     Ok(out)
 }

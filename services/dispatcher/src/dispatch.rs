@@ -13,8 +13,8 @@ use smsgw_codec::{
 use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
 use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
-    close, consumer, dead_letter, now_ms, send, Incoming, KafkaError, OffsetTracker, OutRecord,
-    Producer, Topics,
+    close, consumer, dead_letter, now_ms, send_until_stored, Incoming, KafkaError, OffsetTracker,
+    OutRecord, Producer, Topics,
 };
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -183,7 +183,7 @@ pub async fn run_dispatch(
                         let rec = dead_letter(&ctx.topics.dead_letter(), "dispatcher", &reason, &input, now_ms());
                         let (producer, done) = (ctx.producer.clone(), done_tx.clone());
                         tokio::spawn(async move {
-                            record_until_stored(&producer, &rec).await;
+                            send_until_stored(&producer, &rec).await;
                             drop(permit);
                             let _ = done.send((p, o, true));
                         });
@@ -219,17 +219,6 @@ pub async fn run_dispatch(
     }
     close(consumer).await;
     Ok(())
-}
-
-/// Keeps trying to store a record: work whose outcome is not recorded must not be
-/// acknowledged, or a restart would send it again.
-async fn record_until_stored(producer: &Producer, rec: &OutRecord) {
-    let mut delay = Duration::from_millis(100);
-    while let Err(e) = send(producer, rec).await {
-        tracing::error!(topic = %rec.topic, error = %e, "could not record an outcome; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }
 
 /// Submits one part (or one HTTP request) under the carrier's rate limit and error
@@ -557,7 +546,7 @@ async fn record(ctx: &DispatchCtx, req: &DispatchRequested, command: Command, id
     };
     for ev in &events {
         match OutRecord::avro(ctx.topics.events(), ev.message_id.clone(), ev) {
-            Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
+            Ok(rec) => send_until_stored(&ctx.producer, &rec).await,
             Err(e) => tracing::error!(error = %e, "event encode"),
         }
         if let EventPayload::Submitted(s) = &ev.payload {
@@ -576,7 +565,7 @@ async fn record(ctx: &DispatchCtx, req: &DispatchRequested, command: Command, id
                     }),
                 };
                 match OutRecord::avro(ctx.topics.receipts(), corr.key(), &corr) {
-                    Ok(rec) => record_until_stored(&ctx.producer, &rec).await,
+                    Ok(rec) => send_until_stored(&ctx.producer, &rec).await,
                     Err(e) => tracing::error!(error = %e, "correlation encode"),
                 }
             }

@@ -175,12 +175,17 @@ impl Loop {
         for r in &out {
             acks.push(self.producer.enqueue(r).await?);
         }
-        let tx = self.done_tx.clone();
+        let (tx, producer) = (self.done_tx.clone(), self.producer.clone());
+        let resent = self.metrics.outputs_resent.clone();
         tokio::spawn(async move {
-            for a in acks {
+            // The correlator has already let go of these messages: an output that is
+            // not stored now would be lost until a restart re-read its inputs. So it is
+            // sent again until it is, and only then are its inputs done.
+            for (a, rec) in acks.into_iter().zip(&out) {
                 if !matches!(a.await, Ok(Ok(_))) {
-                    tracing::error!("an output was not acknowledged; its inputs stay uncommitted");
-                    return;
+                    resent.inc();
+                    tracing::warn!(topic = %rec.topic, "an output was not acknowledged; sending it again");
+                    smsgw_kafka::send_until_stored(&producer, rec).await;
                 }
             }
             let _ = tx.send(done);

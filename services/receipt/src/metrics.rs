@@ -13,6 +13,8 @@ pub struct Metrics {
     pub orphans: IntCounter,
     /// Undecodable records, dead-lettered.
     pub dead_lettered: IntCounter,
+    /// Outputs the broker did not acknowledge, sent again until stored.
+    pub outputs_resent: IntCounter,
     /// Records waiting for their counterpart (`correlation`, `receipt`).
     pub waiting: IntGaugeVec,
     /// Time from the carrier accepting a submit to its final receipt being settled.
@@ -53,6 +55,14 @@ impl Metrics {
             .expect("unique");
         registry
             .register(Box::new(dead_lettered.clone()))
+            .expect("unique");
+        let outputs_resent = IntCounter::new(
+            "smsgw_receipt_outputs_resent_total",
+            "Outputs the broker did not acknowledge, sent again until stored",
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(outputs_resent.clone()))
             .expect("unique");
         registry
             .register(Box::new(waiting.clone()))
@@ -109,6 +119,7 @@ impl Metrics {
             events,
             orphans,
             dead_lettered,
+            outputs_resent,
             waiting,
         }
     }

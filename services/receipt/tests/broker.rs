@@ -79,3 +79,60 @@ async fn receipts_correlate_in_either_order_and_across_a_restart() -> anyhow::Re
     svc.await??;
     Ok(())
 }
+
+/// An output the broker does not acknowledge is sent again until it is stored (issue 15).
+/// Before, the task logged and returned after the correlator had dropped the message's
+/// state: its final event was lost until the service restarted, and the partition's
+/// commit was stuck. Here the event log does not exist yet when the receipt timeout
+/// expires a message, so the broker refuses the `MessageExpired`; once the topic is
+/// created, the event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_final_event_is_sent_again_until_stored() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let layout = smsgw_kafka::TopicLayout::default();
+    let (events, rest): (Vec<_>, Vec<_>) = layout
+        .specs(&kafka.topics, &[])
+        .into_iter()
+        .partition(|s| s.name == kafka.topics.events());
+    smsgw_kafka::bootstrap_topics(&kafka, &rest).await?;
+    let mut config = smsgw_receipt::Config::new(kafka.clone());
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    config.tick_ms = 50;
+    config.receipt_timeout_ms = 1_000;
+    config.callbacks.enabled = false;
+    // librdkafka fails a record for a missing topic after 1 s instead of 30 s.
+    config
+        .kafka
+        .properties
+        .insert("topic.metadata.propagation.max.ms".into(), "1000".into());
+    let admin = format!("http://{}/metrics", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config, sd));
+
+    let c = corr("9z", "m9");
+    produce(&kafka, &kafka.topics.receipts(), &c.key(), &c).await?;
+    // The receipt timeout expires the message, the broker refuses its event, and the
+    // service sends it again; only then does the event log appear.
+    smsgw_testkit::eventually("the event re-sent", Duration::from_secs(30), || async {
+        let text = reqwest::get(&admin).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("smsgw_receipt_outputs_resent_total ") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await?;
+    smsgw_kafka::bootstrap_topics(&kafka, &events).await?;
+
+    let got: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(60)).await?;
+    assert_eq!(got[0].message_id, "m9");
+    assert!(
+        matches!(got[0].payload, EventPayload::Expired(_)),
+        "{:?}",
+        got[0].payload
+    );
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
