@@ -93,7 +93,7 @@ bench-peers-deps: .venv-jasmin/bin/jasmind.py
 	python3 -m venv .venv-jasmin
 	.venv-jasmin/bin/pip install --quiet jasmin==0.11.0
 
-## The whole gateway end to end only (BENCH_STORAGE=memory, BENCH_MESSAGES, BENCH_QUICK).
+## The whole gateway end to end only (BENCH_STORAGE=sqlite, BENCH_MESSAGES, BENCH_QUICK).
 bench-pipeline: tansu
 	$(CARGO) build --release --workspace --bins
 	RUST_LOG=error ./target/release/smsgw-bench-pipeline
