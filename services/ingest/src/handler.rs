@@ -246,6 +246,30 @@ mod tests {
     }
 
     #[test]
+    fn given_an_over_long_key_on_the_topic_then_the_rejection_keeps_a_bounded_copy() {
+        let mut h = handler();
+        let huge = "k".repeat(500_000);
+        let body = format!(
+            r#"{{"client_id":"c","to":"+447911123456","from":"SHOP","body":"x","idempotency_key":"{huge}"}}"#
+        );
+        let out = block_on(h.handle(&input(body.as_bytes(), 1), 5)).unwrap();
+        match decode(&out).payload {
+            EventPayload::Rejected(r) => {
+                assert_eq!(r.reason_code, "field_too_long");
+                assert!(r
+                    .idempotency_key
+                    .is_some_and(|k| k.len() == crate::validate::REJECTED_ID_MAX));
+            }
+            p => panic!("{p:?}"),
+        }
+        assert!(
+            out[0].payload.len() < 2_000,
+            "{} bytes",
+            out[0].payload.len()
+        );
+    }
+
+    #[test]
     fn garbage_is_dead_lettered() {
         let mut h = handler();
         assert!(matches!(

@@ -155,6 +155,16 @@ fn prepare(
         return Err((StatusCode::UNPROCESSABLE_ENTITY, r.code, r.reason));
     }
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
+    // Before they are used as a Kafka key or in the message id: an over-long one is
+    // refused here and never written anywhere.
+    if let Err(r) = crate::validate::check_ids(
+        &client_id,
+        idempotency_key.as_deref(),
+        p.client_ref.as_deref(),
+        st.limits.max_id_len,
+    ) {
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, r.code, r.reason));
+    }
     let message_id = match &idempotency_key {
         Some(k) => id_for_key(&client_id, k),
         None => uuid::Uuid::new_v4().to_string(),

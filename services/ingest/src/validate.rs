@@ -13,6 +13,43 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// The caller's identifiers (client id, idempotency key, client ref) are at most `max`
+/// bytes each. Checked before any of them is used: as a Kafka key, in a message id, or
+/// copied into an event.
+pub fn check_ids(
+    client_id: &str,
+    idempotency_key: Option<&str>,
+    client_ref: Option<&str>,
+    max: usize,
+) -> Result<(), Rejection> {
+    for (name, v) in [
+        ("client_id", Some(client_id)),
+        ("idempotency_key", idempotency_key),
+        ("client_ref", client_ref),
+    ] {
+        if v.is_some_and(|v| v.len() > max) {
+            return Err(reject(
+                "field_too_long",
+                format!("{name} is longer than {max} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Most bytes of a caller's identifier a `MessageRejected` keeps (the rejection may be
+/// that it is too long).
+pub const REJECTED_ID_MAX: usize = 256;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Client ids that belong to the gateway itself (its opt-out replies are exempt from
 /// opt-outs); no caller may use one, on any path.
 pub const RESERVED_CLIENT_PREFIX: &str = "smsgw-";
@@ -98,18 +135,12 @@ pub fn validate(
     if req.client_id.trim().is_empty() {
         return Err(reject("invalid_client", "client_id is empty"));
     }
-    for (name, v) in [
-        ("client_id", Some(&req.client_id)),
-        ("idempotency_key", req.idempotency_key.as_ref()),
-        ("client_ref", req.client_ref.as_ref()),
-    ] {
-        if v.is_some_and(|v| v.len() > limits.max_id_len) {
-            return Err(reject(
-                "field_too_long",
-                format!("{name} is longer than {} bytes", limits.max_id_len),
-            ));
-        }
-    }
+    check_ids(
+        &req.client_id,
+        req.idempotency_key.as_deref(),
+        req.client_ref.as_deref(),
+        limits.max_id_len,
+    )?;
     let destination = parse_destination(&req.to, default_country)?;
     check_sender(&req.from)?;
     if req.body.trim().is_empty() {
@@ -244,8 +275,11 @@ pub fn check_callback_url(url: &str, limits: &Limits) -> Result<(), Rejection> {
 /// The rejected event for a request.
 pub fn rejected(req: &SubmitRequest, r: Rejection) -> MessageRejected {
     MessageRejected {
-        client_id: req.client_id.clone(),
-        idempotency_key: req.idempotency_key.clone(),
+        client_id: clip(&req.client_id, REJECTED_ID_MAX),
+        idempotency_key: req
+            .idempotency_key
+            .as_deref()
+            .map(|k| clip(k, REJECTED_ID_MAX)),
         reason_code: r.code.to_string(),
         reason: r.reason,
     }

@@ -139,3 +139,30 @@ async fn v1_routes_need_a_key_and_respect_its_rate() {
         StatusCode::OK
     );
 }
+
+/// Identifiers are bounded before use (issue 16): a 500 KB idempotency key (or client id)
+/// is refused with 422 before anything is derived from it or written. The broker here is
+/// unreachable, so a request that reached the producer would not be answered at once.
+#[tokio::test]
+async fn over_long_identifiers_are_refused_before_they_are_used() {
+    let app = app(ApiKeys::parse("", 1.0).unwrap());
+    let huge = "k".repeat(500_000);
+    for body in [
+        format!(r#"{{"to":"+447911123456","from":"SHOP","body":"x","idempotency_key":"{huge}"}}"#),
+        format!(r#"{{"to":"+447911123456","from":"SHOP","body":"x","client_id":"{huge}"}}"#),
+    ] {
+        let (status, text) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            call(&app, "POST", "/v1/messages", None, &body),
+        )
+        .await
+        .expect("answered at once, without waiting for the broker");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert!(text.contains("field_too_long"), "{text}");
+        assert!(
+            text.len() < 1_000,
+            "the answer does not echo the key: {} bytes",
+            text.len()
+        );
+    }
+}
