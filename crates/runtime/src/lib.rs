@@ -7,6 +7,7 @@
 //! in logs with [`mask_number`].
 
 pub mod auth;
+pub mod egress;
 pub mod webhook;
 
 use figment::providers::{Env, Format, Toml};

@@ -84,6 +84,13 @@ pub struct CallbackConfig {
     /// Messages whose callback state is kept in memory (oldest forgotten first).
     #[serde(default = "default_capacity")]
     pub capacity: usize,
+    /// Hosts (names or IP literals, as written in URLs) that a message's own
+    /// `callback_url` may use although they are or resolve to loopback, private,
+    /// link-local or reserved addresses. Empty by default: a caller cannot make the
+    /// gateway call inside the network (`smsgw_runtime::egress`). Configured URLs
+    /// (`default_url`, `accounts`, `senders`) are the operator's and are not limited.
+    #[serde(default)]
+    pub allow_internal_hosts: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -115,6 +122,7 @@ impl Default for CallbackConfig {
             max_concurrent: default_concurrent(),
             max_in_flight: default_in_flight(),
             capacity: default_capacity(),
+            allow_internal_hosts: Vec::new(),
         }
     }
 }
@@ -146,6 +154,16 @@ impl CallbackConfig {
             .or_else(|| self.senders.get(&a.sender).and_then(|t| t.url.clone()))
             .or_else(|| self.accounts.get(&a.client_id).and_then(|t| t.url.clone()))
             .or_else(|| self.default_url.clone())
+    }
+
+    /// Whether `url` is one the operator configured (not one a message chose).
+    pub fn is_configured(&self, url: &str) -> bool {
+        self.default_url.as_deref() == Some(url)
+            || self
+                .senders
+                .values()
+                .chain(self.accounts.values())
+                .any(|t| t.url.as_deref() == Some(url))
     }
 
     /// The signing secret for a message of `sender` and account `client_id`.
@@ -274,7 +292,11 @@ impl Book {
 struct Worker {
     config: Arc<CallbackConfig>,
     book: Arc<Mutex<Book>>,
+    /// For configured URLs.
     client: reqwest::Client,
+    /// For URLs a message chose: no internal addresses unless allowlisted.
+    guarded: reqwest::Client,
+    allow: std::collections::HashSet<String>,
     producer: Producer,
     topics: Topics,
     metrics: Metrics,
@@ -362,11 +384,25 @@ impl Worker {
         };
         let started = std::time::Instant::now();
         let m = &self.metrics;
-        let r = post_with_retries(&self.client, &call, &self.config.retry, |attempt, err| {
-            m.callbacks.with_label_values(&["retried"]).inc();
-            tracing::warn!(attempt, error = %err, "status callback failed");
-        })
-        .await;
+        let chosen_by_caller = !self.config.is_configured(&ctx.url);
+        let client = if chosen_by_caller {
+            &self.guarded
+        } else {
+            &self.client
+        };
+        let r = match chosen_by_caller
+            .then(|| smsgw_runtime::egress::check_url(&ctx.url, &self.allow))
+            .transpose()
+        {
+            Err(refused) => Err(format!("refused: {refused}")),
+            Ok(_) => {
+                post_with_retries(client, &call, &self.config.retry, |attempt, err| {
+                    m.callbacks.with_label_values(&["retried"]).inc();
+                    tracing::warn!(attempt, error = %err, "status callback failed");
+                })
+                .await
+            }
+        };
         m.callback_seconds.observe(started.elapsed().as_secs_f64());
         match r {
             Ok(_) => m.callbacks.with_label_values(&["delivered"]).inc(),
@@ -439,7 +475,11 @@ pub async fn run(
     let worker = Arc::new(Worker {
         config: config.clone(),
         book: book.clone(),
-        client: reqwest::Client::new(),
+        client: smsgw_runtime::egress::plain_client(),
+        guarded: smsgw_runtime::egress::guarded_client(
+            &config.allow_internal_hosts.iter().cloned().collect(),
+        ),
+        allow: config.allow_internal_hosts.iter().cloned().collect(),
         producer: Producer::new(&kafka)?,
         topics: kafka.topics.clone(),
         metrics: metrics.clone(),

@@ -86,6 +86,8 @@ fn config(kafka: &smsgw_kafka::KafkaConfig, group: &str) -> anyhow::Result<Confi
     c.group_id = format!("{group}-receipts");
     c.callbacks.group_id = group.into();
     c.callbacks.secret = Some(SECRET.into());
+    // The receiver runs on loopback, which a message's own URL may not reach by default.
+    c.callbacks.allow_internal_hosts = vec!["127.0.0.1".into()];
     c.callbacks.retry = Retry {
         max_attempts: 3,
         initial_backoff_ms: 20,
