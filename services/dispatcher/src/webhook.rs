@@ -313,6 +313,35 @@ mod tests {
         h
     }
 
+    /// A carrier signing with the openssl recipe docs/carriers.md prints is accepted: the
+    /// vector was computed with `printf '%s.%s' "$ts" "$body" | openssl dgst -sha256
+    /// -hmac carrier-secret -hex`, not with this code.
+    #[test]
+    fn a_carrier_signing_with_the_documented_openssl_recipe_is_accepted() {
+        let c: WebhookConfig = serde_json::from_str(
+            r#"{"secret":"carrier-secret","signature_header":"X-Carrier-Signature","timestamp_header":"X-Carrier-Timestamp"}"#,
+        )
+        .unwrap();
+        let body = br#"{"data":{"ref":"12345","state":"delivered"}}"#;
+        let sig = "3d7bbc6a3175533bec71fcf4a36c691b69d43b5b6362e413ecd42628fd56ae44";
+        let h = headers(&[
+            ("X-Carrier-Timestamp", "1764424800".into()),
+            ("X-Carrier-Signature", format!("sha256={sig}")),
+        ]);
+        assert_eq!(
+            verify(&c, b"carrier-secret", &h, body, 1_764_424_800),
+            Ok(())
+        );
+        // One second of the timestamp or one byte of the body changed: refused.
+        let later = headers(&[
+            ("X-Carrier-Timestamp", "1764424801".into()),
+            ("X-Carrier-Signature", format!("sha256={sig}")),
+        ]);
+        assert!(verify(&c, b"carrier-secret", &later, body, 1_764_424_800).is_err());
+        let other = br#"{"data":{"ref":"12346","state":"delivered"}}"#;
+        assert!(verify(&c, b"carrier-secret", &h, other, 1_764_424_800).is_err());
+    }
+
     #[test]
     fn signatures_are_checked() {
         let c = cfg("");
