@@ -83,10 +83,15 @@ pub struct WebhookConfig {
     /// Header carrying the hex signature, optionally prefixed `sha256=`.
     #[serde(default = "signature_header")]
     pub signature_header: String,
-    /// Header carrying a Unix-seconds timestamp. When set, the signed text is
-    /// `<timestamp>.<body>` and calls older than `tolerance_s` are refused (replays).
+    /// Header carrying a Unix-seconds timestamp, required: the signed text is
+    /// `<timestamp>.<body>`, calls more than `tolerance_s` off are refused, and a call
+    /// whose signature was already accepted within that window is refused as a replay.
+    #[serde(default = "timestamp_header")]
+    pub timestamp_header: String,
+    /// Accept calls signed over the body alone, without a timestamp and so without
+    /// replay protection: only for a carrier that cannot send one.
     #[serde(default)]
-    pub timestamp_header: Option<String>,
+    pub allow_unstamped: bool,
     /// Largest accepted clock difference (s).
     #[serde(default = "tolerance")]
     pub tolerance_s: i64,
@@ -126,6 +131,9 @@ fn http_timeout() -> u64 {
 }
 fn signature_header() -> String {
     "X-Signature".into()
+}
+fn timestamp_header() -> String {
+    "X-Timestamp".into()
 }
 fn tolerance() -> i64 {
     300
@@ -308,7 +316,12 @@ impl HttpConnector {
             },
         };
         if let Some(w) = &c.webhook {
-            secret(&w.secret)?;
+            if secret(&w.secret)?.trim().is_empty() {
+                return Err("webhook secret is empty: every call would verify".into());
+            }
+            if w.tolerance_s <= 0 {
+                return Err("webhook tolerance_s must be positive".into());
+            }
         }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(c.timeout_ms))
@@ -465,6 +478,12 @@ mod tests {
             r#"{"body":"x","id_pointer":"/id","retries":3}"#
         )
         .is_err());
+        // An empty webhook secret would let anyone sign: refused at start.
+        let empty = config(r#","id_pointer":"/id","webhook":{"secret":" "}"#);
+        let err = HttpConnector::new(url, &empty).unwrap_err();
+        assert!(err.contains("secret is empty"), "{err}");
+        let ok = config(r#","id_pointer":"/id","webhook":{"secret":"s3cret"}"#);
+        assert!(HttpConnector::new(url, &ok).is_ok());
     }
 
     #[test]

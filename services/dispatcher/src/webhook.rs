@@ -33,14 +33,15 @@ pub enum WebhookError {
     BadPayload(String),
 }
 
-/// Checks the signature of `body` (and its timestamp, when the carrier sends one).
+/// Checks the signature of `body` and its timestamp (unless the carrier is configured
+/// `allow_unstamped`); returns the verified signature, to refuse its replay.
 pub fn verify(
     cfg: &WebhookConfig,
     key: &[u8],
     headers: &HeaderMap,
     body: &[u8],
     now_s: i64,
-) -> Result<(), WebhookError> {
+) -> Result<Vec<u8>, WebhookError> {
     let unauthorized = |m: &str| Err(WebhookError::Unauthorized(m.to_string()));
     let Some(sig) = headers
         .get(cfg.signature_header.as_str())
@@ -54,7 +55,8 @@ pub fn verify(
         return unauthorized("signature is not hex");
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    if let Some(h) = &cfg.timestamp_header {
+    if !cfg.allow_unstamped {
+        let h = &cfg.timestamp_header;
         let Some(ts) = headers.get(h.as_str()).and_then(|v| v.to_str().ok()) else {
             return unauthorized(&format!("missing {h} header"));
         };
@@ -70,8 +72,52 @@ pub fn verify(
     mac.update(body);
     // Constant-time comparison.
     mac.verify_slice(&sig)
-        .or_else(|_| unauthorized("signature does not match"))
+        .map_err(|_| WebhookError::Unauthorized("signature does not match".into()))?;
+    Ok(sig)
 }
+
+/// Signatures accepted within the tolerance window, to refuse a replayed call (a
+/// replayed MO "START" would re-subscribe a number). Pure: the clock is passed in. At
+/// most `capacity` are kept, the oldest dropped first; a replica remembers only the calls
+/// it took itself.
+#[derive(Debug, Default)]
+pub struct Replays {
+    seen: std::collections::HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<(i64, Vec<u8>)>,
+    capacity: usize,
+}
+
+impl Replays {
+    /// Remembers at most `capacity` signatures.
+    pub fn new(capacity: usize) -> Self {
+        Replays {
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `sig` was accepted within the last `window_s` seconds before `now_s`.
+    pub fn seen(&mut self, sig: &[u8], now_s: i64, window_s: i64) -> bool {
+        while let Some((at, old)) = self.order.front() {
+            if *at >= now_s - window_s && self.order.len() <= self.capacity {
+                break;
+            }
+            self.seen.remove(old);
+            self.order.pop_front();
+        }
+        self.seen.contains(sig)
+    }
+
+    /// Remembers an accepted `sig` at `now_s`.
+    pub fn accept(&mut self, sig: Vec<u8>, now_s: i64) {
+        if self.seen.insert(sig.clone()) {
+            self.order.push_back((now_s, sig));
+        }
+    }
+}
+
+/// Most signatures a carrier's replay memory keeps.
+const REPLAY_CAPACITY: usize = 100_000;
 
 fn json_of(body: &[u8]) -> Result<serde_json::Value, WebhookError> {
     serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(format!("not JSON: {e}")))
@@ -142,6 +188,7 @@ pub fn parse_mo(
 struct Hook {
     cfg: WebhookConfig,
     key: Vec<u8>,
+    replays: std::sync::Mutex<Replays>,
 }
 
 #[derive(Clone)]
@@ -164,6 +211,7 @@ fn hooks(carriers: &[CarrierConfig]) -> Result<HashMap<String, Hook>, String> {
                     Hook {
                         cfg: w.clone(),
                         key: key.into_bytes(),
+                        replays: std::sync::Mutex::new(Replays::new(REPLAY_CAPACITY)),
                     },
                 )
             }))
@@ -236,10 +284,23 @@ async fn handle(
         return reply(StatusCode::NOT_FOUND, "no webhook for this carrier");
     };
     let count = |k: &str| s.metrics.inbound.with_label_values(&[&carrier, k]).inc();
-    if let Err(e) = verify(&hook.cfg, &hook.key, &headers, &body, now_ms() / 1000) {
-        count("bad_signature");
-        tracing::warn!(carrier = %carrier, error = %e, "webhook call refused");
-        return reply(StatusCode::UNAUTHORIZED, &e.to_string());
+    let now_s = now_ms() / 1000;
+    let sig = match verify(&hook.cfg, &hook.key, &headers, &body, now_s) {
+        Ok(sig) => sig,
+        Err(e) => {
+            count("bad_signature");
+            tracing::warn!(carrier = %carrier, error = %e, "webhook call refused");
+            return reply(StatusCode::UNAUTHORIZED, &e.to_string());
+        }
+    };
+    let replays = || hook.replays.lock().unwrap_or_else(|p| p.into_inner());
+    if !hook.cfg.allow_unstamped && replays().seen(&sig, now_s, 2 * hook.cfg.tolerance_s) {
+        count("replayed");
+        tracing::warn!(carrier = %carrier, "webhook call refused: a replay");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "replayed: this signed call was already taken",
+        );
     }
     let now = now_ms();
     let (record, label) = match kind {
@@ -281,6 +342,8 @@ async fn handle(
     };
     match send(&s.producer, &record).await {
         Ok(()) => {
+            // Remembered once stored: a carrier retrying after a 503 is not a replay.
+            replays().accept(sig, now_s);
             count(label);
             (StatusCode::OK, Json(serde_json::json!({"ok": true}))).into_response()
         }
@@ -328,10 +391,7 @@ mod tests {
             ("X-Carrier-Timestamp", "1764424800".into()),
             ("X-Carrier-Signature", format!("sha256={sig}")),
         ]);
-        assert_eq!(
-            verify(&c, b"carrier-secret", &h, body, 1_764_424_800),
-            Ok(())
-        );
+        assert!(verify(&c, b"carrier-secret", &h, body, 1_764_424_800).is_ok());
         // One second of the timestamp or one byte of the body changed: refused.
         let later = headers(&[
             ("X-Carrier-Timestamp", "1764424801".into()),
@@ -344,19 +404,17 @@ mod tests {
 
     #[test]
     fn signatures_are_checked() {
-        let c = cfg("");
+        let c = cfg(r#","allow_unstamped":true"#);
         let body = br#"{"id":"a1","status":"delivered"}"#;
         let good = sign(b"s3cret", body);
-        assert_eq!(
-            verify(
-                &c,
-                b"s3cret",
-                &headers(&[("X-Signature", good.clone())]),
-                body,
-                0
-            ),
-            Ok(())
-        );
+        assert!(verify(
+            &c,
+            b"s3cret",
+            &headers(&[("X-Signature", good.clone())]),
+            body,
+            0
+        )
+        .is_ok());
         let prefixed = format!("sha256={good}");
         assert!(verify(
             &c,
@@ -385,6 +443,35 @@ mod tests {
             0
         )
         .is_err());
+    }
+
+    #[test]
+    fn given_the_default_config_when_a_call_has_no_timestamp_then_it_is_refused() {
+        let c = cfg("");
+        let body = br#"{"from":"+447911123456","to":"SHOP","text":"START"}"#;
+        let h = headers(&[("X-Signature", sign(b"s3cret", body))]);
+        assert!(matches!(
+            verify(&c, b"s3cret", &h, body, 1000),
+            Err(WebhookError::Unauthorized(m)) if m.contains("X-Timestamp")
+        ));
+    }
+
+    #[test]
+    fn given_an_accepted_call_when_it_is_replayed_within_the_window_then_it_is_seen() {
+        let mut r = Replays::new(10);
+        let sig = b"sig-of-a-START".to_vec();
+        assert!(!r.seen(&sig, 1000, 600), "new");
+        r.accept(sig.clone(), 1000);
+        assert!(r.seen(&sig, 1299, 600), "replayed inside the window");
+        // Past the window the timestamp check refuses it anyway; the memory lets go.
+        assert!(!r.seen(&sig, 1601, 600));
+        // Bounded: the oldest are dropped first.
+        let mut r = Replays::new(2);
+        for i in 0..3u8 {
+            r.accept(vec![i], 1000);
+        }
+        assert!(!r.seen(&[0], 1000, 600));
+        assert!(r.seen(&[2], 1000, 600));
     }
 
     #[test]

@@ -202,14 +202,25 @@ async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
         "{dead:?}"
     );
 
-    // An MO STOP through the webhook opts the recipient out.
-    let r = call_webhook(
-        &mo,
-        &json!({"msisdn": "447911100005", "to": "SHOP", "text": "STOP"}),
-        true,
-    )
-    .await;
-    assert_eq!(r.status(), 200);
+    // An MO STOP through the webhook opts the recipient out; the same signed call sent
+    // again (a replay: same timestamp, same signature) is refused.
+    let stop_body =
+        serde_json::to_vec(&json!({"msisdn": "447911100005", "to": "SHOP", "text": "STOP"}))?;
+    let ts = (smsgw_kafka::now_ms() / 1000).to_string();
+    let sig = sign(&ts, &stop_body);
+    let stop_call = || {
+        reqwest::Client::new()
+            .post(&mo)
+            .header("content-type", "application/json")
+            .header("X-Carrier-Signature", sig.clone())
+            .header("X-Carrier-Timestamp", ts.clone())
+            .body(stop_body.clone())
+            .send()
+    };
+    assert_eq!(stop_call().await?.status(), 200);
+    let replayed = stop_call().await?;
+    assert_eq!(replayed.status(), 401);
+    assert!(replayed.text().await?.contains("replayed"));
     let stop: Vec<smsgw_codec::OptOutChanged> = read_records(
         &gw.kafka,
         &gw.kafka.topics.optout(),
