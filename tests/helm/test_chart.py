@@ -10,6 +10,7 @@ nothing is applied to a live cluster.
 """
 import copy
 import os
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,15 @@ prod = {
     },
     "networkPolicy": {"apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]},
 }
-for label, values in [("defaults", {}), ("production", prod)]:
+# Secure by default: without an API keys Secret the chart refuses to render, unless the
+# APIs are opened explicitly.
+try:
+    chart.render({}, name="gw", namespace="sms", is_install=True)
+    check(False, "rendered without apiKeysSecret and without auth: disabled")
+except Exception as e:
+    check("apiKeysSecret is required" in str(e), f"refusal names apiKeysSecret: {str(e)[:300]}")
+
+for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
     rendered = chart.render(values, name="gw", namespace="sms", is_install=True)
     manifests = docs(rendered)
     kinds = {}
@@ -91,7 +100,7 @@ for label, values in [("defaults", {}), ("production", prod)]:
         check(len(kinds.get(kind, [])) == 5, f"{label}: 5 {kind}s, got {len(kinds.get(kind, []))}")
     check(len(kinds.get("ConfigMap", [])) == 1, f"{label}: one ConfigMap")
     check(len(kinds.get("ServiceMonitor", [])) == 1, f"{label}: one ServiceMonitor")
-    check(len(kinds.get("HorizontalPodAutoscaler", [])) == (1 if label == "defaults" else 0), f"{label}: HPAs")
+    check(len(kinds.get("HorizontalPodAutoscaler", [])) == (1 if label == "open" else 0), f"{label}: HPAs")
 
     for dep in kinds["Deployment"]:
         name = dep["metadata"]["name"]
@@ -111,8 +120,11 @@ for label, values in [("defaults", {}), ("production", prod)]:
                 check(any(p["containerPort"] == 9180 for p in c["ports"]), "dispatcher: webhook port")
             if name.endswith(("ingest", "optout")):
                 check(env["SMSGW_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "api-keys", f"{name}: API keys from their Secret")
+                check("SMSGW_AUTH" not in env, f"{name}: keys required")
         else:
             check("envFrom" not in c, f"{name}: no Secret without one configured")
+            if name.endswith(("ingest", "optout")):
+                check(env.get("SMSGW_AUTH", {}).get("value") == "disabled", f"{name}: opened explicitly")
 
     # The ServiceMonitor selects the Services, and scrapes the port they all expose.
     sm = kinds["ServiceMonitor"][0]
@@ -128,15 +140,22 @@ for label, values in [("defaults", {}), ("production", prod)]:
     # 4. Every rendered config loads and validates with the service's own code.
     cm = kinds["ConfigMap"][0]["data"]
     env = dict(os.environ, SIM_SMPP_PASSWORD="x")
+    # What the ingest and optout pods get from the chart: the keys Secret, or auth disabled.
+    api_env = dict(env)
+    if label == "production":
+        api_env["SMSGW_API_KEYS"] = "ops:" + hashlib.sha256(b"k").hexdigest()
+    else:
+        api_env["SMSGW_AUTH"] = "disabled"
     with tempfile.TemporaryDirectory() as d:
         for s in SERVICES:
             f = os.path.join(d, f"{s}.toml")
             open(f, "w").write(cm[f"{s}.toml"])
-            r = subprocess.run([ADMIN, "check-config", s, f], capture_output=True, text=True, env=env)
+            r = subprocess.run([ADMIN, "check-config", s, f], capture_output=True, text=True,
+                               env=api_env if s in ("ingest", "optout") else env)
             check(r.returncode == 0, f"{label}: {s} config: {r.stderr.strip()[:300]}")
 
 # A config the service would refuse is caught before deploying: a typo in a key.
-typo = {"services": {"router": {"config": {"optout_refesh_ms": 5}}}}
+typo = {"auth": "disabled", "services": {"router": {"config": {"optout_refesh_ms": 5}}}}
 cm = yaml.safe_load(chart.render(typo, name="gw")["smsgw/templates/configmap.yaml"])["data"]
 with tempfile.TemporaryDirectory() as d:
     f = os.path.join(d, "router.toml")

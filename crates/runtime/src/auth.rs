@@ -20,6 +20,32 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub String);
 
+/// How an HTTP API authenticates callers (`auth` in the ingest and optout configs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// API keys are required, and a service without any refuses to start.
+    #[default]
+    Keys,
+    /// Anyone who reaches the port may call: demos and tests only, and only when said
+    /// explicitly.
+    Disabled,
+}
+
+impl AuthMode {
+    /// Fails when keys are required and none are configured.
+    pub fn check(self, keys: &ApiKeys) -> Result<(), String> {
+        match self {
+            AuthMode::Keys if keys.is_empty() => Err(
+                "no api_keys configured (usually SMSGW_API_KEYS from a Secret): set them, or \
+                 set auth = \"disabled\" to run the API open"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Key {
     name: String,

@@ -38,9 +38,14 @@ pub struct Config {
     pub max_in_flight: usize,
     /// API keys of the HTTP API, one `name:sha256hex[:requests_per_second]` per line
     /// (`smsgw-admin hash-key` prints the hash). Usually injected from a Secret as
-    /// `SMSGW_API_KEYS`. Unset or empty: the API is open (a warning is logged).
+    /// `SMSGW_API_KEYS`. Required unless `auth = "disabled"`.
     #[serde(default)]
     pub api_keys: Option<String>,
+    /// `keys` (the default): callers need an API key, and the service refuses to start
+    /// without `api_keys`. `disabled`: the API is open to anyone who reaches it (demos
+    /// and tests; never by accident).
+    #[serde(default)]
+    pub auth: smsgw_runtime::auth::AuthMode,
     /// Requests per second per key where its line sets none.
     #[serde(default = "default_rate")]
     pub api_rate_limit: f64,
@@ -158,6 +163,7 @@ impl Config {
             dedupe_capacity: default_dedupe_capacity(),
             max_in_flight: default_in_flight(),
             api_keys: None,
+            auth: smsgw_runtime::auth::AuthMode::default(),
             api_rate_limit: default_rate(),
         }
     }
@@ -165,7 +171,7 @@ impl Config {
     /// Fails fast on values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
-        self.keys()?;
+        self.auth.check(&self.keys()?)?;
         if let Some(c) = &self.default_country {
             c.parse::<phonenumber::country::Id>()
                 .map_err(|_| format!("default_country {c:?} is not a country code"))?;
@@ -191,5 +197,33 @@ impl Config {
             return Err("view_capacity, dedupe_capacity and max_in_flight must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Config {
+        use figment::providers::Format;
+        figment::Figment::from(figment::providers::Toml::string(text))
+            .extract()
+            .unwrap()
+    }
+
+    #[test]
+    fn given_no_api_keys_then_the_service_refuses_to_start_unless_auth_is_disabled() {
+        let open_by_default = from_toml("[kafka]\nbrokers = \"k:9092\"\n");
+        let err = open_by_default.validate().unwrap_err();
+        assert!(err.contains("no api_keys"), "{err}");
+        let disabled = from_toml("auth = \"disabled\"\n[kafka]\nbrokers = \"k:9092\"\n");
+        assert!(disabled.validate().is_ok());
+        let keyed = from_toml(&format!(
+            "api_keys = \"shop:{}\"\n[kafka]\nbrokers = \"k:9092\"\n",
+            smsgw_runtime::auth::hash_key("k-123")
+        ));
+        assert!(keyed.validate().is_ok());
+        // Config::new, the code API, is as strict as a file.
+        assert!(Config::new(KafkaConfig::new("k:9092")).validate().is_err());
     }
 }

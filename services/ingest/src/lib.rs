@@ -77,8 +77,9 @@ pub async fn run(
     let health = smsgw_runtime::Health::default();
     let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
     let keys = config.keys().map_err(IngestError::Config)?;
+    config.auth.check(&keys).map_err(IngestError::Config)?;
     if keys.is_empty() {
-        tracing::warn!("no api_keys configured: the HTTP API accepts unauthenticated calls");
+        tracing::warn!("auth = \"disabled\": the HTTP API accepts unauthenticated calls");
     }
     let api = http::router(http::ApiState {
         producer: producer.clone(),

@@ -12,6 +12,7 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &[]).await?;
     let mut config = smsgw_ingest::Config::new(kafka.clone());
+    config.auth = smsgw_runtime::auth::AuthMode::Disabled;
     config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let svc = tokio::spawn(smsgw_ingest::run(config.clone(), async move {
@@ -185,6 +186,7 @@ async fn a_near_limit_poison_record_is_dead_lettered_bounded_and_the_partition_m
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &[]).await?;
     let mut config = smsgw_ingest::Config::new(kafka.clone());
+    config.auth = smsgw_runtime::auth::AuthMode::Disabled;
     config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let svc = tokio::spawn(smsgw_ingest::run(config, async move {

@@ -43,9 +43,15 @@ pub struct Config {
     #[serde(default)]
     pub webhook_retry: Retry,
     /// API keys of the opt-out API, one `name:sha256hex[:requests_per_second]` per line
-    /// (see ingest's `api_keys`; usually `SMSGW_API_KEYS` from a Secret). Unset: open.
+    /// (see ingest's `api_keys`; usually `SMSGW_API_KEYS` from a Secret). Required unless
+    /// `auth = "disabled"`.
     #[serde(default)]
     pub api_keys: Option<String>,
+    /// `keys` (the default): callers need an API key, and the service refuses to start
+    /// without `api_keys`. `disabled`: the API is open to anyone who reaches it (demos
+    /// and tests; never by accident).
+    #[serde(default)]
+    pub auth: smsgw_runtime::auth::AuthMode,
     /// Requests per second per key where its line sets none.
     #[serde(default = "default_rate")]
     pub api_rate_limit: f64,
@@ -167,6 +173,7 @@ impl Config {
             senders: BTreeMap::new(),
             webhook_retry: Retry::default(),
             api_keys: None,
+            auth: smsgw_runtime::auth::AuthMode::default(),
             api_rate_limit: default_rate(),
         }
     }
@@ -256,6 +263,7 @@ impl Config {
     /// resolve, and the defaults too.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
+        self.auth.check(&self.keys()?)?;
         let mut senders: Vec<&str> = self.senders.keys().map(String::as_str).collect();
         for (name, a) in &self.accounts {
             if name.is_empty() || name.contains('|') {
@@ -303,8 +311,10 @@ mod tests {
     use super::*;
     use crate::keywords::Keyword;
 
+    /// A config from `toml_like` over brokers and an open API (these tests are about
+    /// profiles; the auth rule has its own test below).
     fn config(toml_like: serde_json::Value) -> Config {
-        let mut v = serde_json::json!({"kafka": {"brokers": "x:1"}});
+        let mut v = serde_json::json!({"kafka": {"brokers": "x:1"}, "auth": "disabled"});
         v.as_object_mut()
             .unwrap()
             .extend(toml_like.as_object().unwrap().clone());
@@ -356,5 +366,13 @@ mod tests {
         let unknown =
             serde_json::json!({"kafka": {"brokers": "x:1"}, "defaults": {"stop_words": []}});
         assert!(serde_json::from_value::<Config>(unknown).is_err());
+    }
+
+    #[test]
+    fn given_no_api_keys_then_the_service_refuses_to_start_unless_auth_is_disabled() {
+        let v = serde_json::json!({"kafka": {"brokers": "x:1"}});
+        let keyless: Config = serde_json::from_value(v).unwrap();
+        assert!(keyless.validate().unwrap_err().contains("no api_keys"));
+        assert!(config(serde_json::json!({})).validate().is_ok());
     }
 }

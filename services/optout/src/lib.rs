@@ -114,8 +114,9 @@ pub async fn run(
         .await
         .map_err(OptOutError::Listen)?;
     let keys = config.keys().map_err(OptOutError::Config)?;
+    config.auth.check(&keys).map_err(OptOutError::Config)?;
     if keys.is_empty() {
-        tracing::warn!("no api_keys configured: the opt-out API accepts unauthenticated calls");
+        tracing::warn!("auth = \"disabled\": the opt-out API accepts unauthenticated calls");
     }
     let app = api::router(api::ApiState {
         producer: producer.clone(),

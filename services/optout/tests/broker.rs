@@ -60,6 +60,7 @@ async fn receiver(calls: Arc<Mutex<Vec<(String, bool)>>>) -> SocketAddr {
 
 fn config(kafka: &KafkaConfig, hook: SocketAddr) -> smsgw_optout::Config {
     let mut c = smsgw_optout::Config::new(kafka.clone());
+    c.auth = smsgw_runtime::auth::AuthMode::Disabled;
     c.admin_listen = local();
     c.api_listen = local();
     c.defaults.stop_reply = Some("You will get no more messages from {sender}.".into());

@@ -78,7 +78,7 @@ impl Fleet {
         let k = kafka_toml(kafka);
         let (api, r, d, rc, o, oa) = (port(), port(), port(), port(), port(), port());
         let configs: [(&'static str, String, u16); 5] = [
-            ("ingest", format!("listen = \"127.0.0.1:{api}\"\n{k}"), api),
+            ("ingest", format!("listen = \"127.0.0.1:{api}\"\nauth = \"disabled\"\n{k}"), api),
             (
                 "router",
                 format!("admin_listen = \"127.0.0.1:{r}\"\n[[routes]]\nprefix = \"+\"\ncarriers = [\"sim\"]\n{k}"),
@@ -98,7 +98,7 @@ impl Fleet {
             ),
             (
                 "optout",
-                format!("admin_listen = \"127.0.0.1:{o}\"\napi_listen = \"127.0.0.1:{oa}\"\n{k}"),
+                format!("admin_listen = \"127.0.0.1:{o}\"\napi_listen = \"127.0.0.1:{oa}\"\nauth = \"disabled\"\n{k}"),
                 o,
             ),
         ];

@@ -230,6 +230,7 @@ impl Gateway {
         let mut admin: Vec<(&'static str, String)> = Vec::new();
 
         let mut ingest = smsgw_ingest::Config::new(kafka.clone());
+        ingest.auth = smsgw_runtime::auth::AuthMode::Disabled;
         ingest.listen = local();
         let api = format!("http://{}", ingest.listen);
         let (tx, sd) = stopper();
@@ -275,6 +276,7 @@ impl Gateway {
         ));
 
         let mut optout = smsgw_optout::Config::new(kafka.clone());
+        optout.auth = smsgw_runtime::auth::AuthMode::Disabled;
         optout.admin_listen = local();
         admin.push(("optout", format!("http://{}", optout.admin_listen)));
         optout.api_listen = local();
