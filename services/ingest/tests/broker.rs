@@ -6,11 +6,16 @@ use smsgw_kafka::{send, OutRecord, Producer};
 use smsgw_testkit::{eventually, free_port, read_records, Broker};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> anyhow::Result<()> {
-    let broker = Broker::start()?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &[]).await?;
+type Running = tokio::task::JoinHandle<Result<(), smsgw_ingest::IngestError>>;
+
+/// Ingest on `kafka`, its API open on a free port: the config, the stop trigger, the task.
+fn start_ingest(
+    kafka: &smsgw_kafka::KafkaConfig,
+) -> anyhow::Result<(
+    smsgw_ingest::Config,
+    tokio::sync::oneshot::Sender<()>,
+    Running,
+)> {
     let mut config = smsgw_ingest::Config::new(kafka.clone());
     config.auth = smsgw_runtime::auth::AuthMode::Disabled;
     config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
@@ -18,6 +23,15 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     let svc = tokio::spawn(smsgw_ingest::run(config.clone(), async move {
         let _ = stopped.await;
     }));
+    Ok((config, stop, svc))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let (config, stop, svc) = start_ingest(&kafka)?;
     let base = format!("http://{}", config.listen);
     let http = reqwest::Client::new();
     eventually("HTTP up", Duration::from_secs(20), || async {
@@ -185,13 +199,7 @@ async fn a_near_limit_poison_record_is_dead_lettered_bounded_and_the_partition_m
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &[]).await?;
-    let mut config = smsgw_ingest::Config::new(kafka.clone());
-    config.auth = smsgw_runtime::auth::AuthMode::Disabled;
-    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = tokio::spawn(smsgw_ingest::run(config, async move {
-        let _ = stopped.await;
-    }));
+    let (_, stop, svc) = start_ingest(&kafka)?;
 
     let producer = Producer::new(&kafka)?;
     // It fits the producer's 1,000,000-byte limit; a dead letter that copied it whole

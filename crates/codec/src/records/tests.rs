@@ -139,9 +139,8 @@ fn receipts_records_round_trip() {
     }
 }
 
-#[test]
-fn flat_records_round_trip() {
-    let d = DispatchRequested {
+fn dispatch() -> DispatchRequested {
+    DispatchRequested {
         message_id: "m".into(),
         carrier: "a".into(),
         attempt: 1,
@@ -156,7 +155,24 @@ fn flat_records_round_trip() {
         expires_at: None,
         schedule_delivery_at: None,
         client_id: None,
-    };
+    }
+}
+
+/// `n` as an Avro long (zig-zag, then base-128 varint).
+fn avro_long(n: i64) -> Vec<u8> {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+    out
+}
+
+#[test]
+fn flat_records_round_trip() {
+    let d = dispatch();
     assert_eq!(DispatchRequested::decode(&d.encode().unwrap()).unwrap(), d);
     let dl = DeadLetter {
         service: "ingest".into(),
@@ -405,33 +421,12 @@ fn opt_outs_block_by_global_sender_and_account_scope_but_not_system_replies() {
 /// `Vec::reserve` ask for tens of GB, which aborts the process (issue 16).
 #[test]
 fn a_forged_sequence_length_is_refused_without_allocating_it() {
-    let d = DispatchRequested {
-        message_id: "m".into(),
-        carrier: "a".into(),
-        attempt: 1,
-        carriers_tried: vec!["a".into()],
-        destination: "+1".into(),
-        sender: "S".into(),
-        body: "b".into(),
-        encoding: "GSM7".into(),
-        segments: 1,
-        accepted_at: 7,
-        registered_delivery: None,
-        expires_at: None,
-        schedule_delivery_at: None,
-        client_id: None,
-    };
+    let d = dispatch();
     let good = d.encode().unwrap();
     // After the 10-byte header: "m" (02 6d), "a" (02 61), attempt 1 (02), then the
     // array's block count 1 (02).
     assert_eq!(&good[10..16], &[0x02, b'm', 0x02, b'a', 0x02, 0x02]);
-    let mut zigzag = 2 * 400_000_000u64;
-    let mut count = Vec::new();
-    while zigzag >= 0x80 {
-        count.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-    count.push(zigzag as u8);
+    let count = avro_long(400_000_000);
     let mut forged = good[..15].to_vec();
     forged.extend_from_slice(&count);
     forged.extend_from_slice(&good[16..]);
@@ -462,13 +457,7 @@ fn a_forged_map_length_is_refused_without_allocating_it() {
         .windows(block.len())
         .position(|w| w == block)
         .expect("the map's one block");
-    let mut zigzag = 2 * 500_000_000u64;
-    let mut count = Vec::new();
-    while zigzag >= 0x80 {
-        count.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-    count.push(zigzag as u8);
+    let count = avro_long(500_000_000);
     let mut forged = good[..at].to_vec();
     forged.extend_from_slice(&count);
     forged.extend_from_slice(&good[at + 1..]);
