@@ -14,6 +14,11 @@ fn the_documented_config_loads_and_resolves() {
         .map(|(b, _)| b)
         .expect("the optout.toml example");
     std::env::set_var("ACME_MO_SECRET", "s");
+    // What a deployment's Secret provides (the page says the keys come from there).
+    std::env::set_var(
+        "SMSGW_API_KEYS",
+        format!("ops:{}", smsgw_runtime::auth::hash_key("k")),
+    );
     let path = std::env::temp_dir().join(format!("smsgw-optout-doc-{}.toml", std::process::id()));
     std::fs::write(&path, block).unwrap();
     let c: smsgw_optout::Config = smsgw_runtime::load_config(Some(&path)).unwrap();
