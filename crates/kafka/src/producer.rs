@@ -187,15 +187,6 @@ fn clip(b: &[u8], max: usize) -> Vec<u8> {
     b[..b.len().min(max)].to_vec()
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn clip_str(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 /// The dead-letter record for an input the service gave up on. It always fits the
 /// broker, whatever the input: the key, the value, the headers and the reason are cut to
 /// the bounds above. What was cut is said in the dead letter's headers map:
@@ -211,6 +202,7 @@ pub fn dead_letter(
     now_ms: i64,
 ) -> OutRecord {
     use sha2::Digest;
+    use smsgw_runtime::clip_str;
     let reason = clip_str(reason, DEAD_LETTER_FIELD_MAX);
     let mut headers: std::collections::HashMap<String, String> = input
         .headers

@@ -227,6 +227,16 @@ pub fn secret(value: &str) -> Result<String, String> {
     }
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary: for outside values copied
+/// into records, reasons and logs.
+pub fn clip_str(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Masks a phone number for logs: keeps the first four and last two characters.
 pub fn mask_number(n: &str) -> String {
     let chars: Vec<char> = n.chars().collect();

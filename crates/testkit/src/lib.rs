@@ -4,7 +4,8 @@
 //! `TANSU_BIN`, `PATH` or `~/.cargo/bin`) on a free loopback port with sqlite storage in
 //! a directory of its own, and kills it (and removes the directory) when dropped. Not
 //! `memory://`: Tansu 0.6's object-store engine can hide a record from a consumer that
-//! tails a partition while others write to it (`tests/broker_visibility.rs`). [`Broker::kafka`] hands out a [`KafkaConfig`] with
+//! tails a partition while others write to it (`tests/broker_visibility.rs`).
+//! [`Broker::kafka`] hands out a [`KafkaConfig`] with
 //! a unique topic prefix, so tests never share topics. [`eventually`] polls a condition
 //! with a deadline instead of sleeping a fixed time.
 

@@ -130,11 +130,7 @@ pub async fn run_dispatch(
             biased;
             Some((p, o, finished)) = done_rx.recv() => {
                 running -= 1;
-                if finished {
-                    if let Some(safe) = tracker.complete(&topic, p, o) {
-                        consumer.store_offset(&topic, p, safe)?;
-                    }
-                }
+                settle(&consumer, &mut tracker, &topic, p, o, finished)?;
             }
             _ = &mut stop => break,
             msg = consumer.recv(), if window.available_permits() > 0 => {
@@ -199,11 +195,7 @@ pub async fn run_dispatch(
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some((p, o, finished))) => {
                 running -= 1;
-                if finished {
-                    if let Some(safe) = tracker.complete(&topic, p, o) {
-                        consumer.store_offset(&topic, p, safe)?;
-                    }
-                }
+                settle(&consumer, &mut tracker, &topic, p, o, finished)?;
             }
             Ok(None) => break,
             Err(_) => {
@@ -218,6 +210,23 @@ pub async fn run_dispatch(
         }
     }
     close(consumer).await;
+    Ok(())
+}
+
+/// A taken record reported back: if it finished, the offset that became safe is stored.
+fn settle(
+    consumer: &smsgw_kafka::rdkafka::consumer::StreamConsumer,
+    tracker: &mut OffsetTracker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    finished: bool,
+) -> Result<(), KafkaError> {
+    if finished {
+        if let Some(safe) = tracker.complete(topic, partition, offset) {
+            consumer.store_offset(topic, partition, safe)?;
+        }
+    }
     Ok(())
 }
 
@@ -302,25 +311,18 @@ where
             return fail(Some(code as i32), name, retryable, false);
         }
         retries += 1;
-        if action == ErrorAction::Throttle {
-            ctx.metrics
-                .submits
-                .with_label_values(&[&c.name, "throttled"])
-                .inc();
+        let (outcome, pause) = if action == ErrorAction::Throttle {
             // The limiter decides whether the carrier limits a rate; this submit keeps
             // its place in the window and goes again after a short pause.
             ctx.limiter.throttled();
+            ("throttled", throttle_pause(retries))
         } else {
-            ctx.metrics
-                .submits
-                .with_label_values(&[&c.name, "retry_later"])
-                .inc();
-        }
-        let pause = if action == ErrorAction::Throttle {
-            throttle_pause(retries)
-        } else {
-            Duration::from_millis(c.retry_later_ms)
+            ("retry_later", Duration::from_millis(c.retry_later_ms))
         };
+        ctx.metrics
+            .submits
+            .with_label_values(&[&c.name, outcome])
+            .inc();
         if ctx
             .unless_stopping(may_abandon, tokio::time::sleep(pause))
             .await

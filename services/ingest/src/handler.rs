@@ -34,11 +34,6 @@ pub fn message_id(req: &SubmitRequest, input: &Incoming<'_>) -> String {
     Uuid::new_v5(&ID_NAMESPACE, pos.as_bytes()).to_string()
 }
 
-/// At most 64 characters of an outside value, for a reason text.
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
 /// Handles ingest-topic and replies-topic records.
 #[derive(Debug)]
 pub struct IngestHandler {
@@ -78,7 +73,7 @@ impl Handler for IngestHandler {
         if from_gateway && req.client_id != SYSTEM_CLIENT {
             return Err(HandleError::DeadLetter(format!(
                 "only the gateway's own client id may be used on the replies topic, not {:?}",
-                clip(&req.client_id)
+                smsgw_runtime::clip_str(&req.client_id, 64)
             )));
         }
         let id = message_id(&req, input);

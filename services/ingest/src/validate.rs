@@ -41,23 +41,14 @@ pub fn check_ids(
 /// that it is too long).
 pub const REJECTED_ID_MAX: usize = 256;
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn clip(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 /// Client ids that belong to the gateway itself (its opt-out replies are exempt from
 /// opt-outs); no caller may use one, on any path.
 pub const RESERVED_CLIENT_PREFIX: &str = "smsgw-";
 
 /// The rejection of a request that claims a reserved client id (the id is quoted cut to
-/// 64 characters).
+/// 64 bytes).
 pub fn reserved_client(client_id: &str) -> Rejection {
-    let shown: String = client_id.chars().take(64).collect();
+    let shown = smsgw_runtime::clip_str(client_id, 64);
     reject(
         "reserved_client",
         format!("client_id {shown:?} is reserved for the gateway"),
@@ -275,11 +266,11 @@ pub fn check_callback_url(url: &str, limits: &Limits) -> Result<(), Rejection> {
 /// The rejected event for a request.
 pub fn rejected(req: &SubmitRequest, r: Rejection) -> MessageRejected {
     MessageRejected {
-        client_id: clip(&req.client_id, REJECTED_ID_MAX),
+        client_id: smsgw_runtime::clip_str(&req.client_id, REJECTED_ID_MAX),
         idempotency_key: req
             .idempotency_key
             .as_deref()
-            .map(|k| clip(k, REJECTED_ID_MAX)),
+            .map(|k| smsgw_runtime::clip_str(k, REJECTED_ID_MAX)),
         reason_code: r.code.to_string(),
         reason: r.reason,
     }

@@ -472,14 +472,14 @@ pub async fn run(
     let consumer = consumer(&kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let allow: std::collections::HashSet<String> =
+        config.allow_internal_hosts.iter().cloned().collect();
     let worker = Arc::new(Worker {
         config: config.clone(),
         book: book.clone(),
         client: smsgw_runtime::egress::plain_client(),
-        guarded: smsgw_runtime::egress::guarded_client(
-            &config.allow_internal_hosts.iter().cloned().collect(),
-        ),
-        allow: config.allow_internal_hosts.iter().cloned().collect(),
+        guarded: smsgw_runtime::egress::guarded_client(&allow),
+        allow,
         producer: Producer::new(&kafka)?,
         topics: kafka.topics.clone(),
         metrics: metrics.clone(),
