@@ -24,9 +24,32 @@ pub struct KafkaConfig {
     /// takes every partition of its topics and resumes from the group's committed
     /// offsets, without group membership: one instance per service). `static` is for
     /// brokers whose group coordinator cannot replace a member that died without
-    /// leaving: Tansu 0.6 never hands a killed member's partitions to its replacement.
+    /// leaving: Tansu 0.6 never hands a killed member's partitions to anyone
+    /// (docs/operations.md, "Scaling out"). With `static`, several instances share the
+    /// partitions by [`Self::instance`] and [`Self::instances`].
     #[serde(default)]
     pub assignment: Assignment,
+    /// How many instances of this service run (the replica count). With `static`,
+    /// instance `i` owns the partitions `p` with `p % instances == i` of every topic it
+    /// consumes; with `group` the broker decides, and the count is used only to share a
+    /// carrier's fleet-wide limits (binds, `max_rate`) among the dispatchers. Default 1.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// This instance's number, `0..instances`. It must be stable across restarts (a
+    /// StatefulSet ordinal: the chart sets `SMSGW_KAFKA__INSTANCE` from the pod index),
+    /// since it says which partitions, held messages and carrier status are this
+    /// instance's. Default 0.
+    #[serde(default)]
+    pub instance: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The instance (of `instances`) that owns `partition` under `static` assignment.
+pub fn owner_of(partition: i32, instances: u32) -> u32 {
+    (partition.max(0) as u32) % instances.max(1)
 }
 
 /// See [`KafkaConfig::assignment`].
@@ -48,7 +71,15 @@ impl KafkaConfig {
             properties: BTreeMap::new(),
             topics: Topics::default(),
             assignment: Assignment::default(),
+            instances: 1,
+            instance: 0,
         }
+    }
+
+    /// Whether this instance owns `partition` under `static` assignment. Pure: the
+    /// same answer on every instance, so each partition has exactly one owner.
+    pub fn owns_partition(&self, partition: i32) -> bool {
+        owner_of(partition, self.instances) == self.instance
     }
 
     /// A librdkafka client config with smsgw's defaults, then `properties` on top.
@@ -68,6 +99,12 @@ impl KafkaConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.brokers.trim().is_empty() {
             return Err("kafka.brokers is empty".into());
+        }
+        if self.instances == 0 || self.instance >= self.instances {
+            return Err(format!(
+                "kafka.instance {} must be below kafka.instances {} (at least 1)",
+                self.instance, self.instances
+            ));
         }
         self.topics.validate()
     }
@@ -187,5 +224,36 @@ mod tests {
         assert_eq!(c.get("acks"), Some("1"));
         assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+
+    #[test]
+    fn every_partition_has_exactly_one_owner_among_the_instances() {
+        for instances in 1..=5u32 {
+            for p in 0..12 {
+                let owners: Vec<u32> = (0..instances)
+                    .filter(|&i| {
+                        let mut k = KafkaConfig::new("b:1");
+                        (k.instances, k.instance) = (instances, i);
+                        k.owns_partition(p)
+                    })
+                    .collect();
+                assert_eq!(
+                    owners,
+                    [owner_of(p, instances)],
+                    "partition {p} of {instances}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_instance_number_outside_the_fleet_is_refused() {
+        let mut k = KafkaConfig::new("b:1");
+        (k.instances, k.instance) = (2, 2);
+        assert!(k.validate().unwrap_err().contains("kafka.instance 2"));
+        (k.instances, k.instance) = (0, 0);
+        assert!(k.validate().is_err());
+        (k.instances, k.instance) = (2, 1);
+        assert!(k.validate().is_ok());
     }
 }

@@ -5,12 +5,108 @@ use crate::{KafkaConfig, KafkaError};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use prometheus::IntCounter;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The partitions this instance owns right now, shared between the consumer (which
+/// changes it: at join under `static` assignment, on every rebalance under `group`) and
+/// the service's side tasks that must act only for their own partitions (the router's
+/// release of held messages). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Owned(Arc<RwLock<BTreeSet<(String, i32)>>>);
+
+impl Owned {
+    /// Whether `partition` of `topic` is this instance's now.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(topic.to_string(), partition))
+    }
+
+    /// The owned partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Vec<i32> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect()
+    }
+
+    fn change(&self, tpl: &rdkafka::TopicPartitionList, add: bool) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for e in tpl.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            if add {
+                set.insert(key);
+            } else {
+                set.remove(&key);
+            }
+        }
+    }
+}
+
+/// The consumer context of every smsgw consumer: keeps [`Owned`] current on each
+/// rebalance. With `enable.auto.commit`, librdkafka commits the stored offsets of the
+/// revoked partitions before it gives them up, so what is done stays done; outputs of a
+/// revoked partition still waiting for acknowledgement are not stored (see
+/// [`store_done`]) and the partition's next owner handles those records again.
+#[derive(Debug, Default)]
+pub struct OwningContext {
+    owned: Owned,
+}
+
+impl OwningContext {
+    /// The shared view of what is owned.
+    pub fn owned(&self) -> Owned {
+        self.owned.clone()
+    }
+}
+
+impl ClientContext for OwningContext {}
+
+impl ConsumerContext for OwningContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.owned.change(tpl, true);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                self.owned.change(tpl, false);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Every smsgw consumer: a stream consumer that knows what it owns.
+pub type GroupConsumer = StreamConsumer<OwningContext>;
+
+/// Stores `offset` of a partition whose outputs are acknowledged. A partition revoked
+/// in the meantime refuses the store: then the record is logged and left for its new
+/// owner (at least once), instead of stopping the loop.
+pub fn store_done(consumer: &GroupConsumer, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.store_offset(topic, partition, offset) {
+        tracing::info!(
+            topic,
+            partition,
+            offset,
+            error = %e,
+            "offset not stored (partition no longer ours?); its next owner reads the record again"
+        );
+    }
+}
 
 /// Builds a consumer in `group`: offsets are stored explicitly (only after the outputs
 /// of a record are acknowledged) and committed in the background.
@@ -19,7 +115,7 @@ use std::time::Duration;
 /// default would add up to half a second per hop. Overridable through `properties`.
 pub const FETCH_WAIT_MAX_MS: &str = "20";
 
-pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<Arc<StreamConsumer>, KafkaError> {
+pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<Arc<GroupConsumer>, KafkaError> {
     kafka
         .client_config(&[
             ("group.id", group),
@@ -30,15 +126,16 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<Arc<StreamConsumer>,
             ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
         ])
-        .create()
+        .create_with_context(OwningContext::default())
         .map(Arc::new)
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 
 /// Starts consuming `topics`: subscribes as a group member, or with
-/// [`crate::Assignment::Static`] assigns every partition at the group's committed offsets.
+/// [`crate::Assignment::Static`] assigns this instance's partitions
+/// ([`KafkaConfig::owns_partition`]) at the group's committed offsets.
 pub fn join(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     kafka: &KafkaConfig,
     topics: &[&str],
 ) -> Result<(), KafkaError> {
@@ -51,10 +148,19 @@ pub fn join(
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            tpl.add_partition_offset(topic, p.id(), Offset::Stored)?;
+            if kafka.owns_partition(p.id()) {
+                tpl.add_partition_offset(topic, p.id(), Offset::Stored)?;
+            }
         }
     }
     consumer.assign(&tpl)?;
+    consumer.context().owned.change(&tpl, true);
+    tracing::info!(
+        instance = kafka.instance,
+        instances = kafka.instances,
+        partitions = tpl.count(),
+        "static assignment"
+    );
     Ok(())
 }
 
@@ -190,7 +296,7 @@ pub use smsgw_runtime::now_ms;
 /// their offsets are stored strictly in order.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_consumer<H: Handler>(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     producer: &Producer,
     dlq_topic: &str,
     service: &str,
@@ -207,7 +313,7 @@ pub async fn run_consumer<H: Handler>(
             _ = &mut shutdown => break,
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 let (topic, partition, offset): (String, i32, i64) = done?;
-                consumer.store_offset(&topic, partition, offset)?;
+                store_done(&consumer, &topic, partition, offset);
                 metrics.processed.inc();
             }
             msg = consumer.recv(), if in_flight.len() < max_in_flight => {
@@ -262,7 +368,7 @@ pub async fn run_consumer<H: Handler>(
             done = in_flight.next() => match done {
                 Some(done) => {
                     let (topic, partition, offset) = done?;
-                    consumer.store_offset(&topic, partition, offset)?;
+                    store_done(&consumer, &topic, partition, offset);
                     metrics.processed.inc();
                 }
                 None => break,
@@ -289,7 +395,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// records that idempotent handlers absorb. With the brokers unreachable, librdkafka's
 /// synchronous commit and its close can wait for ever, so both run on a thread of their
 /// own ([`crate::off_runtime`]), which also drops the last reference to the consumer.
-pub async fn close(consumer: Arc<StreamConsumer>) {
+pub async fn close(consumer: Arc<GroupConsumer>) {
     let closing = crate::off_runtime(move || {
         let r = consumer.commit_consumer_state(CommitMode::Sync);
         drop(consumer);

@@ -17,10 +17,10 @@ mod recent;
 mod tail;
 
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
-pub use config::{Assignment, KafkaConfig, Topics};
+pub use config::{owner_of, Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    close, consumer, join, now_ms, run_consumer, ConsumerMetrics, HandleError, Handler, Incoming,
-    OffsetTracker, FETCH_WAIT_MAX_MS,
+    close, consumer, join, now_ms, run_consumer, store_done, ConsumerMetrics, GroupConsumer,
+    HandleError, Handler, Incoming, OffsetTracker, Owned, OwningContext, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
     dead_letter, send, send_all, send_until_stored, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,

@@ -11,7 +11,6 @@ use smsgw_codec::{
     AvroRecord, CarrierRecord, CarrierRecordKind, DispatchRequested, SubmitCorrelated,
 };
 use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
     close, consumer, dead_letter, now_ms, send_until_stored, Incoming, KafkaError, OffsetTracker,
     OutRecord, Producer, Topics,
@@ -215,7 +214,7 @@ pub async fn run_dispatch(
 
 /// A taken record reported back: if it finished, the offset that became safe is stored.
 fn settle(
-    consumer: &smsgw_kafka::rdkafka::consumer::StreamConsumer,
+    consumer: &smsgw_kafka::GroupConsumer,
     tracker: &mut OffsetTracker,
     topic: &str,
     partition: i32,
@@ -224,7 +223,7 @@ fn settle(
 ) -> Result<(), KafkaError> {
     if finished {
         if let Some(safe) = tracker.complete(topic, partition, offset) {
-            consumer.store_offset(topic, partition, safe)?;
+            smsgw_kafka::store_done(consumer, topic, partition, safe);
         }
     }
     Ok(())

@@ -25,7 +25,6 @@ use crate::metrics::Metrics;
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CallbackProgress, DeadLetter};
 use smsgw_domain::{Event, EventPayload, MessageAccepted};
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
     close, consumer, now_ms, spawn_tail, Incoming, KafkaConfig, KafkaError, OffsetTracker,
     OutRecord, Producer, Topics,
@@ -495,7 +494,7 @@ pub async fn run(
             biased;
             Some((p, o)) = done_rx.recv() => {
                 if let Some(safe) = tracker.complete(&topic, p, o) {
-                    consumer.store_offset(&topic, p, safe)?;
+                    smsgw_kafka::store_done(&consumer, &topic, p, safe);
                 }
                 metrics.callback_queue.set(tracker.pending() as i64);
             }
@@ -531,7 +530,7 @@ pub async fn run(
         tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
     {
         if let Some(safe) = tracker.complete(&topic, p, o) {
-            let _ = consumer.store_offset(&topic, p, safe);
+            smsgw_kafka::store_done(&consumer, &topic, p, safe);
         }
     }
     close(consumer).await;

@@ -21,7 +21,6 @@ pub mod metrics;
 use correlator::{Actions, Correlator};
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
-use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::{
     close, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker,
     OutRecord, Producer, Topics,
@@ -243,7 +242,7 @@ pub async fn run(
                 Some(done) = done_rx.recv() => {
                     for (p, o) in done {
                         if let Some(safe) = lp.tracker.complete(&topic, p, o) {
-                            consumer.store_offset(&topic, p, safe)?;
+                            smsgw_kafka::store_done(&consumer, &topic, p, safe);
                         }
                     }
                 }
@@ -292,7 +291,7 @@ pub async fn run(
         let Some(done) = done else { break };
         for (p, o) in done {
             if let Some(safe) = lp.tracker.complete(&topic, p, o) {
-                let _ = consumer.store_offset(&topic, p, safe);
+                smsgw_kafka::store_done(&consumer, &topic, p, safe);
             }
         }
     }

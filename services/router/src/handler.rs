@@ -308,12 +308,17 @@ impl Handler for RouterHandler {
             .ok_or_else(|| HandleError::DeadLetter("event with no value".into()))?;
         let e = Event::decode(payload)
             .map_err(|err| HandleError::DeadLetter(format!("undecodable event: {err}")))?;
-        if let EventPayload::Accepted(a) = &e.payload {
-            if a.send_at.is_some_and(|at| at > now_ms + HOLD_THRESHOLD_MS) {
-                return self.hold(&e, a, payload);
+        let mut out = match &e.payload {
+            EventPayload::Accepted(a)
+                if a.send_at.is_some_and(|at| at > now_ms + HOLD_THRESHOLD_MS) =>
+            {
+                self.hold(&e, a, payload)?
             }
-        }
-        self.process(&e, now_ms).await
+            _ => self.process(&e, now_ms).await?,
+        };
+        // Held messages (send_at, quiet hours) are released by this partition's owner.
+        crate::schedule::stamp_owner(&mut out, &self.topics.schedule(), input.partition);
+        Ok(out)
     }
 }
 

@@ -27,6 +27,7 @@ mod warmup;
 pub use config::{Config, Route};
 
 use smsgw_codec::{CarrierStatusChanged, OptOutChanged};
+use smsgw_kafka::rdkafka::consumer::Consumer as _;
 use smsgw_kafka::{consumer, run_consumer, spawn_tail, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -145,6 +146,7 @@ pub async fn run(
         handler.clone(),
         producer.clone(),
         held,
+        consumer.context().owned(),
         shutdown.clone(),
     ));
     let store = tokio::spawn(store::run(
