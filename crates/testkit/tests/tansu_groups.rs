@@ -137,10 +137,13 @@ async fn a_clean_leave_hands_the_partitions_to_the_member_that_stays() {
     eprintln!("fact: after a clean leave the remaining member holds all after {t:?}");
 }
 
-/// A member killed with SIGKILL sends no LeaveGroup: Tansu has to notice by the session
-/// timeout (6 s here).
+/// A member killed with SIGKILL sends no LeaveGroup. Kafka would give its partitions to
+/// the survivor once its session (6 s here) times out; Tansu 0.6 never does: the dead
+/// member stays in the group, and even a new member that joins later shares the
+/// partitions with it, so the dead member's share is consumed by nobody. This is why
+/// smsgw on Tansu uses `assignment = "static"` with a fixed instance number per replica.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_member_is_replaced_after_its_session_times_out() {
+async fn tansu_never_hands_a_killed_members_partitions_to_the_survivor() {
     let broker = Broker::start().expect("broker");
     let topic = topic(&broker).await;
     let a = Member::start(&broker.addr, &topic, "g-kill", None);
@@ -150,41 +153,51 @@ async fn a_killed_member_is_replaced_after_its_session_times_out() {
         a.count() + b.count() == ALL && b.count() > 0
     })
     .expect("the second member gets a share");
+    let kept = a.count();
     b.kill9();
-    let took = within(Duration::from_secs(40), || a.count() == ALL);
-    eprintln!("fact: after kill -9 the survivor holds all: {took:?} (None = not in 40 s)");
-    assert!(
-        took.is_some(),
-        "the survivor never got the killed member's partitions"
+    let took = within(Duration::from_secs(20), || a.count() == ALL);
+    eprintln!(
+        "fact: 20 s (3 session timeouts) after kill -9 the survivor holds {} of {ALL}",
+        a.count()
     );
+    assert_eq!(
+        took, None,
+        "Tansu now replaces a killed member: group assignment may be safe on it (docs/operations.md)"
+    );
+    assert_eq!(a.count(), kept);
 }
 
-/// With static membership (`group.instance.id`) a member killed and started again under
-/// the same identity gets its own partitions back.
+/// Static membership (`group.instance.id`) does not work on Tansu 0.6: static members'
+/// assignments flap (a lone member gets every partition, then loses them again), so
+/// two of them never hold a stable split and it cannot be what brings a killed
+/// member's partitions back.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_static_member_restarted_under_its_identity_gets_its_partitions_back() {
+async fn tansu_static_membership_never_settles() {
     let broker = Broker::start().expect("broker");
     let topic = topic(&broker).await;
     let a = Member::start(&broker.addr, &topic, "g-static", Some("a-0"));
-    within(Duration::from_secs(30), || a.count() == ALL).expect("first member gets all");
-    let mut b = Member::start(&broker.addr, &topic, "g-static", Some("b-0"));
-    within(Duration::from_secs(30), || {
-        a.count() + b.count() == ALL && b.count() > 0
-    })
-    .expect("the second member gets a share");
-    let before = b.assigned.lock().unwrap().clone();
-    b.kill9();
-    let b2 = Member::start(&broker.addr, &topic, "g-static", Some("b-0"));
-    let took = within(Duration::from_secs(40), || {
-        b2.count() > 0 && a.count() + b2.count() == ALL
-    });
-    eprintln!(
-        "fact: static member restarted: took {took:?}, had {before:?}, now {:?}, other {:?}",
-        b2.assigned.lock().unwrap(),
-        a.assigned.lock().unwrap()
-    );
+    let b = Member::start(&broker.addr, &topic, "g-static", Some("b-0"));
+    // The longest time the two held a full split without a change.
+    let (mut longest, mut since) = (Duration::ZERO, None::<Instant>);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(25) {
+        let split = a.count() > 0 && b.count() > 0 && a.count() + b.count() == ALL;
+        match (split, since) {
+            (true, None) => since = Some(Instant::now()),
+            (false, Some(t)) => {
+                longest = longest.max(t.elapsed());
+                since = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(t) = since {
+        longest = longest.max(t.elapsed());
+    }
+    eprintln!("fact: two static members held a full split for at most {longest:?} of 25 s");
     assert!(
-        took.is_some(),
-        "the restarted static member got nothing back"
+        longest < Duration::from_secs(10),
+        "Tansu now keeps static members' assignment stable (docs/operations.md)"
     );
 }
