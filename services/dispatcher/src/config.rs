@@ -373,6 +373,22 @@ impl CarrierConfig {
             .collect()
     }
 
+    /// This instance's share of the carrier's fleet-wide limits when `instances`
+    /// dispatchers run: `binds` split among them (the first `binds % instances` take one
+    /// more) and `max_rate` divided evenly, so the fleet together never holds more binds
+    /// or sends faster than configured. Every instance keeps at least one bind (a fleet
+    /// with fewer binds than dispatchers is refused by [`DispatcherConfig::validate`]).
+    pub fn share(&self, instance: u32, instances: u32) -> CarrierConfig {
+        let n = instances.max(1) as usize;
+        let i = (instance as usize).min(n - 1);
+        let mut c = self.clone();
+        if !self.is_http() {
+            c.binds = (self.binds / n + usize::from(i < self.binds % n)).max(1);
+        }
+        c.max_rate = self.max_rate.map(|r| r / n as f64);
+        c
+    }
+
     /// Whether this carrier takes submits at all.
     pub fn submits(&self) -> bool {
         self.is_http() || self.bind_mode != BindMode::Rx
@@ -481,6 +497,17 @@ impl Config {
             return Err("carrier names must be unique".into());
         }
         self.carriers.iter().try_for_each(CarrierConfig::validate)?;
+        let instances = self.kafka.instances as usize;
+        if let Some(c) = self
+            .carriers
+            .iter()
+            .find(|c| !c.is_http() && c.binds < instances)
+        {
+            return Err(format!(
+                "carrier {}: binds = {} is fewer than kafka.instances = {instances}: the binds are shared among the dispatchers and each needs one; raise binds or run fewer dispatchers",
+                c.name, c.binds
+            ));
+        }
         if self.optout_refresh_ms == 0 || self.optout_max_staleness_ms < self.optout_refresh_ms {
             return Err(
                 "optout_refresh_ms must be positive and at most optout_max_staleness_ms".into(),
@@ -550,5 +577,30 @@ mod tests {
         c.url = "smpp://h:1".into();
         c.window = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_fleet_together_holds_the_configured_binds_and_rate() {
+        // Given a carrier allowed 5 binds and 90 segments/s,
+        let mut c = CarrierConfig::new("a", "smpp://h:1", "id", "pw");
+        (c.binds, c.max_rate) = (5, Some(90.0));
+        for instances in 1..=5u32 {
+            // when `instances` dispatchers each take their share,
+            let shares: Vec<CarrierConfig> =
+                (0..instances).map(|i| c.share(i, instances)).collect();
+            // then the binds and rates add up to the carrier's limits, and none is idle.
+            assert_eq!(
+                shares.iter().map(|s| s.binds).sum::<usize>(),
+                5,
+                "{instances}"
+            );
+            assert!(shares.iter().all(|s| s.binds >= 1));
+            let rate: f64 = shares.iter().map(|s| s.max_rate.unwrap()).sum();
+            assert!((rate - 90.0).abs() < 1e-9, "{instances}: {rate}");
+        }
+        assert_eq!(c.share(0, 2).binds, 3);
+        assert_eq!(c.share(1, 2).binds, 2);
+        c.max_rate = None;
+        assert_eq!(c.share(1, 3).max_rate, None);
     }
 }

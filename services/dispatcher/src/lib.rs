@@ -137,6 +137,11 @@ pub async fn run(
     };
     let mut tasks = Vec::new();
     for carrier in &config.carriers {
+        // With several dispatchers each holds its share of the carrier's binds and rate.
+        let carrier = &carrier.share(config.kafka.instance, config.kafka.instances);
+        if config.kafka.instances > 1 {
+            tracing::info!(carrier = %carrier.name, binds = carrier.binds, max_rate = ?carrier.max_rate, "this instance's share of the carrier");
+        }
         let pool = pool::BindPool::new(
             carrier.window,
             metrics.window_in_use.with_label_values(&[&carrier.name]),
@@ -151,6 +156,7 @@ pub async fn run(
             mo: std::sync::Arc::new(std::sync::Mutex::new(mo::Reassembler::new(
                 carrier.mo_reassembly_timeout_ms,
             ))),
+            instance: config.kafka.instance,
         };
         if !carrier.is_http() {
             health.set(

@@ -33,6 +33,8 @@ pub struct SessionCtx {
     pub health: smsgw_runtime::Health,
     /// Concatenated MO parts waiting for their siblings (per carrier).
     pub mo: std::sync::Arc<std::sync::Mutex<crate::mo::Reassembler<(Client, u32)>>>,
+    /// This dispatcher's instance number (`kafka.instance`): its status is its own.
+    pub instance: u32,
 }
 
 fn cstr<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, MAX>, String> {
@@ -117,8 +119,9 @@ async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
         up,
         detail: detail.into(),
         changed_at: now_ms(),
+        instance: Some(ctx.instance.to_string()),
     };
-    match OutRecord::avro(ctx.topics.carrier_status(), ctx.carrier.name.clone(), &s) {
+    match OutRecord::avro(ctx.topics.carrier_status(), s.key(), &s) {
         Ok(rec) => {
             if let Err(e) = send(&ctx.producer, &rec).await {
                 tracing::warn!(carrier = %ctx.carrier.name, error = %e, "could not publish carrier status");

@@ -616,7 +616,7 @@ mod tests {
     #[test]
     fn down_carrier_is_skipped() {
         let mut h = handler();
-        h.state.lock().unwrap().set_carrier_up("a", false);
+        h.state.lock().unwrap().set_carrier_up("a", None, false);
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out[1].0, "t.dispatch.b");
     }
@@ -626,8 +626,8 @@ mod tests {
         let mut h = handler();
         {
             let mut st = h.state.lock().unwrap();
-            st.set_carrier_up("a", false);
-            st.set_carrier_up("b", false);
+            st.set_carrier_up("a", None, false);
+            st.set_carrier_up("b", None, false);
         }
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         assert_eq!(out[1].0, "t.dispatch.a");
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn the_decision_event_explains_itself() {
         let mut h = handler();
-        h.state.lock().unwrap().set_carrier_up("a", false);
+        h.state.lock().unwrap().set_carrier_up("a", None, false);
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
         let Some(EventPayload::CarrierSelected(c)) = out[0].1.as_ref().map(|e| &e.payload) else {
             panic!("{out:?}");

@@ -90,9 +90,11 @@ pub async fn run(
             None,
             shutdown.clone().wait(),
             move |s: CarrierStatusChanged| {
-                st.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_carrier_up(&s.carrier, s.up)
+                st.lock().unwrap_or_else(|p| p.into_inner()).set_carrier_up(
+                    &s.carrier,
+                    s.instance.as_deref(),
+                    s.up,
+                )
             },
         )
     };

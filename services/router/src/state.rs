@@ -30,6 +30,9 @@ pub struct RouterState {
     cancelled: HashMap<String, Option<String>>,
     recent_cancels: Vec<String>,
     carriers_down: HashSet<String>,
+    /// Each carrier's links as each dispatcher instance last reported them (`None`: a
+    /// writer from before instances were reported).
+    links: HashMap<String, HashMap<Option<String>, bool>>,
     timers: std::collections::BTreeSet<(i64, String, i32)>,
     learned: HashSet<String>,
     learned_order: VecDeque<String>,
@@ -56,6 +59,7 @@ impl RouterState {
             cancelled: HashMap::new(),
             recent_cancels: Vec::new(),
             carriers_down: HashSet::new(),
+            links: HashMap::new(),
             timers: Default::default(),
             learned: HashSet::new(),
             learned_order: VecDeque::new(),
@@ -101,7 +105,13 @@ impl RouterState {
     }
 
     /// Applies a carrier status record.
-    pub fn set_carrier_up(&mut self, carrier: &str, up: bool) {
+    /// Records what dispatcher `instance` says of its links to `carrier`. The carrier
+    /// is down only when every instance that reported it says down: with several
+    /// dispatchers, one losing its bind leaves the carrier usable through the others.
+    pub fn set_carrier_up(&mut self, carrier: &str, instance: Option<&str>, up: bool) {
+        let links = self.links.entry(carrier.to_string()).or_default();
+        links.insert(instance.map(str::to_string), up);
+        let up = links.values().any(|&u| u);
         self.scorer.set_down(carrier, !up);
         if up {
             self.carriers_down.remove(carrier);
@@ -255,5 +265,38 @@ impl RouterState {
     /// Messages remembered.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RouterState {
+        RouterState::new(
+            10,
+            crate::table::RouteTable::new(vec![]),
+            crate::scoring::ScoringConfig::default(),
+        )
+    }
+
+    #[test]
+    fn a_carrier_is_down_only_when_every_dispatcher_says_so() {
+        // Given two dispatchers bound to carrier a,
+        let mut st = state();
+        st.set_carrier_up("a", Some("0"), true);
+        st.set_carrier_up("a", Some("1"), true);
+        // when one loses its bind, a is still up (through the other);
+        st.set_carrier_up("a", Some("1"), false);
+        assert!(st.is_up("a"));
+        // when the other loses it too, a is down;
+        st.set_carrier_up("a", Some("0"), false);
+        assert!(!st.is_up("a"));
+        // and one rebind brings it back.
+        st.set_carrier_up("a", Some("1"), true);
+        assert!(st.is_up("a"));
+        // A v1 writer (no instance) counts as one more dispatcher.
+        st.set_carrier_up("b", None, false);
+        assert!(!st.is_up("b") && st.is_up("c"));
     }
 }

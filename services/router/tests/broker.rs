@@ -40,6 +40,7 @@ async fn routes_blocks_and_skips_down_carriers() -> anyhow::Result<()> {
         up: false,
         detail: "test".into(),
         changed_at: 1,
+        instance: None,
     };
     produce(&kafka, &kafka.topics.carrier_status(), "a", &status).await?;
     let optout = OptOutChanged {

@@ -365,12 +365,27 @@ pub struct CarrierStatusChanged {
     pub detail: String,
     /// When (Unix ms).
     pub changed_at: i64,
+    /// The dispatcher instance whose links these are (v2; `None` from v1 writers).
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 serde_record!(
     CarrierStatusChanged,
     "carrier_status",
-    "carrier_status/carrier_status_changed.v1.avsc"
+    "carrier_status/carrier_status_changed.v1.avsc",
+    "carrier_status/carrier_status_changed.v2.avsc"
 );
+
+impl CarrierStatusChanged {
+    /// The compaction key: `<carrier>/<instance>`, so each instance's status survives
+    /// compaction (v1 records: the carrier name).
+    pub fn key(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}/{i}", self.carrier),
+            None => self.carrier.clone(),
+        }
+    }
+}
 
 /// A record of the receipts topic.
 #[derive(Debug, Clone, PartialEq)]

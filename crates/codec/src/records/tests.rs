@@ -464,3 +464,37 @@ fn a_forged_map_length_is_refused_without_allocating_it() {
     let err = DeadLetter::decode(&forged).unwrap_err();
     assert!(err.to_string().contains("allocat"), "{err}");
 }
+
+/// A carrier status written with schema v1 (one status per carrier) reads with no
+/// instance, and keeps the v1 key.
+#[test]
+fn carrier_status_v1_records_decode_with_the_current_reader() {
+    let v1 = crate::SchemaSet::new(
+        "carrier-status-v1",
+        &[include_str!(
+            "../../../../schemas/carrier_status/carrier_status_changed.v1.avsc"
+        )],
+    )
+    .unwrap();
+    use apache_avro::types::Value;
+    let bytes = v1
+        .encode_resolved(Value::Record(vec![
+            ("carrier".into(), Value::String("a".into())),
+            ("up".into(), Value::Boolean(false)),
+            ("detail".into(), Value::String("unbound".into())),
+            ("changed_at".into(), Value::TimestampMillis(5)),
+        ]))
+        .unwrap();
+    let old = CarrierStatusChanged::decode(&bytes).unwrap();
+    assert_eq!(old.instance, None);
+    assert_eq!((old.key().as_str(), old.up), ("a", false));
+    let new = CarrierStatusChanged {
+        instance: Some("1".into()),
+        ..old
+    };
+    assert_eq!(new.key(), "a/1");
+    assert_eq!(
+        CarrierStatusChanged::decode(&new.encode().unwrap()).unwrap(),
+        new
+    );
+}
