@@ -189,3 +189,70 @@ async fn held_messages_survive_a_restart_and_go_out_on_time() -> anyhow::Result<
     svc.await??;
     Ok(())
 }
+
+/// Two routers sharing the event log by instance number (static assignment): every
+/// router reads the whole schedule topic, but each held message is released by the
+/// router that owns its event-log partition, so each goes to dispatch exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_release_each_held_message_exactly_once() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a"]).await?;
+    let config = |instance: u32| -> anyhow::Result<Config> {
+        let mut k = kafka.clone();
+        k.assignment = smsgw_kafka::Assignment::Static;
+        (k.instances, k.instance) = (2, instance);
+        let mut c = Config::new(
+            k,
+            vec![Route {
+                prefix: "+44".into(),
+                carriers: vec!["a".into()],
+            }],
+        );
+        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+        Ok(c)
+    };
+    let (stop0, sd0) = stopper();
+    let (stop1, sd1) = stopper();
+    let r0 = tokio::spawn(smsgw_router::run(config(0)?, sd0));
+    let r1 = tokio::spawn(smsgw_router::run(config(1)?, sd1));
+    let send_at = smsgw_kafka::now_ms() + 4_000;
+    let ids: Vec<String> = (0..12).map(|i| format!("held-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut e = accepted(id, &format!("+4479111000{i:02}"));
+        if let EventPayload::Accepted(a) = &mut e.payload {
+            a.send_at = Some(send_at);
+        }
+        produce(&kafka, &kafka.topics.events(), id, &e).await?;
+    }
+    // Every message is released; then, well after send_at, count what was dispatched.
+    let _: Vec<DispatchRequested> = read_records(
+        &kafka,
+        &kafka.topics.dispatch("a"),
+        ids.len(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let work = smsgw_testkit::read_all(&kafka, &kafka.topics.dispatch("a"), Duration::from_secs(3))
+        .await?;
+    let mut per_message = std::collections::BTreeMap::<String, usize>::new();
+    for (key, _) in &work {
+        *per_message.entry(key.clone()).or_default() += 1;
+    }
+    println!("dispatch records per held message: {per_message:?}");
+    assert_eq!(
+        per_message.len(),
+        ids.len(),
+        "every held message was released"
+    );
+    assert!(
+        per_message.values().all(|&n| n == 1),
+        "a held message was released by both routers: {per_message:?}"
+    );
+    let _ = stop0.send(());
+    let _ = stop1.send(());
+    r0.await??;
+    r1.await??;
+    Ok(())
+}

@@ -32,6 +32,7 @@ pub fn bin(service: &str) -> anyhow::Result<PathBuf> {
 }
 
 struct Proc {
+    service: &'static str,
     config: PathBuf,
     child: Option<Child>,
     /// Base URL of `/readyz`.
@@ -41,16 +42,28 @@ struct Proc {
 /// Running service processes.
 pub struct Fleet {
     dir: PathBuf,
-    procs: BTreeMap<&'static str, Proc>,
-    /// Base URL of ingest's HTTP API.
+    procs: BTreeMap<String, Proc>,
+    /// Base URL of ingest's HTTP API (the first instance's).
     pub api: String,
+    /// Instances of each service.
+    pub instances: u32,
 }
 
-fn kafka_toml(k: &KafkaConfig) -> String {
+fn kafka_toml(k: &KafkaConfig, instance: u32, instances: u32) -> String {
     format!(
-        "[kafka]\nbrokers = \"{}\"\nassignment = \"static\"\n[kafka.topics]\nprefix = \"{}\"\n",
+        "[kafka]\nbrokers = \"{}\"\nassignment = \"static\"\ninstances = {instances}\ninstance = {instance}\n[kafka.topics]\nprefix = \"{}\"\n",
         k.brokers, k.topics.prefix
     )
+}
+
+/// The process name of `service`'s instance `i`: the service's own name when it runs
+/// alone, else `<service>-<i>`.
+pub fn member(service: &str, i: u32, instances: u32) -> String {
+    if instances == 1 {
+        service.to_string()
+    } else {
+        format!("{service}-{i}")
+    }
 }
 
 impl Fleet {
@@ -74,68 +87,100 @@ impl Fleet {
         receipt_timeout_ms: i64,
         window: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_scaled(kafka, smsc_url, dir, receipt_timeout_ms, window, 1).await
+    }
+
+    /// Like [`Self::start_with`], with `instances` of every service sharing the
+    /// partitions by instance number (`assignment = "static"`), as the chart's
+    /// StatefulSets run them. The carrier gets one bind per dispatcher.
+    pub async fn start_scaled(
+        kafka: &KafkaConfig,
+        smsc_url: &str,
+        dir: &Path,
+        receipt_timeout_ms: i64,
+        window: usize,
+        instances: u32,
+    ) -> anyhow::Result<Self> {
         let port = || free_port();
-        let k = kafka_toml(kafka);
-        let (api, r, d, rc, o, oa) = (port(), port(), port(), port(), port(), port());
-        let configs: [(&'static str, String, u16); 5] = [
-            ("ingest", format!("listen = \"127.0.0.1:{api}\"\nauth = \"disabled\"\n{k}"), api),
-            (
-                "router",
-                format!("admin_listen = \"127.0.0.1:{r}\"\n[[routes]]\nprefix = \"+\"\ncarriers = [\"sim\"]\n{k}"),
-                r,
-            ),
-            (
-                "dispatcher",
-                format!(
-                    "admin_listen = \"127.0.0.1:{d}\"\n[[carriers]]\nname = \"sim\"\nurl = \"{smsc_url}\"\nsystem_id = \"smsgw\"\npassword = \"secret\"\nwindow = {window}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n{k}"
-                ),
-                d,
-            ),
-            (
-                "receipt",
-                format!("admin_listen = \"127.0.0.1:{rc}\"\ntick_ms = 100\nreceipt_timeout_ms = {receipt_timeout_ms}\n{k}"),
-                rc,
-            ),
-            (
-                "optout",
-                format!("admin_listen = \"127.0.0.1:{o}\"\napi_listen = \"127.0.0.1:{oa}\"\nauth = \"disabled\"\n{k}"),
-                o,
-            ),
-        ];
         let mut procs = BTreeMap::new();
-        for (name, text, admin_port) in configs {
-            let config = dir.join(format!("{name}.toml"));
-            std::fs::write(&config, text)?;
-            procs.insert(
-                name,
-                Proc {
-                    config,
-                    child: None,
-                    admin: format!("http://127.0.0.1:{admin_port}"),
-                },
-            );
+        let mut api = None;
+        for i in 0..instances {
+            let k = kafka_toml(kafka, i, instances);
+            let (a, r, d, rc, o, oa) = (port(), port(), port(), port(), port(), port());
+            api.get_or_insert(a);
+            let configs: [(&'static str, String, u16); 5] = [
+                (
+                    "ingest",
+                    // send_at from 1 s ahead, so tests can hold messages briefly.
+                    format!("listen = \"127.0.0.1:{a}\"\nauth = \"disabled\"\n[limits]\nmin_send_at_ahead_s = 1\n{k}"),
+                    a,
+                ),
+                (
+                    "router",
+                    format!("admin_listen = \"127.0.0.1:{r}\"\n[[routes]]\nprefix = \"+\"\ncarriers = [\"sim\"]\n{k}"),
+                    r,
+                ),
+                (
+                    "dispatcher",
+                    format!(
+                        "admin_listen = \"127.0.0.1:{d}\"\n[[carriers]]\nname = \"sim\"\nurl = \"{smsc_url}\"\nsystem_id = \"smsgw\"\npassword = \"secret\"\nbinds = {instances}\nwindow = {window}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n{k}"
+                    ),
+                    d,
+                ),
+                (
+                    "receipt",
+                    format!("admin_listen = \"127.0.0.1:{rc}\"\ntick_ms = 100\nreceipt_timeout_ms = {receipt_timeout_ms}\n{k}"),
+                    rc,
+                ),
+                (
+                    "optout",
+                    format!("admin_listen = \"127.0.0.1:{o}\"\napi_listen = \"127.0.0.1:{oa}\"\nauth = \"disabled\"\n{k}"),
+                    o,
+                ),
+            ];
+            for (service, text, admin_port) in configs {
+                let name = member(service, i, instances);
+                let config = dir.join(format!("{name}.toml"));
+                std::fs::write(&config, text)?;
+                procs.insert(
+                    name,
+                    Proc {
+                        service,
+                        config,
+                        child: None,
+                        admin: format!("http://127.0.0.1:{admin_port}"),
+                    },
+                );
+            }
         }
         let mut fleet = Fleet {
             dir: dir.to_path_buf(),
             procs,
-            api: format!("http://127.0.0.1:{api}"),
+            api: format!("http://127.0.0.1:{}", api.unwrap_or_default()),
+            instances,
         };
-        for s in SERVICES {
-            fleet.spawn(s)?;
+        let names: Vec<String> = fleet.procs.keys().cloned().collect();
+        for n in &names {
+            fleet.spawn(n)?;
         }
-        for s in SERVICES {
-            fleet.ready(s).await?;
+        for n in &names {
+            fleet.ready(n).await?;
         }
         Ok(fleet)
     }
 
-    fn spawn(&mut self, service: &'static str) -> anyhow::Result<()> {
-        let p = self.procs.get_mut(service).context("no such service")?;
+    /// Every process name, `<service>` or `<service>-<i>`.
+    pub fn members(&self) -> Vec<String> {
+        self.procs.keys().cloned().collect()
+    }
+
+    fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.procs.get_mut(name).context("no such service")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{service}.log")))?;
-        let mut cmd = Command::new(bin(service)?);
+            .open(self.dir.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(bin(p.service)?);
         cmd.arg(&p.config)
             .env(
                 "RUST_LOG",
@@ -149,15 +194,16 @@ impl Fleet {
                 cmd.env_remove(k);
             }
         }
-        p.child = Some(cmd.spawn().with_context(|| format!("spawning {service}"))?);
+        p.child = Some(cmd.spawn().with_context(|| format!("spawning {name}"))?);
         Ok(())
     }
 
     /// Waits until the service's `/readyz` answers 200 (the dispatcher: and `sim` is bound).
-    pub async fn ready(&self, service: &str) -> anyhow::Result<()> {
-        let p = &self.procs[service];
+    pub async fn ready(&self, name: &str) -> anyhow::Result<()> {
+        let p = &self.procs[name];
+        let service = p.service;
         let url = format!("{}/readyz", p.admin);
-        eventually(&format!("{service} ready"), Duration::from_secs(60), || {
+        eventually(&format!("{name} ready"), Duration::from_secs(60), || {
             let url = url.clone();
             async move {
                 let r = reqwest::get(url).await.ok()?;
@@ -170,17 +216,17 @@ impl Fleet {
         .await
         .with_context(|| {
             format!(
-                "{service}: see {}",
-                self.dir.join(format!("{service}.log")).display()
+                "{name}: see {}",
+                self.dir.join(format!("{name}.log")).display()
             )
         })
     }
 
     /// Process id of each running service.
-    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+    pub fn pids(&self) -> Vec<(String, u32)> {
         self.procs
             .iter()
-            .filter_map(|(n, p)| Some((*n, p.child.as_ref()?.id())))
+            .filter_map(|(n, p)| Some((n.clone(), p.child.as_ref()?.id())))
             .collect()
     }
 
@@ -193,10 +239,41 @@ impl Fleet {
     }
 
     /// Starts the service again (after [`Self::kill9`]) and waits until it is ready.
-    pub async fn restart(&mut self, service: &'static str) -> anyhow::Result<()> {
-        self.kill9(service);
-        self.spawn(service)?;
-        self.ready(service).await
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.kill9(name);
+        self.spawn(name)?;
+        self.ready(name).await
+    }
+
+    /// Stops the service with SIGTERM, as an orchestrator does, and waits (at most
+    /// `within`) for it to exit; an error if it did not exit or exited with a failure.
+    pub async fn terminate(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        let Some(mut c) = self.procs.get_mut(name).and_then(|p| p.child.take()) else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {name} failed");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                anyhow::ensure!(st.success(), "{name} exited with {st} after SIGTERM");
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!("{name} did not exit within {within:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts a stopped service and waits until it is ready.
+    pub async fn start_member(&mut self, name: &str) -> anyhow::Result<()> {
+        self.spawn(name)?;
+        self.ready(name).await
     }
 
     /// The value of a metric series on a service's `/metrics` (0 when absent).
@@ -214,8 +291,8 @@ impl Fleet {
 
     /// Stops every service with SIGTERM-free kill (the test is over).
     pub fn stop(mut self) {
-        for s in SERVICES {
-            self.kill9(s);
+        for n in self.members() {
+            self.kill9(&n);
         }
     }
 }

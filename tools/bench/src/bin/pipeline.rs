@@ -363,10 +363,10 @@ async fn run() -> anyhow::Result<()> {
 
     println!("throughput: {n} messages, as fast as the producer goes");
     let records_before = records(&kafka)?;
-    let cpu_before: HashMap<&str, f64> = fleet
+    let cpu_before: HashMap<String, f64> = fleet
         .pids()
-        .iter()
-        .map(|(s, p)| (*s, usage(*p).0))
+        .into_iter()
+        .map(|(s, p)| (s, usage(p).0))
         .collect();
     let t0 = Instant::now();
     let t0_ms = now_ms();
@@ -391,10 +391,10 @@ async fn run() -> anyhow::Result<()> {
     println!("  {:<11} {:>8} {:>10}", "service", "cores", "peak RSS");
     for (s, pid) in fleet.pids() {
         let (cpu, hwm) = usage(pid);
-        let cores = (cpu - cpu_before.get(s).copied().unwrap_or(0.0)) / secs;
+        let cores = (cpu - cpu_before.get(&s).copied().unwrap_or(0.0)) / secs;
         println!("  {s:<11} {cores:>8.2} {:>7.1} MB", hwm as f64 / 1024.0);
         services.insert(
-            s.into(),
+            s,
             serde_json::json!({"cores": cores, "peak_rss_mb": hwm as f64 / 1024.0}),
         );
     }
