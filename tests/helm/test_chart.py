@@ -70,9 +70,12 @@ prod = {
     "kafka": {"brokers": "k0:9092,k1:9092", "properties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "smsgw"}, "saslPasswordSecret": "kafka-sasl"},
     "carrierCredentialsSecret": "carrier-creds",
     "apiKeysSecret": "api-keys",
+    "scylla": {"passwordSecret": "scylla-creds"},
     "services": {
-        "dispatcher": {"webhookPort": 9180, "replicas": 2},
-        "ingest": {"autoscaling": {"enabled": False}, "replicas": 3},
+        "dispatcher": {"webhookPort": 9180, "replicas": 2, "config": {"carriers": [{"name": "sim", "url": "smpp://smsc:2775", "system_id": "smsgw", "password": "env:SIM_SMPP_PASSWORD", "binds": 2, "max_rate": 100}]}},
+        "ingest": {"replicas": 3},
+        "router": {"replicas": 2, "config": {"routes": [{"prefix": "+", "carriers": ["sim"]}], "scoring": {"store": {"kind": "scylla", "nodes": ["scylla:9042"], "username": "smsgw", "password": "env:SCYLLA_PASSWORD"}}}},
+        "receipt": {"replicas": 3},
     },
     "networkPolicy": {"apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]},
 }
@@ -83,6 +86,23 @@ try:
     check(False, "rendered without apiKeysSecret and without auth: disabled")
 except Exception as e:
     check("apiKeysSecret is required" in str(e), f"refusal names apiKeysSecret: {str(e)[:300]}")
+
+# Every replica count the chart renders is safe: what would not be is refused.
+for label, patch, needle in [
+    ("two routers on the memory score store", {"services": {"router": {"replicas": 2}}}, "shared score store"),
+    ("autoscaling with static ownership", {"services": {"ingest": {"autoscaling": {"enabled": True}}}}, "autoscaling"),
+    ("autoscaling dispatchers", {"kafka": {"assignment": "group"}, "services": {"dispatcher": {"autoscaling": {"enabled": True}}}}, "autoscaling"),
+    ("a PDB that blocks drains", {"services": {"optout": {"pdb": {"minAvailable": 1}}}}, "block every node drain"),
+]:
+    try:
+        chart.render(dict(patch, auth="disabled"), name="gw", namespace="sms", is_install=True)
+        check(False, f"rendered {label}")
+    except Exception as e:
+        check(needle in str(e), f"{label}: refusal says why: {str(e)[:300]}")
+# With Kafka's group protocol, the stateless-by-partition services may autoscale.
+grouped = chart.render({"auth": "disabled", "kafka": {"assignment": "group"}, "services": {"ingest": {"autoscaling": {"enabled": True}}}}, name="gw", namespace="sms", is_install=True)
+hpas = [d for _, d in docs(grouped) if d["kind"] == "HorizontalPodAutoscaler"]
+check(len(hpas) == 1 and hpas[0]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet", f"group mode: ingest HPA on its StatefulSet: {hpas}")
 
 for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
     rendered = chart.render(values, name="gw", namespace="sms", is_install=True)
@@ -96,15 +116,19 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
             kubernetes_validate.validate(d, K8S, strict=True)
         except Exception as e:
             check(False, f"{label}: {path} {d['kind']} {d['metadata']['name']}: {e}")
-    for kind in ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"]:
+    for kind in ["StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"]:
         check(len(kinds.get(kind, [])) == 5, f"{label}: 5 {kind}s, got {len(kinds.get(kind, []))}")
     check(len(kinds.get("ConfigMap", [])) == 1, f"{label}: one ConfigMap")
     check(len(kinds.get("ServiceMonitor", [])) == 1, f"{label}: one ServiceMonitor")
-    check(len(kinds.get("HorizontalPodAutoscaler", [])) == (1 if label == "open" else 0), f"{label}: HPAs")
+    check(len(kinds.get("HorizontalPodAutoscaler", [])) == 0, f"{label}: no HPAs (static ownership)")
+    for pdb in kinds["PodDisruptionBudget"]:
+        check(pdb["spec"].get("maxUnavailable") == 1, f"{label}: {pdb['metadata']['name']} never blocks a drain")
 
-    for dep in kinds["Deployment"]:
+    pod_env = {}
+    for dep in kinds["StatefulSet"]:
         name = dep["metadata"]["name"]
         pod = dep["spec"]["template"]["spec"]
+        check(dep["spec"]["updateStrategy"]["type"] == "RollingUpdate", f"{name}: rolling updates, one pod at a time")
         c = pod["containers"][0]
         check(pod["securityContext"].get("runAsNonRoot") is True, f"{name}: runs as non-root")
         check(c["securityContext"].get("readOnlyRootFilesystem") is True, f"{name}: read-only root")
@@ -113,7 +137,13 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
         check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{name}: readiness is /readyz")
         check("memory" in c["resources"]["limits"], f"{name}: memory limit")
         env = {e["name"]: e for e in c.get("env", [])}
+        # Each pod's instance number is its StatefulSet index, of `replicas`.
+        check(env["SMSGW_KAFKA__INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']", f"{name}: instance from the pod index")
+        check(env["SMSGW_KAFKA__INSTANCES"]["value"] == str(dep["spec"]["replicas"]), f"{name}: instances = replicas")
+        pod_env[name.rsplit("-", 1)[1]] = {"SMSGW_KAFKA__INSTANCES": env["SMSGW_KAFKA__INSTANCES"]["value"], "SMSGW_KAFKA__INSTANCE": str(dep["spec"]["replicas"] - 1)}
         if label == "production":
+            if name.endswith("router"):
+                check(env["SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "scylla-creds", "router: Scylla password from its Secret")
             check(env["SMSGW_KAFKA__PROPERTIES__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-sasl", f"{name}: SASL password from its Secret")
             if name.endswith("dispatcher"):
                 check(c["envFrom"][0]["secretRef"]["name"] == "carrier-creds", "dispatcher: carrier credentials from their Secret")
@@ -150,8 +180,10 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
         for s in SERVICES:
             f = os.path.join(d, f"{s}.toml")
             open(f, "w").write(cm[f"{s}.toml"])
-            r = subprocess.run([ADMIN, "check-config", s, f], capture_output=True, text=True,
-                               env=api_env if s in ("ingest", "optout") else env)
+            # As the last pod of the StatefulSet sees it.
+            run_env = dict(api_env if s in ("ingest", "optout") else env, **pod_env[s], SCYLLA_PASSWORD="x")
+            r = subprocess.run([ADMIN, "check-config", s, f], capture_output=True, text=True, env=run_env)
+            check("assignment = \"static\"" in cm[f"{s}.toml"], f"{label}: {s} owns partitions by instance number")
             check(r.returncode == 0, f"{label}: {s} config: {r.stderr.strip()[:300]}")
 
 # A config the service would refuse is caught before deploying: a typo in a key.
@@ -165,4 +197,15 @@ with tempfile.TemporaryDirectory() as d:
 
 if failures:
     sys.exit(f"{len(failures)} chart check(s) failed")
+# Two dispatchers cannot share a carrier allowed one bind: the config check says so.
+one_bind = copy.deepcopy(prod)
+one_bind["services"]["dispatcher"]["config"]["carriers"][0]["binds"] = 1
+cm = yaml.safe_load(chart.render(one_bind, name="gw")["smsgw/templates/configmap.yaml"])["data"]
+with tempfile.TemporaryDirectory() as d:
+    f = os.path.join(d, "dispatcher.toml")
+    open(f, "w").write(cm["dispatcher.toml"])
+    r = subprocess.run([ADMIN, "check-config", "dispatcher", f], capture_output=True, text=True,
+                       env=dict(os.environ, SIM_SMPP_PASSWORD="x", SMSGW_KAFKA__INSTANCES="2", SMSGW_KAFKA__INSTANCE="1"))
+    check(r.returncode != 0 and "binds" in r.stderr, f"one bind for two dispatchers refused: {r.stderr.strip()[:300]}")
+
 print("chart: lint, schema, 2 renders validated against Kubernetes", K8S, "and every config loads: ok")

@@ -22,7 +22,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "smsgw.config" -}}
 {{- $root := .root -}}
 {{- $svc := .svc -}}
-{{- $kafka := dict "brokers" $root.Values.kafka.brokers "properties" $root.Values.kafka.properties "topics" (dict "prefix" $root.Values.kafka.topicPrefix) -}}
+{{- $kafka := dict "brokers" $root.Values.kafka.brokers "properties" $root.Values.kafka.properties "topics" (dict "prefix" $root.Values.kafka.topicPrefix) "assignment" $root.Values.kafka.assignment -}}
 {{- $base := dict "kafka" $kafka -}}
 {{- if eq .name "ingest" -}}
 {{- $_ := set $base "listen" (printf "0.0.0.0:%v" $svc.port) -}}
@@ -35,5 +35,8 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and (eq .name "dispatcher") (gt (int $svc.webhookPort) 0) -}}
 {{- $_ := set $base "webhook_listen" (printf "0.0.0.0:%v" $svc.webhookPort) -}}
 {{- end -}}
-{{- toToml (mustMergeOverwrite $base (deepCopy $svc.config)) -}}
+{{- /* Helm reads every number in values as a float, and toToml writes 2 as 2.0, which
+     the services' integer fields (binds, window, ..._ms) refuse: whole numbers are
+     written as integers (a float field reads an integer fine). */ -}}
+{{- regexReplaceAll "(?m)^(\\s*[A-Za-z0-9_-]+ = -?[0-9]+)\\.0$" (toToml (mustMergeOverwrite $base (deepCopy $svc.config))) "${1}" -}}
 {{- end -}}
