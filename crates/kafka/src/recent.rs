@@ -8,13 +8,14 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Calls `on_record(payload)` for every record of `topic` produced in the last
-/// `lookback_ms` (as of now), then returns how many were read. Runs on a blocking thread.
+/// Calls `on_record(partition, payload)` for every record of `topic` produced in the
+/// last `lookback_ms` (as of now), then returns how many were read. Runs on a blocking
+/// thread.
 pub async fn read_recent(
     kafka: &KafkaConfig,
     topic: String,
     lookback_ms: i64,
-    mut on_record: impl FnMut(&[u8]) + Send + 'static,
+    mut on_record: impl FnMut(i32, &[u8]) + Send + 'static,
 ) -> Result<u64, KafkaError> {
     if lookback_ms <= 0 {
         return Ok(0);
@@ -29,7 +30,7 @@ fn read_window(
     kafka: &KafkaConfig,
     topic: &str,
     lookback_ms: i64,
-    on_record: &mut dyn FnMut(&[u8]),
+    on_record: &mut dyn FnMut(i32, &[u8]),
 ) -> Result<u64, KafkaError> {
     let t = Duration::from_secs(10);
     let c: BaseConsumer = kafka
@@ -76,7 +77,7 @@ fn read_window(
         };
         let m = m?;
         if let Some(p) = m.payload() {
-            on_record(p);
+            on_record(m.partition(), p);
         }
         read += 1;
         if ends

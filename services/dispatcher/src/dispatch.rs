@@ -108,9 +108,14 @@ pub async fn run_dispatch(
         crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), ctx.carrier.window * binds);
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        smsgw_kafka::read_recent(kafka, ctx.topics.events(), restart_lookback_ms, move |p| {
-            let _ = tx.send(p.to_vec());
-        })
+        smsgw_kafka::read_recent(
+            kafka,
+            ctx.topics.events(),
+            restart_lookback_ms,
+            move |_, p| {
+                let _ = tx.send(p.to_vec());
+            },
+        )
         .await?;
         while let Ok(bytes) = rx.try_recv() {
             recovery.fold_bytes(&bytes);

@@ -316,8 +316,10 @@ impl Handler for RouterHandler {
             }
             _ => self.process(&e, now_ms).await?,
         };
-        // Held messages (send_at, quiet hours) are released by this partition's owner.
+        // Held messages (send_at, quiet hours) are released, and receipt timeouts run,
+        // by this partition's owner.
         crate::schedule::stamp_owner(&mut out, &self.topics.schedule(), input.partition);
+        self.lock().note_partition(&e.message_id, input.partition);
         Ok(out)
     }
 }
@@ -799,9 +801,60 @@ mod tests {
             );
             observe(&mut st, &sub);
         }
-        assert!(st.due_timeouts(31_999).is_empty());
-        let due = st.due_timeouts(32_000);
+        let all = |_| true;
+        assert!(st.due_timeouts(31_999, all).is_empty());
+        let due = st.due_timeouts(32_000, all);
         assert_eq!(due, vec![("otp1".to_string(), 1, vec!["a".to_string()])]);
-        assert!(st.due_timeouts(99_999).is_empty(), "fires once");
+        assert!(st.due_timeouts(99_999, all).is_empty(), "fires once");
+    }
+
+    #[test]
+    fn a_receipt_timeout_fires_only_on_the_router_that_owns_the_message() {
+        // Given the same submitted otp message known to two routers, its events on
+        // event-log partition 1 (one consumed it, the other saw it in its warm-up),
+        let fired: Vec<usize> = (0..2u32)
+            .map(|instance| {
+                let h = handler();
+                let mut st = h.state.lock().unwrap();
+                let mut cfg = st.scorer.config().clone();
+                cfg.types.get_mut("otp").unwrap().receipt_timeout_ms = Some(30_000);
+                st.scorer = crate::scoring::Scorer::new(cfg);
+                let mut e = accepted("otp1", "+447911123456");
+                if let EventPayload::Accepted(a) = &mut e.payload {
+                    a.message_type = Some("otp".into());
+                }
+                observe(&mut st, &e);
+                let sel = Message::snapshot("otp1", State::Accepted, 0, vec![])
+                    .decide(
+                        Command::Route {
+                            carrier: "a".into(),
+                            strategy: STRATEGY.into(),
+                            explain: Default::default(),
+                        },
+                        1_000,
+                    )
+                    .unwrap();
+                observe(&mut st, &sel[0]);
+                let sub = Event::new(
+                    "otp1",
+                    EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+                        carrier: "a".into(),
+                        attempt: 1,
+                        carrier_message_id: "x".into(),
+                        segments: 1,
+                        possible_duplicate: false,
+                    }),
+                    1,
+                    2_000,
+                );
+                observe(&mut st, &sub);
+                st.note_partition("otp1", 1);
+                // when each checks its timers after the timeout, as instance i of 2,
+                st.due_timeouts(40_000, |p| smsgw_kafka::owner_of(p, 2) == instance)
+                    .len()
+            })
+            .collect();
+        // then only the owner of partition 1 times the attempt out.
+        assert_eq!(fired, [0, 1]);
     }
 }

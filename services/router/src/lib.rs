@@ -161,6 +161,7 @@ pub async fn run(
         handler.state.clone(),
         config.kafka.topics.clone(),
         producer.clone(),
+        consumer.context().owned(),
         shutdown.clone(),
     ));
     tracing::info!("router consuming");

@@ -21,6 +21,8 @@ pub struct Pending {
     pub submitted_attempt: i32,
     /// Carriers chosen so far, in attempt order.
     pub tried: Vec<String>,
+    /// The event-log partition its events are on (its owner runs its timers), once seen.
+    pub partition: Option<i32>,
 }
 
 /// Router memory, folded from the event log, the opt-out log and carrier status.
@@ -145,6 +147,7 @@ impl RouterState {
                 submitted_at: None,
                 submitted_attempt: 0,
                 tried: Vec::new(),
+                partition: None,
             },
         );
         true
@@ -238,9 +241,22 @@ impl RouterState {
         }
     }
 
+    /// Remembers that message `id`'s events are on event-log `partition`.
+    pub fn note_partition(&mut self, id: &str, partition: i32) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.partition = Some(partition);
+        }
+    }
+
     /// Submitted attempts whose receipt timeout passed at `now` with no final receipt and
-    /// no later attempt: `(message id, attempt, carriers tried)`.
-    pub fn due_timeouts(&mut self, now: i64) -> Vec<(String, i32, Vec<String>)> {
+    /// no later attempt, of the messages whose partition is `mine` (a message whose
+    /// partition was never seen counts as mine): `(message id, attempt, carriers
+    /// tried)`. Other routers' timers are dropped: each message's timer has one owner.
+    pub fn due_timeouts(
+        &mut self,
+        now: i64,
+        mine: impl Fn(i32) -> bool,
+    ) -> Vec<(String, i32, Vec<String>)> {
         let mut due = Vec::new();
         while let Some(first) = self.timers.first() {
             if first.0 > now {
@@ -248,7 +264,10 @@ impl RouterState {
             }
             let (_, id, attempt) = self.timers.pop_first().expect("non-empty");
             if let Some(p) = self.pending.get(&id) {
-                if p.submitted_attempt == attempt && p.attempt_routed == attempt {
+                if p.submitted_attempt == attempt
+                    && p.attempt_routed == attempt
+                    && p.partition.is_none_or(&mine)
+                {
                     due.push((id, attempt, p.tried.clone()));
                 }
             }

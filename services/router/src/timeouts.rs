@@ -8,7 +8,7 @@
 
 use crate::state::RouterState;
 use smsgw_domain::{Command, Message, State};
-use smsgw_kafka::{OutRecord, Producer, Topics};
+use smsgw_kafka::{OutRecord, Owned, Producer, Topics};
 use smsgw_runtime::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,19 +17,23 @@ use std::time::Duration;
 const TICK: Duration = Duration::from_millis(250);
 
 /// Emits `DeliveryFailed` for every attempt whose receipt timeout passed, until shutdown.
+/// Only messages of the event-log partitions this router `owned` now: with several
+/// routers each timer has one owner.
 pub async fn run(
     state: Arc<Mutex<RouterState>>,
     topics: Topics,
     producer: Producer,
+    owned: Owned,
     shutdown: Shutdown,
 ) {
+    let events = topics.events();
     while !shutdown.requested() {
         tokio::time::sleep(TICK).await;
         let now = smsgw_kafka::now_ms();
         let due = state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .due_timeouts(now);
+            .due_timeouts(now, |p| owned.owns(&events, p));
         for (id, attempt, tried) in due {
             let snapshot = Message::snapshot(id.clone(), State::Submitted, attempt, tried);
             let reason = "no final receipt within the message type's receipt timeout".into();

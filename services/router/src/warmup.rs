@@ -15,12 +15,15 @@ pub async fn warm_up(
     state: &Arc<Mutex<RouterState>>,
 ) -> Result<(), KafkaError> {
     let st = state.clone();
-    let read = smsgw_kafka::read_recent(kafka, kafka.topics.events(), lookback_ms, move |p| {
-        if let Ok(e) = Event::decode(p) {
-            observe(&mut st.lock().unwrap_or_else(|p| p.into_inner()), &e);
-        }
-    })
-    .await?;
+    let read =
+        smsgw_kafka::read_recent(kafka, kafka.topics.events(), lookback_ms, move |part, p| {
+            if let Ok(e) = Event::decode(p) {
+                let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
+                observe(&mut st, &e);
+                st.note_partition(&e.message_id, part);
+            }
+        })
+        .await?;
     tracing::info!(events = read, "router warm-up done");
     Ok(())
 }
