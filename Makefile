@@ -72,6 +72,7 @@ analytics-test: .venv/bin/python
 bench: tansu bench-peers-deps routesim micro
 	$(CARGO) build --release --workspace --bins
 	RUST_LOG=error ./target/release/smsgw-bench-pipeline
+	RUST_LOG=error BENCH_INSTANCES=2 ./target/release/smsgw-bench-pipeline
 	RUST_LOG=error JASMIN_VENV=.venv-jasmin ./target/release/smsgw-bench-peers all
 	./target/release/smsgw-bench-report
 
@@ -93,7 +94,8 @@ bench-peers-deps: .venv-jasmin/bin/jasmind.py
 	python3 -m venv .venv-jasmin
 	.venv-jasmin/bin/pip install --quiet jasmin==0.11.0
 
-## The whole gateway end to end only (BENCH_STORAGE=sqlite, BENCH_MESSAGES, BENCH_QUICK).
+## The whole gateway end to end only (BENCH_STORAGE=sqlite, BENCH_MESSAGES, BENCH_QUICK,
+## BENCH_INSTANCES=2 for two instances of every service).
 bench-pipeline: tansu
 	$(CARGO) build --release --workspace --bins
 	RUST_LOG=error ./target/release/smsgw-bench-pipeline

@@ -341,7 +341,13 @@ async fn run() -> anyhow::Result<()> {
         ..Rule::default()
     }];
     let sim = Simulator::start(sc).await?;
-    let fleet = Fleet::start_with(
+    // BENCH_INSTANCES=2: every service twice, sharing the partitions by instance number
+    // as the chart runs them (the carrier's binds are shared too: one per dispatcher).
+    let instances: u32 = std::env::var("BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let fleet = Fleet::start_scaled(
         &kafka,
         &format!("smpp://{}", sim.smpp_addr),
         &dir,
@@ -350,6 +356,7 @@ async fn run() -> anyhow::Result<()> {
             .ok()
             .and_then(|w| w.parse().ok())
             .unwrap_or(50),
+        instances,
     )
     .await
     .context("starting the services (build them first: cargo build --release --workspace)")?;
@@ -449,6 +456,7 @@ async fn run() -> anyhow::Result<()> {
     println!("  ingest→delivered p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms (receipts come 500 ms after submit)", d[0], d[1], d[2], d[3]);
 
     let out = serde_json::json!({
+        "instances": instances,
         "messages": n, "throughput_msg_per_s": rate, "records_written_per_message": written,
         "records_read_per_message": read,
         "broker": {"storage": storage, "record_bytes": CEILING_RECORD_BYTES, "records": ceiling_n,
@@ -460,7 +468,14 @@ async fn run() -> anyhow::Result<()> {
             "stages_ms": {"ingest": stage[0], "router": stage[1], "dispatcher": stage[2]}},
         "when": smsgw_smpp::rfc3339(now_ms()),
     });
-    smsgw_bench::write_results("pipeline", &out)?;
+    smsgw_bench::write_results(
+        &if instances == 1 {
+            "pipeline".to_string()
+        } else {
+            format!("pipeline-{instances}x")
+        },
+        &out,
+    )?;
     fleet.stop();
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

@@ -73,6 +73,24 @@ fn main() -> anyhow::Result<()> {
         smsgw["broker"]["storage"].as_str().map_or("?", |s| s.split(':').next().unwrap_or(s)),
         smsgw["messages"]
     )?;
+    // The same run with two instances of every service (BENCH_INSTANCES=2), if made.
+    if let Ok(two) = read("bench-results/pipeline-2x.json") {
+        let rate = f(&two, &["throughput_msg_per_s"]);
+        let services = two["services"].as_object().cloned().unwrap_or_default();
+        let cores: f64 = services.values().map(|s| f(s, &["cores"])).sum();
+        let rss_max = services
+            .values()
+            .map(|s| f(s, &["peak_rss_mb"]))
+            .fold(0.0, f64::max);
+        writeln!(
+            md,
+            "| smsgw, 2 instances of every service (p99 ingest→submit at 1k/s: {} ms, 1 instance: {} ms) | {} | {rate:.0} | {:.2} | {cores:.2} (10 processes) | {rss_max:.1} (largest process) |",
+            two["latency_1k_per_s"]["ingest_to_submit_ms"]["p99"],
+            smsgw["latency_1k_per_s"]["ingest_to_submit_ms"]["p99"],
+            two["messages"],
+            ours / rate,
+        )?;
+    }
     for (name, label) in [
         ("kannel", "Kannel 1.4.5, file store"),
         ("jasmin", "Jasmin 0.11.0"),
