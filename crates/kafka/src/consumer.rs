@@ -2,8 +2,6 @@
 
 use crate::producer::{await_delivery, dead_letter, OutRecord, Producer};
 use crate::{KafkaConfig, KafkaError};
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
 use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -60,15 +58,52 @@ impl Owned {
 /// revoked partitions before it gives them up, so what is done stays done; outputs of a
 /// revoked partition still waiting for acknowledgement are not stored (see
 /// [`store_done`]) and the partition's next owner handles those records again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OwningContext {
     owned: Owned,
+    tx: tokio::sync::mpsc::UnboundedSender<crate::worker::Rebalanced>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::worker::Rebalanced>>>,
+}
+
+impl Default for OwningContext {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        OwningContext {
+            owned: Owned::default(),
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
 }
 
 impl OwningContext {
     /// The shared view of what is owned.
     pub fn owned(&self) -> Owned {
         self.owned.clone()
+    }
+
+    /// The assignment changes, in order, for the one loop that reads them (a second
+    /// caller gets a stream that never yields).
+    pub fn events(&self) -> tokio::sync::mpsc::UnboundedReceiver<crate::worker::Rebalanced> {
+        self.rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1)
+    }
+
+    fn changed(&self, tpl: &rdkafka::TopicPartitionList, assigned: bool) {
+        self.owned.change(tpl, assigned);
+        let ps: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let _ = self.tx.send(if assigned {
+            crate::worker::Rebalanced::Assigned(ps)
+        } else {
+            crate::worker::Rebalanced::Revoked(ps)
+        });
     }
 }
 
@@ -78,11 +113,11 @@ impl ConsumerContext for OwningContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                self.owned.change(tpl, true);
+                self.changed(tpl, true);
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
-                self.owned.change(tpl, false);
+                self.changed(tpl, false);
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -92,6 +127,11 @@ impl ConsumerContext for OwningContext {
 
 /// Every smsgw consumer: a stream consumer that knows what it owns.
 pub type GroupConsumer = StreamConsumer<OwningContext>;
+
+/// What `consumer` owns, kept current (for side tasks that act per partition).
+pub fn owned(consumer: &GroupConsumer) -> Owned {
+    consumer.context().owned()
+}
 
 /// Stores `offset` of a partition whose outputs are acknowledged. A partition revoked
 /// in the meantime refuses the store: then the record is logged and left for its new
@@ -154,7 +194,7 @@ pub fn join(
         }
     }
     consumer.assign(&tpl)?;
-    consumer.context().owned.change(&tpl, true);
+    consumer.context().changed(&tpl, true);
     tracing::info!(
         instance = kafka.instance,
         instances = kafka.instances,
@@ -291,9 +331,10 @@ impl ConsumerMetrics {
 
 pub use smsgw_runtime::now_ms;
 
-/// Runs the at-least-once loop until `shutdown` resolves, then drains what is in flight
-/// and commits. Up to `max_in_flight` records may wait for acknowledgements at once;
-/// their offsets are stored strictly in order.
+/// Runs a [`Handler`] through [`crate::run_loop`] until `shutdown` resolves, then
+/// drains what is in flight and commits. Records are handled one at a time, so the
+/// outputs of a partition are enqueued in input order; up to `max_in_flight` records
+/// may wait for their outputs' acknowledgements at once.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_consumer<H: Handler>(
     consumer: Arc<GroupConsumer>,
@@ -305,85 +346,80 @@ pub async fn run_consumer<H: Handler>(
     max_in_flight: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaError> {
-    let mut in_flight = FuturesOrdered::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                let (topic, partition, offset): (String, i32, i64) = done?;
-                store_done(&consumer, &topic, partition, offset);
-                metrics.processed.inc();
-            }
-            msg = consumer.recv(), if in_flight.len() < max_in_flight => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consume error; continuing");
-                        continue;
-                    }
-                };
-                let input = Incoming::from_message(&msg);
-                if let Some(produced) = msg.timestamp().to_millis() {
-                    metrics
-                        .lag
-                        .with_label_values(&[&input.partition.to_string()])
-                        .set(((now_ms() - produced).max(0) as f64) / 1000.0);
-                }
-                let outputs = match handler.handle(&input, now_ms()).await {
-                    Ok(o) => o,
-                    Err(HandleError::DeadLetter(reason)) => {
-                        tracing::warn!(topic = input.topic, partition = input.partition, offset = input.offset, %reason, "dead-lettering record");
-                        metrics.dead_lettered.inc();
-                        vec![dead_letter(dlq_topic, service, &reason, &input, now_ms())]
-                    }
-                    Err(HandleError::Drop(why)) => {
-                        tracing::debug!(offset = input.offset, why, "dropped record");
-                        metrics.dropped.inc();
-                        vec![]
-                    }
-                };
-                let mut acks = Vec::with_capacity(outputs.len());
-                for rec in &outputs {
-                    acks.push((producer.enqueue(rec).await?, rec.topic.clone()));
-                }
-                let (topic, partition, offset) = (input.topic.to_string(), input.partition, input.offset);
-                in_flight.push_back(async move {
-                    for (f, t) in acks {
-                        await_delivery(f, &t).await?;
-                    }
-                    Ok::<_, KafkaError>((topic, partition, offset))
-                });
-            }
+    let mut worker = HandlerWorker {
+        producer,
+        dlq_topic,
+        service,
+        handler,
+        metrics,
+    };
+    let opts = crate::LoopOptions {
+        max_in_flight,
+        tick: None,
+        drain: CLOSE_TIMEOUT,
+    };
+    crate::run_loop(consumer, &mut worker, opts, shutdown).await
+}
+
+/// A [`Handler`] as a [`crate::Worker`]: handle, enqueue the outputs, report the record
+/// finished when the broker acknowledged them all.
+struct HandlerWorker<'a, H> {
+    producer: &'a Producer,
+    dlq_topic: &'a str,
+    service: &'a str,
+    handler: &'a mut H,
+    metrics: &'a ConsumerMetrics,
+}
+
+impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
+    async fn on_record(
+        &mut self,
+        input: &Incoming<'_>,
+        done: &crate::Done,
+    ) -> Result<(), KafkaError> {
+        let metrics = self.metrics;
+        if let Some(produced) = input.timestamp_ms {
+            metrics
+                .lag
+                .with_label_values(&[&input.partition.to_string()])
+                .set(((now_ms() - produced).max(0) as f64) / 1000.0);
         }
-    }
-    // Outputs wait for the broker without a timeout of their own (see `Producer::new`),
-    // so the drain is bounded here: what is not acknowledged in time stays uncommitted
-    // and is read again on the next start.
-    let drain = tokio::time::sleep(CLOSE_TIMEOUT);
-    tokio::pin!(drain);
-    loop {
-        tokio::select! {
-            done = in_flight.next() => match done {
-                Some(done) => {
-                    let (topic, partition, offset) = done?;
-                    store_done(&consumer, &topic, partition, offset);
-                    metrics.processed.inc();
-                }
-                None => break,
-            },
-            _ = &mut drain => {
-                tracing::warn!(
-                    unacknowledged = in_flight.len(),
-                    "shutdown: outputs not acknowledged in time; their inputs will be read again"
-                );
-                break;
+        let outputs = match self.handler.handle(input, now_ms()).await {
+            Ok(o) => o,
+            Err(HandleError::DeadLetter(reason)) => {
+                tracing::warn!(topic = input.topic, partition = input.partition, offset = input.offset, %reason, "dead-lettering record");
+                metrics.dead_lettered.inc();
+                vec![dead_letter(
+                    self.dlq_topic,
+                    self.service,
+                    &reason,
+                    input,
+                    now_ms(),
+                )]
             }
+            Err(HandleError::Drop(why)) => {
+                tracing::debug!(offset = input.offset, why, "dropped record");
+                metrics.dropped.inc();
+                vec![]
+            }
+        };
+        let mut acks = Vec::with_capacity(outputs.len());
+        for rec in &outputs {
+            acks.push((self.producer.enqueue(rec).await?, rec.topic.clone()));
         }
+        let (at, done, processed) = (input.at(), done.clone(), metrics.processed.clone());
+        tokio::spawn(async move {
+            for (f, t) in acks {
+                if let Err(e) = await_delivery(f, &t).await {
+                    done.fail(e);
+                    return;
+                }
+            }
+            processed.inc();
+            done.finish(at);
+        });
+        Ok(())
     }
-    close(consumer).await;
-    Ok(())
 }
 
 /// How long the last commit and the close at shutdown may take before the service stops
@@ -421,6 +457,8 @@ pub struct OffsetTracker {
 #[derive(Debug, Default)]
 struct Part {
     pending: BTreeSet<i64>,
+    /// Given up (shutdown): not pending any more, but the safe point never passes them.
+    abandoned: BTreeSet<i64>,
     max_seen: i64,
     stored: i64,
 }
@@ -433,6 +471,7 @@ impl OffsetTracker {
             .entry((topic.to_string(), partition))
             .or_insert_with(|| Part {
                 pending: BTreeSet::new(),
+                abandoned: BTreeSet::new(),
                 max_seen: offset - 1,
                 stored: offset - 1,
             });
@@ -444,7 +483,11 @@ impl OffsetTracker {
     pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
         let p = self.parts.get_mut(&(topic.to_string(), partition))?;
         p.pending.remove(&offset);
-        let safe = match p.pending.first() {
+        let lowest = [p.pending.first(), p.abandoned.first()]
+            .into_iter()
+            .flatten()
+            .min();
+        let safe = match lowest {
             Some(&lowest) => lowest - 1,
             None => p.max_seen,
         };
@@ -452,6 +495,21 @@ impl OffsetTracker {
             p.stored = safe;
             safe
         })
+    }
+
+    /// Marks `offset` given up: it no longer counts as pending, and nothing at or
+    /// after it is ever stored (it is read again after a restart).
+    pub fn abandon(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.parts.get_mut(&(topic.to_string(), partition)) {
+            if p.pending.remove(&offset) {
+                p.abandoned.insert(offset);
+            }
+        }
+    }
+
+    /// Forgets a partition (revoked): later reports of its records are ignored.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.parts.remove(&(topic.to_string(), partition));
     }
 
     /// Offsets taken and not done, over all partitions.
@@ -476,5 +534,26 @@ mod tests {
         assert_eq!(t.complete("t", 0, 12), Some(13));
         assert_eq!(t.pending(), 0);
         assert_eq!(t.complete("other", 0, 1), None);
+    }
+
+    #[test]
+    fn an_abandoned_offset_is_never_passed_and_a_revoked_partition_is_forgotten() {
+        // Given 10..14 taken on partition 0 and 5 on partition 1,
+        let mut t = OffsetTracker::default();
+        for o in 10..14 {
+            t.begin("t", 0, o);
+        }
+        t.begin("t", 1, 5);
+        // when 11 is given up at shutdown and the others finish,
+        t.abandon("t", 0, 11);
+        assert_eq!(t.complete("t", 0, 10), Some(10));
+        assert_eq!(t.complete("t", 0, 12), None, "11 was never sent");
+        assert_eq!(t.complete("t", 0, 13), None);
+        // then nothing past 10 is stored, and nothing counts as pending there.
+        assert_eq!(t.pending(), 1);
+        // When partition 1 is revoked, its late report stores nothing.
+        t.forget("t", 1);
+        assert_eq!(t.complete("t", 1, 5), None);
+        assert_eq!(t.pending(), 0);
     }
 }

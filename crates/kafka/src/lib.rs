@@ -1,11 +1,15 @@
 //! Kafka plumbing shared by every smsgw service.
 //!
 //! Data flow: a service builds its clients from [`KafkaConfig`] (every librdkafka property
-//! can be set there: SASL, TLS, acks), names topics through [`Topics`], and runs its
-//! input through [`run_consumer`]: each record goes to a [`Handler`], whose output
-//! records are produced, and only when all of them are acknowledged by the broker is the
-//! input offset stored for the next commit. A record the handler cannot use is written to
-//! the dead-letter topic with its reason, and the partition moves on.
+//! can be set there: SASL, TLS, acks), names topics through [`Topics`], joins with
+//! [`join`] (by group, or by instance number under static assignment) and runs its
+//! input through the one consumer loop, [`run_loop`]: each record goes to the service's
+//! [`Worker`], which reports it finished through [`Done`] once what it caused is stored,
+//! and only then is the offset stored for the next commit (in order per partition).
+//! The loop tells the worker of rebalances and keeps [`Owned`] current, so side tasks
+//! act only for their own partitions. [`run_consumer`] is the loop for a [`Handler`]
+//! that turns a record into output records: those are produced, and a record the
+//! handler cannot use is written to the dead-letter topic with its reason.
 //!
 //! [`bootstrap_topics`] creates the topics, since some brokers (Tansu) never auto-create.
 
@@ -15,11 +19,12 @@ mod consumer;
 mod producer;
 mod recent;
 mod tail;
+mod worker;
 
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{owner_of, Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    close, consumer, join, now_ms, run_consumer, store_done, ConsumerMetrics, GroupConsumer,
+    close, consumer, join, now_ms, owned, run_consumer, store_done, ConsumerMetrics, GroupConsumer,
     HandleError, Handler, Incoming, OffsetTracker, Owned, OwningContext, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
@@ -29,6 +34,7 @@ pub use producer::{
 pub use rdkafka;
 pub use recent::read_recent;
 pub use tail::{spawn_tail, tail, TailState};
+pub use worker::{run_loop, Done, DoneLog, LoopOptions, Rebalanced, RecordAt, Worker};
 
 use thiserror::Error;
 

@@ -10,7 +10,6 @@
 use crate::{KafkaConfig, KafkaError};
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,7 +87,7 @@ pub async fn tail<F>(
     mut on_record: F,
 ) -> Result<(), KafkaError>
 where
-    F: FnMut(&BorrowedMessage<'_>),
+    F: FnMut(&crate::Incoming<'_>),
 {
     let group = format!("smsgw-tail-{}", uuid_like());
     let consumer: Arc<StreamConsumer> = Arc::new(
@@ -169,7 +168,7 @@ where
             _ = &mut shutdown => break,
             m = stream.next() => match m {
                 Some(Ok(m)) => {
-                    on_record(&m);
+                    on_record(&crate::Incoming::from_message(&m));
                     next.insert(m.partition(), m.offset() + 1);
                 }
                 Some(Err(e)) => tracing::warn!(topic, error = %e, "tail read error"),
@@ -255,7 +254,7 @@ where
     let (kafka, st) = (kafka.clone(), state.clone());
     let task = tokio::spawn(async move {
         let r = tail(&kafka, &topic, refresh, &st, shutdown, |m| {
-            match m.payload().map(T::decode) {
+            match m.payload.map(T::decode) {
                 Some(Ok(v)) => apply(v),
                 Some(Err(e)) => {
                     tracing::warn!(topic = %topic, error = %e, "undecodable record skipped")

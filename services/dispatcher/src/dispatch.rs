@@ -12,14 +12,14 @@ use smsgw_codec::{
 };
 use smsgw_domain::{Command, EventPayload, Message, State, SubmitOutcome};
 use smsgw_kafka::{
-    close, consumer, dead_letter, now_ms, send_until_stored, Incoming, KafkaError, OffsetTracker,
-    OutRecord, Producer, Topics,
+    consumer, dead_letter, now_ms, send_until_stored, Done, Incoming, KafkaError, OutRecord,
+    Producer, Topics,
 };
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// What the loop needs.
 #[derive(Debug, Clone)]
@@ -103,135 +103,144 @@ pub async fn run_dispatch(
         .iter()
         .filter(|(_, r)| r.submits())
         .count();
-    let window = Arc::new(Semaphore::new(ctx.carrier.window * binds));
-    let mut recovery =
-        crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), ctx.carrier.window * binds);
-    {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        smsgw_kafka::read_recent(
-            kafka,
-            ctx.topics.events(),
-            restart_lookback_ms,
-            move |_, p| {
-                let _ = tx.send(p.to_vec());
-            },
-        )
-        .await?;
-        while let Ok(bytes) = rx.try_recv() {
-            recovery.fold_bytes(&bytes);
-        }
-        tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), "dispatcher warm-up done");
-    }
-    // Every record taken reports once on `done`: (partition, offset, finished). A record
-    // given up at shutdown is not finished: its offset is never stored.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, bool)>();
-    let mut tracker = OffsetTracker::default();
-    let mut running = 0usize;
-    let stop = ctx.shutdown.clone().wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            biased;
-            Some((p, o, finished)) = done_rx.recv() => {
-                running -= 1;
-                settle(&consumer, &mut tracker, &topic, p, o, finished)?;
-            }
-            _ = &mut stop => break,
-            msg = consumer.recv(), if window.available_permits() > 0 => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dispatch consume error");
-                        continue;
-                    }
-                };
-                let input = Incoming::from_message(&msg);
-                if let Some(produced) = smsgw_kafka::rdkafka::Message::timestamp(&msg).to_millis() {
-                    ctx.metrics
-                        .consumer_lag
-                        .with_label_values(&[&ctx.carrier.name, &input.partition.to_string()])
-                        .set(((now_ms() - produced).max(0) as f64) / 1000.0);
-                }
-                tracker.begin(&topic, input.partition, input.offset);
-                running += 1;
-                let permit = window.clone().acquire_owned().await.expect("semaphore open");
-                let (p, o) = (input.partition, input.offset);
-                match input.payload.map(DispatchRequested::decode) {
-                    Some(Ok(req)) => {
-                        let produced = smsgw_kafka::rdkafka::Message::timestamp(&msg).to_millis();
-                        let verdict = recovery.check(p, produced, &req.message_id, req.attempt);
-                        if verdict == crate::recovery::Verdict::Done {
-                            ctx.metrics.redelivered.with_label_values(&[&ctx.carrier.name]).inc();
-                            drop(permit);
-                            let _ = done_tx.send((p, o, true));
-                            continue;
-                        }
-                        let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
-                        let (ctx, link, done) = (ctx.clone(), link.clone(), done_tx.clone());
-                        tokio::spawn(async move {
-                            let finished = submit_one(&ctx, req, link, flagged).await;
-                            drop(permit);
-                            let _ = done.send((p, o, finished));
-                        });
-                    }
-                    other => {
-                        let reason = match other {
-                            Some(Err(e)) => format!("undecodable dispatch request: {e}"),
-                            _ => "dispatch record has no value".to_string(),
-                        };
-                        ctx.metrics.dead_lettered.with_label_values(&[&ctx.carrier.name]).inc();
-                        let rec = dead_letter(&ctx.topics.dead_letter(), "dispatcher", &reason, &input, now_ms());
-                        let (producer, done) = (ctx.producer.clone(), done_tx.clone());
-                        tokio::spawn(async move {
-                            send_until_stored(&producer, &rec).await;
-                            drop(permit);
-                            let _ = done.send((p, o, true));
-                        });
-                    }
-                }
-            }
-        }
-    }
-    // Drain: no more work is taken, work not yet sent gives up at once, and what is on
-    // the wire gets until the deadline; store what finished.
-    let deadline = tokio::time::Instant::now() + drain;
-    while running > 0 {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((p, o, finished))) => {
-                running -= 1;
-                settle(&consumer, &mut tracker, &topic, p, o, finished)?;
-            }
-            Ok(None) => break,
-            Err(_) => {
-                tracing::warn!(
-                    carrier = %ctx.carrier.name,
-                    running,
-                    drain_ms = drain.as_millis() as u64,
-                    "shutdown: submits still unanswered after the drain timeout; the next owner sends them again, flagged"
-                );
-                break;
-            }
-        }
-    }
-    close(consumer).await;
-    Ok(())
+    let in_flight = ctx.carrier.window * binds;
+    let mut recovery = crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), in_flight);
+    let read = learn_outcomes(kafka, &ctx.topics, restart_lookback_ms, &mut recovery).await?;
+    tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), read, "dispatcher warm-up done");
+    let stop = ctx.shutdown.clone();
+    let mut worker = DispatchWorker {
+        ctx,
+        link,
+        recovery,
+        kafka: kafka.clone(),
+        lookback_ms: restart_lookback_ms,
+        first_assignment: true,
+    };
+    let opts = smsgw_kafka::LoopOptions {
+        max_in_flight: in_flight,
+        tick: None,
+        drain,
+    };
+    smsgw_kafka::run_loop(consumer, &mut worker, opts, stop.wait()).await
 }
 
-/// A taken record reported back: if it finished, the offset that became safe is stored.
-fn settle(
-    consumer: &smsgw_kafka::GroupConsumer,
-    tracker: &mut OffsetTracker,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    finished: bool,
-) -> Result<(), KafkaError> {
-    if finished {
-        if let Some(safe) = tracker.complete(topic, partition, offset) {
-            smsgw_kafka::store_done(consumer, topic, partition, safe);
+/// Folds the last `lookback_ms` of the event log into `recovery`.
+async fn learn_outcomes(
+    kafka: &smsgw_kafka::KafkaConfig,
+    topics: &Topics,
+    lookback_ms: i64,
+    recovery: &mut crate::recovery::Recovery,
+) -> Result<u64, KafkaError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let read = smsgw_kafka::read_recent(kafka, topics.events(), lookback_ms, move |_, p| {
+        let _ = tx.send(p.to_vec());
+    })
+    .await?;
+    while let Ok(bytes) = rx.try_recv() {
+        recovery.fold_bytes(&bytes);
+    }
+    Ok(read)
+}
+
+/// One carrier's dispatch work, as the consumer loop's worker.
+struct DispatchWorker {
+    ctx: DispatchCtx,
+    link: Link,
+    recovery: crate::recovery::Recovery,
+    kafka: smsgw_kafka::KafkaConfig,
+    lookback_ms: i64,
+    first_assignment: bool,
+}
+
+impl smsgw_kafka::Worker for DispatchWorker {
+    async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
+        let ctx = &self.ctx;
+        if let Some(produced) = input.timestamp_ms {
+            ctx.metrics
+                .consumer_lag
+                .with_label_values(&[&ctx.carrier.name, &input.partition.to_string()])
+                .set(((now_ms() - produced).max(0) as f64) / 1000.0);
+        }
+        let at = input.at();
+        match input.payload.map(DispatchRequested::decode) {
+            Some(Ok(req)) => {
+                let verdict = self.recovery.check(
+                    input.partition,
+                    input.timestamp_ms,
+                    &req.message_id,
+                    req.attempt,
+                );
+                if verdict == crate::recovery::Verdict::Done {
+                    ctx.metrics
+                        .redelivered
+                        .with_label_values(&[&ctx.carrier.name])
+                        .inc();
+                    done.finish(at);
+                    return Ok(());
+                }
+                let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
+                let (ctx, link, done) = (ctx.clone(), self.link.clone(), done.clone());
+                tokio::spawn(async move {
+                    if submit_one(&ctx, req, link, flagged).await {
+                        done.finish(at);
+                    } else {
+                        done.abandon(at);
+                    }
+                });
+            }
+            other => {
+                let reason = match other {
+                    Some(Err(e)) => format!("undecodable dispatch request: {e}"),
+                    _ => "dispatch record has no value".to_string(),
+                };
+                ctx.metrics
+                    .dead_lettered
+                    .with_label_values(&[&ctx.carrier.name])
+                    .inc();
+                let rec = dead_letter(
+                    &ctx.topics.dead_letter(),
+                    "dispatcher",
+                    &reason,
+                    input,
+                    now_ms(),
+                );
+                let (producer, done) = (ctx.producer.clone(), done.clone());
+                tokio::spawn(async move {
+                    send_until_stored(&producer, &rec).await;
+                    done.finish(at);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition newly this dispatcher's (a rebalance, not the start): its previous
+    /// owner may have had work on the wire, so the outcomes recorded since are learnt
+    /// again and its older records get the restart treatment (sent flagged).
+    async fn on_assigned(&mut self, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+        if std::mem::take(&mut self.first_assignment) {
+            return Ok(());
+        }
+        let now = now_ms();
+        learn_outcomes(
+            &self.kafka,
+            &self.ctx.topics,
+            self.lookback_ms,
+            &mut self.recovery,
+        )
+        .await?;
+        for (_, p) in partitions {
+            self.recovery.assigned(*p, now);
+        }
+        tracing::info!(carrier = %self.ctx.carrier.name, ?partitions, "dispatch partitions taken over; recovery run for them");
+        Ok(())
+    }
+
+    async fn on_revoked(&mut self, partitions: &[(String, i32)]) {
+        for (_, p) in partitions {
+            self.recovery.revoked(*p);
         }
     }
-    Ok(())
 }
 
 /// Submits one part (or one HTTP request) under the carrier's rate limit and error

@@ -37,6 +37,8 @@ pub struct Recovery {
     started_at: i64,
     window: usize,
     budget: HashMap<i32, usize>,
+    /// Partitions taken over after the start: when this dispatcher got each.
+    since: HashMap<i32, i64>,
 }
 
 impl Recovery {
@@ -93,15 +95,34 @@ impl Recovery {
         {
             return Verdict::Done;
         }
+        let started = self
+            .since
+            .get(&partition)
+            .copied()
+            .unwrap_or(self.started_at);
         let budget = self.budget.entry(partition).or_insert(self.window);
-        if produced_at.is_some_and(|t| t < self.started_at) && *budget > 0 {
+        if produced_at.is_some_and(|t| t < started) && *budget > 0 {
             *budget -= 1;
             return Verdict::PossibleDuplicate;
         }
-        if produced_at.is_none_or(|t| t >= self.started_at) {
+        if produced_at.is_none_or(|t| t >= started) {
             *budget = 0; // new work: everything older was already seen
         }
         Verdict::Fresh
+    }
+
+    /// `partition` became this dispatcher's at `at` (a rebalance): its previous owner
+    /// may have had up to a window of its records on the wire, so the first unrecorded
+    /// records produced before `at` are sent flagged, as after a restart.
+    pub fn assigned(&mut self, partition: i32, at: i64) {
+        self.budget.remove(&partition);
+        self.since.insert(partition, at);
+    }
+
+    /// `partition` is no longer this dispatcher's.
+    pub fn revoked(&mut self, partition: i32) {
+        self.budget.remove(&partition);
+        self.since.remove(&partition);
     }
 
     /// Outcomes remembered.
@@ -179,5 +200,26 @@ mod tests {
             "seen newer work"
         );
         assert_eq!(r.check(1, None, "m3", 1), Verdict::Fresh);
+    }
+
+    #[test]
+    fn a_partition_taken_over_mid_run_gets_the_restart_treatment() {
+        // Given a dispatcher started at 1_000 that has been sending fresh work on
+        // partition 0,
+        let mut r = Recovery::new("a", 1_000, 2);
+        assert_eq!(r.check(0, Some(1_500), "m1", 1), Verdict::Fresh);
+        // when partition 1 is taken over from another dispatcher at 5_000,
+        r.assigned(1, 5_000);
+        // then its first records from before the takeover may have been on the wire
+        // (flagged, up to the window), later ones are fresh,
+        assert_eq!(r.check(1, Some(4_000), "m2", 1), Verdict::PossibleDuplicate);
+        assert_eq!(r.check(1, Some(4_100), "m3", 1), Verdict::PossibleDuplicate);
+        assert_eq!(r.check(1, Some(4_200), "m4", 1), Verdict::Fresh);
+        // and partition 0 is untouched.
+        assert_eq!(r.check(0, Some(900), "m5", 1), Verdict::Fresh);
+        // Revoked and assigned again later: a new window of doubt.
+        r.revoked(1);
+        r.assigned(1, 9_000);
+        assert_eq!(r.check(1, Some(8_000), "m6", 1), Verdict::PossibleDuplicate);
     }
 }

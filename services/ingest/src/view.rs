@@ -9,7 +9,6 @@
 use crate::metrics::Metrics;
 use smsgw_codec::AvroRecord;
 use smsgw_domain::{Event, Message};
-use smsgw_kafka::rdkafka::Message as _;
 use smsgw_kafka::{tail, KafkaConfig, KafkaError, TailState};
 use smsgw_runtime::Shutdown;
 use std::collections::hash_map::DefaultHasher;
@@ -167,9 +166,9 @@ pub async fn run_view(
     shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     tail(kafka, &kafka.topics.events(), None, &shared.tail, shutdown.wait(), |msg| {
-        match msg.payload().map(|p| (p, Event::decode(p))) {
+        match msg.payload.map(|p| (p, Event::decode(p))) {
             Some((p, Ok(e))) => shared.apply(&e, p),
-            Some((_, Err(err))) => tracing::warn!(offset = msg.offset(), %err, "undecodable event skipped by the view"),
+            Some((_, Err(err))) => tracing::warn!(offset = msg.offset, %err, "undecodable event skipped by the view"),
             None => {}
         }
         metrics.view_messages.set(shared.view.read().map(|v| v.len() as i64).unwrap_or(0));

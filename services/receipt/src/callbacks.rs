@@ -26,15 +26,15 @@ use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CallbackProgress, DeadLetter};
 use smsgw_domain::{Event, EventPayload, MessageAccepted};
 use smsgw_kafka::{
-    close, consumer, now_ms, spawn_tail, Incoming, KafkaConfig, KafkaError, OffsetTracker,
-    OutRecord, Producer, Topics,
+    consumer, now_ms, spawn_tail, Done, Incoming, KafkaConfig, KafkaError, OutRecord, Producer,
+    RecordAt, Topics,
 };
 use smsgw_runtime::webhook::{post_with_retries, Call, Retry};
 use smsgw_runtime::Shutdown;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Where callbacks go and how they are signed, for one sender or account.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -299,7 +299,8 @@ struct Worker {
     producer: Producer,
     topics: Topics,
     metrics: Metrics,
-    done: mpsc::UnboundedSender<(i32, i64)>,
+    /// The events topic, whose records the calls finish.
+    topic: String,
     slots: Arc<Semaphore>,
 }
 
@@ -309,7 +310,14 @@ fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 
 impl Worker {
     /// Works through one message's queue, in order, until it is empty.
-    async fn drain(self: Arc<Self>, id: String) {
+    async fn drain(self: Arc<Self>, id: String, done: Done) {
+        let finish = |(partition, offset): (i32, i64)| {
+            done.finish(RecordAt {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+            })
+        };
         let _slot = self.slots.clone().acquire_owned().await;
         loop {
             let (job, ctx) = {
@@ -334,7 +342,7 @@ impl Worker {
             };
             let Some(mut ctx) = ctx else {
                 // Cannot happen: a job is queued only for a known message.
-                let _ = self.done.send(job.offset);
+                finish(job.offset);
                 self.pop(&id);
                 continue;
             };
@@ -362,7 +370,7 @@ impl Worker {
                 ..ctx
             });
             self.pop(&id);
-            let _ = self.done.send(job.offset);
+            finish(job.offset);
         }
     }
 
@@ -470,10 +478,9 @@ pub async fn run(
     let topic = kafka.topics.events();
     let consumer = consumer(&kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let allow: std::collections::HashSet<String> =
         config.allow_internal_hosts.iter().cloned().collect();
-    let worker = Arc::new(Worker {
+    let caller = Arc::new(Worker {
         config: config.clone(),
         book: book.clone(),
         client: smsgw_runtime::egress::plain_client(),
@@ -482,60 +489,65 @@ pub async fn run(
         producer: Producer::new(&kafka)?,
         topics: kafka.topics.clone(),
         metrics: metrics.clone(),
-        done: done_tx.clone(),
+        topic,
         slots: Arc::new(Semaphore::new(config.max_concurrent)),
     });
-    let mut tracker = OffsetTracker::default();
-    let stop = shutdown.clone().wait();
-    tokio::pin!(stop);
     tracing::info!("status callbacks consuming");
-    loop {
-        tokio::select! {
-            biased;
-            Some((p, o)) = done_rx.recv() => {
-                if let Some(safe) = tracker.complete(&topic, p, o) {
-                    smsgw_kafka::store_done(&consumer, &topic, p, safe);
-                }
-                metrics.callback_queue.set(tracker.pending() as i64);
-            }
-            _ = &mut stop => break,
-            msg = consumer.recv(), if tracker.pending() < config.max_in_flight => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "callbacks consume error");
-                        continue;
-                    }
-                };
-                let input = Incoming::from_message(&msg);
-                let offset = (input.partition, input.offset);
-                tracker.begin(&topic, offset.0, offset.1);
-                match enqueue(&config, &book, &input, offset) {
-                    Enqueued::Started(id) => {
-                        tokio::spawn(worker.clone().drain(id));
-                    }
-                    Enqueued::Queued => {}
-                    Enqueued::Nothing(why) => {
-                        if why == "duplicate" {
-                            metrics.callbacks.with_label_values(&["duplicate"]).inc();
-                        }
-                        let _ = done_tx.send(offset);
-                    }
-                }
-            }
-        }
-    }
-    // Store what finished; calls still queued stay uncommitted and are re-read.
-    while let Ok(Some((p, o))) =
-        tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
-    {
-        if let Some(safe) = tracker.complete(&topic, p, o) {
-            smsgw_kafka::store_done(&consumer, &topic, p, safe);
-        }
-    }
-    close(consumer).await;
+    let opts = smsgw_kafka::LoopOptions {
+        max_in_flight: config.max_in_flight,
+        tick: Some(Duration::from_millis(500)),
+        drain: Duration::from_millis(200),
+    };
+    let mut events = EventWorker {
+        config,
+        book,
+        caller,
+        metrics,
+    };
+    // Calls still queued at shutdown stay uncommitted and are read again.
+    let r = smsgw_kafka::run_loop(consumer, &mut events, opts, shutdown.clone().wait()).await;
     let _ = progress_task.await;
-    Ok(())
+    r
+}
+
+/// The events topic's worker: queues a call per status change, one message at a time.
+struct EventWorker {
+    config: Arc<CallbackConfig>,
+    book: Arc<Mutex<Book>>,
+    caller: Arc<Worker>,
+    metrics: Metrics,
+}
+
+impl smsgw_kafka::Worker for EventWorker {
+    async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
+        match enqueue(
+            &self.config,
+            &self.book,
+            input,
+            (input.partition, input.offset),
+        ) {
+            Enqueued::Started(id) => {
+                tokio::spawn(self.caller.clone().drain(id, done.clone()));
+            }
+            Enqueued::Queued => {}
+            Enqueued::Nothing(why) => {
+                if why == "duplicate" {
+                    self.metrics
+                        .callbacks
+                        .with_label_values(&["duplicate"])
+                        .inc();
+                }
+                done.finish(input.at());
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, _now_ms: i64, _done: &Done) -> Result<(), KafkaError> {
+        let queued: usize = lock(&self.book).queues.values().map(|q| q.len()).sum();
+        self.metrics.callback_queue.set(queued as i64);
+        Ok(())
+    }
 }
 
 enum Enqueued {

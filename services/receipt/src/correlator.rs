@@ -82,6 +82,20 @@ impl Correlator {
         }
     }
 
+    /// Drops the state of a partition this instance no longer reads (a rebalance): its
+    /// next owner re-reads the partition from its oldest uncommitted record, which
+    /// rebuilds that state there.
+    pub fn revoke(&mut self, partition: i32) {
+        self.correlations.retain(|_, c| c.partition != partition);
+        for list in self.orphans.values_mut() {
+            list.retain(|o| o.partition != partition);
+        }
+        self.orphans.retain(|_, l| !l.is_empty());
+        for g in self.groups.values_mut() {
+            g.held.retain(|(p, _)| *p != partition);
+        }
+    }
+
     /// Records waiting for their counterpart.
     pub fn waiting(&self) -> (usize, usize) {
         (

@@ -22,15 +22,14 @@ use correlator::{Actions, Correlator};
 use serde::Deserialize;
 use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
 use smsgw_kafka::{
-    close, consumer, dead_letter, now_ms, Incoming, KafkaConfig, KafkaError, OffsetTracker,
-    OutRecord, Producer, Topics,
+    consumer, dead_letter, now_ms, Done, Incoming, KafkaConfig, KafkaError, OutRecord, Producer,
+    RecordAt, Topics,
 };
 use smsgw_runtime::Shutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 /// Everything the receipt service needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,18 +113,61 @@ pub enum ReceiptError {
     Runtime(#[from] smsgw_runtime::RuntimeError),
 }
 
-struct Loop {
+/// The receipts topic's worker: feeds the correlator and writes what it decides.
+struct ReceiptWorker {
     topics: Topics,
     topic: String,
     producer: Producer,
-    tracker: OffsetTracker,
-    done_tx: mpsc::UnboundedSender<Vec<(i32, i64)>>,
+    correlator: Correlator,
     metrics: metrics::Metrics,
 }
 
-impl Loop {
+impl smsgw_kafka::Worker for ReceiptWorker {
+    async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
+        let (p, o) = (input.partition, input.offset);
+        match input.payload.map(CarrierRecord::decode) {
+            Some(Ok(rec)) => {
+                let a = self.correlator.on_record(p, o, rec, now_ms());
+                self.act(a, done).await
+            }
+            other => {
+                let reason = match other {
+                    Some(Err(e)) => format!("undecodable receipts record: {e}"),
+                    _ => "receipts record has no value".into(),
+                };
+                self.metrics.dead_lettered.inc();
+                let dl = dead_letter(
+                    &self.topics.dead_letter(),
+                    "receipt",
+                    &reason,
+                    input,
+                    now_ms(),
+                );
+                self.send_then_done(vec![dl], vec![(p, o)], done).await
+            }
+        }
+    }
+
+    async fn on_tick(&mut self, now_ms: i64, done: &Done) -> Result<(), KafkaError> {
+        let a = self.correlator.on_tick(now_ms);
+        self.act(a, done).await?;
+        let (c, o) = self.correlator.waiting();
+        let waiting = &self.metrics.waiting;
+        waiting.with_label_values(&["correlation"]).set(c as i64);
+        waiting.with_label_values(&["receipt"]).set(o as i64);
+        Ok(())
+    }
+
+    async fn on_revoked(&mut self, partitions: &[(String, i32)]) {
+        for (_, p) in partitions {
+            self.correlator.revoke(*p);
+        }
+    }
+}
+
+impl ReceiptWorker {
     /// Enqueues the outputs in order, then completes the offsets once all are acknowledged.
-    async fn act(&mut self, a: Actions) -> Result<(), KafkaError> {
+    async fn act(&mut self, a: Actions, done: &Done) -> Result<(), KafkaError> {
         let mut out = Vec::new();
         for ms in &a.receipt_latencies_ms {
             self.metrics
@@ -162,19 +204,20 @@ impl Loop {
                 &dl,
             )?);
         }
-        self.send_then_done(out, a.done).await
+        self.send_then_done(out, a.done, done).await
     }
 
     async fn send_then_done(
         &mut self,
         out: Vec<OutRecord>,
-        done: Vec<(i32, i64)>,
+        finished: Vec<(i32, i64)>,
+        done: &Done,
     ) -> Result<(), KafkaError> {
         let mut acks = Vec::with_capacity(out.len());
         for r in &out {
             acks.push(self.producer.enqueue(r).await?);
         }
-        let (tx, producer) = (self.done_tx.clone(), self.producer.clone());
+        let (done, producer, topic) = (done.clone(), self.producer.clone(), self.topic.clone());
         let resent = self.metrics.outputs_resent.clone();
         tokio::spawn(async move {
             // The correlator has already let go of these messages: an output that is
@@ -187,7 +230,13 @@ impl Loop {
                     smsgw_kafka::send_until_stored(&producer, rec).await;
                 }
             }
-            let _ = tx.send(done);
+            for (partition, offset) in finished {
+                done.finish(RecordAt {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                });
+            }
         });
         Ok(())
     }
@@ -222,80 +271,21 @@ pub async fn run(
     let topic = topics.receipts();
     let consumer = consumer(&config.kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &config.kafka, &[&topic])?;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut lp = Loop {
+    let mut worker = ReceiptWorker {
         topics,
-        topic: topic.clone(),
+        topic,
         producer: Producer::new(&config.kafka)?,
-        tracker: OffsetTracker::default(),
-        done_tx,
+        correlator: Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms),
         metrics: metrics.clone(),
     };
-    let mut correlator = Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms);
-    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    let result: Result<(), KafkaError> = async {
-        loop {
-            tokio::select! {
-                biased;
-                Some(done) = done_rx.recv() => {
-                    for (p, o) in done {
-                        if let Some(safe) = lp.tracker.complete(&topic, p, o) {
-                            smsgw_kafka::store_done(&consumer, &topic, p, safe);
-                        }
-                    }
-                }
-                _ = &mut stop => break,
-                _ = tick.tick() => {
-                    let a = correlator.on_tick(now_ms());
-                    lp.act(a).await?;
-                    let (c, o) = correlator.waiting();
-                    metrics.waiting.with_label_values(&["correlation"]).set(c as i64);
-                    metrics.waiting.with_label_values(&["receipt"]).set(o as i64);
-                }
-                msg = consumer.recv() => {
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "receipts consume error");
-                            continue;
-                        }
-                    };
-                    let input = Incoming::from_message(&msg);
-                    let (p, o) = (input.partition, input.offset);
-                    lp.tracker.begin(&topic, p, o);
-                    match input.payload.map(CarrierRecord::decode) {
-                        Some(Ok(rec)) => {
-                            let a = correlator.on_record(p, o, rec, now_ms());
-                            lp.act(a).await?;
-                        }
-                        other => {
-                            let reason = match other {
-                                Some(Err(e)) => format!("undecodable receipts record: {e}"),
-                                _ => "receipts record has no value".into(),
-                            };
-                            metrics.dead_lettered.inc();
-                            let dl = dead_letter(&lp.topics.dead_letter(), "receipt", &reason, &input, now_ms());
-                            lp.send_then_done(vec![dl], vec![(p, o)]).await?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-    .await;
-    // Store what finished; records still waiting stay uncommitted and are re-read.
-    while let Ok(done) = tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await {
-        let Some(done) = done else { break };
-        for (p, o) in done {
-            if let Some(safe) = lp.tracker.complete(&topic, p, o) {
-                smsgw_kafka::store_done(&consumer, &topic, p, safe);
-            }
-        }
-    }
-    close(consumer).await;
+    // A correlation stays unfinished until its final receipt: no bound on records in
+    // flight here (the correlator's state is what they are).
+    let opts = smsgw_kafka::LoopOptions {
+        max_in_flight: usize::MAX,
+        tick: Some(Duration::from_millis(config.tick_ms)),
+        drain: Duration::from_millis(200),
+    };
+    let result = smsgw_kafka::run_loop(consumer, &mut worker, opts, shutdown.clone().wait()).await;
     if let Some(c) = callbacks {
         match c.await {
             Ok(Err(e)) => tracing::error!(error = %e, "status callbacks stopped"),

@@ -27,7 +27,6 @@ mod warmup;
 pub use config::{Config, Route};
 
 use smsgw_codec::{CarrierStatusChanged, OptOutChanged};
-use smsgw_kafka::rdkafka::consumer::Consumer as _;
 use smsgw_kafka::{consumer, run_consumer, spawn_tail, KafkaError, Producer};
 use smsgw_runtime::Shutdown;
 use std::future::Future;
@@ -148,7 +147,7 @@ pub async fn run(
         handler.clone(),
         producer.clone(),
         held,
-        consumer.context().owned(),
+        smsgw_kafka::owned(&consumer),
         shutdown.clone(),
     ));
     let store = tokio::spawn(store::run(
@@ -161,7 +160,7 @@ pub async fn run(
         handler.state.clone(),
         config.kafka.topics.clone(),
         producer.clone(),
-        consumer.context().owned(),
+        smsgw_kafka::owned(&consumer),
         shutdown.clone(),
     ));
     tracing::info!("router consuming");

@@ -16,7 +16,6 @@
 use crate::handler::RouterHandler;
 use smsgw_codec::AvroRecord;
 use smsgw_domain::{Event, EventPayload};
-use smsgw_kafka::rdkafka::Message;
 use smsgw_kafka::{KafkaConfig, OutRecord, Owned, Producer, TailState};
 use smsgw_runtime::Shutdown;
 use std::collections::{BTreeSet, HashMap};
@@ -115,16 +114,10 @@ impl Schedule {
 
 /// The event-log partition a schedule record belongs to: its [`OWNER_HEADER`], else its
 /// own partition number.
-fn owner_partition(m: &smsgw_kafka::rdkafka::message::BorrowedMessage<'_>) -> i32 {
-    use smsgw_kafka::rdkafka::message::Headers;
-    m.headers()
-        .and_then(|hs| {
-            hs.iter()
-                .filter(|h| h.key == OWNER_HEADER)
-                .filter_map(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
-                .last()
-        })
-        .unwrap_or_else(|| m.partition())
+fn owner_partition(m: &smsgw_kafka::Incoming<'_>) -> i32 {
+    m.header(OWNER_HEADER)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(m.partition)
 }
 
 /// Marks each output for the schedule topic as belonging to event-log `partition`.
@@ -147,11 +140,11 @@ pub fn spawn_schedule_tail(
     let task = tokio::spawn(async move {
         let topic = kafka.topics.schedule();
         let r = smsgw_kafka::tail(&kafka, &topic, None, &st, shutdown.wait(), |m| {
-            let Some(key) = m.key().map(String::from_utf8_lossy) else {
+            let Some(key) = m.key.map(String::from_utf8_lossy) else {
                 return;
             };
             let mut s = schedule.lock().unwrap_or_else(|p| p.into_inner());
-            match m.payload().map(Event::decode) {
+            match m.payload.map(Event::decode) {
                 None => s.remove(&key),
                 Some(Ok(e)) => s.hold(e, owner_partition(m)),
                 Some(Err(e)) => tracing::warn!(error = %e, "undecodable schedule record skipped"),
@@ -176,16 +169,21 @@ pub async fn run(
 ) {
     let topic = handler.topics.schedule();
     let events = handler.topics.events();
+    // Cancelled held messages not released yet: kept until their owner (this router, once
+    // it owns the partition, or another) has released them and the tombstone is read.
+    let mut cancelled: Vec<String> = Vec::new();
     loop {
         if shutdown.requested() {
             return;
         }
         let now = smsgw_kafka::now_ms();
-        let cancelled = handler.take_recent_cancellations();
+        cancelled.extend(handler.take_recent_cancellations());
         let due = {
             let s = schedule.lock().unwrap_or_else(|p| p.into_inner());
             handler.metrics.scheduled.set(s.len() as i64);
-            s.due(now, &cancelled, |p| owned.owns(&events, p))
+            let due = s.due(now, &cancelled, |p| owned.owns(&events, p));
+            cancelled.retain(|id| s.contains(id) && !due.iter().any(|(e, _)| e.message_id == *id));
+            due
         };
         for (event, partition) in due {
             let id = event.message_id.clone();

@@ -1,0 +1,174 @@
+//! The one consumer loop's revocation path, against a real broker: records of a
+//! partition taken away in a rebalance, reported finished afterwards, are not committed
+//! (their next owner reads them again), while the partitions kept commit as usual; and
+//! the worker hears of each change. Without the loop forgetting revoked partitions, the
+//! late reports would commit offsets of partitions that belong to another member.
+
+use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use smsgw_kafka::rdkafka::{Offset, TopicPartitionList};
+use smsgw_kafka::{bootstrap_topics, Done, Incoming, KafkaError, RecordAt, TopicSpec, Worker};
+use smsgw_testkit::{eventually, stopper, Broker};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Seen {
+    taken: Vec<RecordAt>,
+    done: Option<Done>,
+    revoked: Vec<i32>,
+    assigned: Vec<Vec<i32>>,
+}
+
+/// Takes records and finishes none of them until the test says so.
+struct Holding(Arc<Mutex<Seen>>);
+
+impl Worker for Holding {
+    async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
+        let mut s = self.0.lock().unwrap();
+        s.taken.push(input.at());
+        s.done.get_or_insert_with(|| done.clone());
+        Ok(())
+    }
+    async fn on_assigned(&mut self, ps: &[(String, i32)]) -> Result<(), KafkaError> {
+        self.0
+            .lock()
+            .unwrap()
+            .assigned
+            .push(ps.iter().map(|(_, p)| *p).collect());
+        Ok(())
+    }
+    async fn on_revoked(&mut self, ps: &[(String, i32)]) {
+        self.0
+            .lock()
+            .unwrap()
+            .revoked
+            .extend(ps.iter().map(|(_, p)| *p));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_records_of_a_revoked_partition_are_left_to_its_next_owner() -> anyhow::Result<()>
+{
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let topic = format!("{}.loop", kafka.topics.prefix);
+    bootstrap_topics(
+        &kafka,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions: 4,
+            replication: 1,
+            configs: vec![],
+        }],
+    )
+    .await?;
+    let producer = smsgw_kafka::Producer::new(&kafka)?;
+    for p in 0..4 {
+        for i in 0..2 {
+            let rec = smsgw_kafka::OutRecord {
+                topic: topic.clone(),
+                key: None,
+                partition: Some(p),
+                payload: format!("r{p}-{i}").into_bytes(),
+                headers: vec![],
+            };
+            smsgw_kafka::send(&producer, &rec).await?;
+        }
+    }
+    // Given member A of the group, holding all 8 records of the 4 partitions unfinished,
+    let group = "loop-rebalance";
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let consumer = smsgw_kafka::consumer(&kafka, group)?;
+    smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
+    let (stop, sd) = stopper();
+    let mut worker = Holding(seen.clone());
+    // Exactly the 8 records: a loop that kept counting a revoked partition's records as
+    // in flight would never read another one.
+    let opts = smsgw_kafka::LoopOptions {
+        max_in_flight: 8,
+        tick: None,
+        drain: Duration::from_secs(2),
+    };
+    let a =
+        tokio::spawn(async move { smsgw_kafka::run_loop(consumer, &mut worker, opts, sd).await });
+    eventually("A takes all 8", Duration::from_secs(30), || {
+        let n = seen.lock().unwrap().taken.len();
+        async move { (n == 8).then_some(()) }
+    })
+    .await?;
+    // when member B joins and takes half the partitions away,
+    let mut b = Command::new(env!("CARGO_BIN_EXE_smsgw-group-member"))
+        .args([&broker.addr, &topic, group])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    eventually("A hears of the revocation", Duration::from_secs(30), || {
+        let s = seen.lock().unwrap();
+        let ok = !s.revoked.is_empty() && s.assigned.len() >= 2;
+        async move { ok.then_some(()) }
+    })
+    .await?;
+    let (revoked, kept) = {
+        let s = seen.lock().unwrap();
+        let kept = s.assigned.last().cloned().unwrap_or_default();
+        (s.revoked.clone(), kept)
+    };
+    let lost: Vec<i32> = (0..4).filter(|p| !kept.contains(p)).collect();
+    println!("revoked {revoked:?}, kept {kept:?}");
+    assert!(!lost.is_empty() && !kept.is_empty(), "B took a share");
+    // (Tansu's rebalance is eager: every partition is revoked, then some are assigned
+    // again, so the unfinished records of the kept ones are read again from the
+    // committed offset: at least once.)
+    let again = 8 + 2 * kept.len();
+    eventually(
+        "A reads its kept partitions again",
+        Duration::from_secs(30),
+        || {
+            let n = seen.lock().unwrap().taken.len();
+            async move { (n >= again).then_some(()) }
+        },
+    )
+    .await?;
+    // and every record A took is then reported finished,
+    {
+        let s = seen.lock().unwrap();
+        let done = s.done.clone().expect("a Done handle");
+        for at in &s.taken {
+            done.finish(at.clone());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    a.await??;
+    drop(b.stdin.take());
+    let _ = b.wait();
+    // then A committed the partitions it kept, and nothing of those it lost.
+    let probe: BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&topic, p);
+    }
+    let committed = probe.committed_offsets(tpl, Duration::from_secs(10))?;
+    for e in committed.elements() {
+        let offset = e.offset();
+        println!("partition {}: committed {offset:?}", e.partition());
+        if kept.contains(&e.partition()) {
+            assert_eq!(
+                offset,
+                Offset::Offset(2),
+                "a kept partition commits what finished"
+            );
+        } else {
+            assert!(
+                !matches!(offset, Offset::Offset(o) if o > 0),
+                "partition {} was revoked before its records finished, yet {offset:?} was committed",
+                e.partition()
+            );
+        }
+    }
+    Ok(())
+}
