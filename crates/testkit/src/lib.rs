@@ -464,3 +464,46 @@ pub fn accepted_event(
         .expect("a new message accepts")
         .remove(0)
 }
+
+/// How many records of `topic` consumer group `group` has not committed yet: the sum
+/// over partitions of the high watermark minus the committed offset (or the low
+/// watermark, when nothing is committed).
+pub fn group_lag(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<i64> {
+    use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use smsgw_kafka::rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()?;
+    let t = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some(topic), t)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = c.committed_offsets(tpl, t)?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = c.fetch_watermarks(topic, e.partition(), t)?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
+}
+
+/// Creates `name` with `partitions` partitions (replication 1) on `kafka`'s broker.
+pub async fn create_topic(kafka: &KafkaConfig, name: &str, partitions: i32) -> anyhow::Result<()> {
+    smsgw_kafka::bootstrap_topics(
+        kafka,
+        &[smsgw_kafka::TopicSpec {
+            name: name.to_string(),
+            partitions,
+            replication: 1,
+            configs: vec![],
+        }],
+    )
+    .await?;
+    Ok(())
+}

@@ -6,7 +6,7 @@
 
 use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use smsgw_kafka::rdkafka::{Offset, TopicPartitionList};
-use smsgw_kafka::{bootstrap_topics, Done, Incoming, KafkaError, RecordAt, TopicSpec, Worker};
+use smsgw_kafka::{Done, Incoming, KafkaError, RecordAt, Worker};
 use smsgw_testkit::{eventually, stopper, Broker};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -53,16 +53,7 @@ async fn finished_records_of_a_revoked_partition_are_left_to_its_next_owner() ->
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     let topic = format!("{}.loop", kafka.topics.prefix);
-    bootstrap_topics(
-        &kafka,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: 4,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await?;
+    smsgw_testkit::create_topic(&kafka, &topic, 4).await?;
     let producer = smsgw_kafka::Producer::new(&kafka)?;
     for p in 0..4 {
         for i in 0..2 {

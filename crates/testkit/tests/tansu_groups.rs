@@ -2,7 +2,6 @@
 //! member processes (`smsgw-group-member`). The facts these tests pin are written down
 //! in docs/operations.md ("Scaling out"); a newer Tansu that changes one fails here.
 
-use smsgw_kafka::{bootstrap_topics, TopicSpec};
 use smsgw_testkit::Broker;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -97,17 +96,9 @@ fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
 async fn topic(broker: &Broker) -> String {
     let kafka = broker.kafka();
     let name = format!("{}.probe", kafka.topics.prefix);
-    bootstrap_topics(
-        &kafka,
-        &[TopicSpec {
-            name: name.clone(),
-            partitions: PARTITIONS,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("topic created");
+    smsgw_testkit::create_topic(&kafka, &name, PARTITIONS)
+        .await
+        .expect("topic created");
     name
 }
 

@@ -175,7 +175,31 @@ impl smsgw_kafka::Worker for DispatchWorker {
                         .redelivered
                         .with_label_values(&[&ctx.carrier.name])
                         .inc();
-                    done.finish(at);
+                    let Some((cmid, submitted_at)) =
+                        self.recovery.unsettled_submit(&req.message_id, req.attempt)
+                    else {
+                        done.finish(at);
+                        return Ok(());
+                    };
+                    // Sent but not ended: the correlation may have died with the last
+                    // process (it is written after the event), so it is written again.
+                    let corr = correlation(
+                        &ctx.carrier.name,
+                        &cmid,
+                        &req.message_id,
+                        req.attempt,
+                        (1, 1),
+                        submitted_at,
+                    );
+                    let (producer, done, topic) =
+                        (ctx.producer.clone(), done.clone(), ctx.topics.receipts());
+                    tracing::info!(carrier = %ctx.carrier.name, message_id = %req.message_id, "submit recorded before the restart: its correlation is written again");
+                    tokio::spawn(async move {
+                        if let Ok(rec) = OutRecord::avro(topic, corr.key(), &corr) {
+                            send_until_stored(&producer, &rec).await;
+                        }
+                        done.finish(at);
+                    });
                     return Ok(());
                 }
                 let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
@@ -568,22 +592,36 @@ async fn record(ctx: &DispatchCtx, req: &DispatchRequested, command: Command, id
             // After the event is stored, so a receipt never overtakes its submission.
             // One correlation per part: each part gets its own receipt.
             for (i, id) in ids.iter().enumerate() {
-                let corr = CarrierRecord {
-                    carrier: c.name.clone(),
-                    carrier_message_id: id.clone(),
-                    received_at: now,
-                    kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
-                        message_id: ev.message_id.clone(),
-                        attempt: s.attempt,
-                        part: i as i32 + 1,
-                        parts: ids.len() as i32,
-                    }),
-                };
+                let part = (i as i32 + 1, ids.len() as i32);
+                let corr = correlation(&c.name, id, &ev.message_id, s.attempt, part, now);
                 match OutRecord::avro(ctx.topics.receipts(), corr.key(), &corr) {
                     Ok(rec) => send_until_stored(&ctx.producer, &rec).await,
                     Err(e) => tracing::error!(error = %e, "correlation encode"),
                 }
             }
         }
+    }
+}
+
+/// The receipts-topic record that lets the receipt service match part `part.0` of
+/// `part.1`'s receipt (`carrier_message_id`) to the message's attempt.
+fn correlation(
+    carrier: &str,
+    carrier_message_id: &str,
+    message_id: &str,
+    attempt: i32,
+    part: (i32, i32),
+    submitted_at: i64,
+) -> CarrierRecord {
+    CarrierRecord {
+        carrier: carrier.to_string(),
+        carrier_message_id: carrier_message_id.to_string(),
+        received_at: submitted_at,
+        kind: CarrierRecordKind::SubmitCorrelated(SubmitCorrelated {
+            message_id: message_id.to_string(),
+            attempt,
+            part: part.0,
+            parts: part.1,
+        }),
     }
 }

@@ -37,6 +37,9 @@ pub struct Recovery {
     started_at: i64,
     window: usize,
     budget: HashMap<i32, usize>,
+    /// This carrier's latest submit per message: (attempt, carrier message id,
+    /// segments, when).
+    submits: HashMap<String, (i32, String, i32, i64)>,
     /// Partitions taken over after the start: when this dispatcher got each.
     since: HashMap<i32, i64>,
 }
@@ -56,7 +59,18 @@ impl Recovery {
     /// Learns from one event of the log.
     pub fn fold(&mut self, e: &Event) {
         let attempt = match &e.payload {
-            EventPayload::Submitted(s) if s.carrier == self.carrier => s.attempt,
+            EventPayload::Submitted(s) if s.carrier == self.carrier => {
+                self.submits.insert(
+                    e.message_id.clone(),
+                    (
+                        s.attempt,
+                        s.carrier_message_id.clone(),
+                        s.segments,
+                        e.occurred_at_ms,
+                    ),
+                );
+                s.attempt
+            }
             EventPayload::SubmitFailed(f) if f.carrier == self.carrier => f.attempt,
             EventPayload::Blocked(_)
             | EventPayload::Cancelled(_)
@@ -109,6 +123,21 @@ impl Recovery {
             *budget = 0; // new work: everything older was already seen
         }
         Verdict::Fresh
+    }
+
+    /// A submit whose `MessageSubmitted` is in the log but whose message has not ended:
+    /// its correlation (written just after the event) may have been lost with the
+    /// process, and without it the receipt is never matched and the message never ends.
+    /// `(carrier message id, submitted at)` of such a single-part submit of `attempt`,
+    /// to write the correlation again (the receipt service ignores a copy of one it has
+    /// already settled). A concatenated message's MessageSubmitted names only its first
+    /// part, so its parts' correlations cannot be rebuilt from the log.
+    pub fn unsettled_submit(&self, message_id: &str, attempt: i32) -> Option<(String, i64)> {
+        if self.ended.contains(message_id) {
+            return None;
+        }
+        let (a, cmid, segments, at) = self.submits.get(message_id)?;
+        (*a == attempt && *segments <= 1).then(|| (cmid.clone(), *at))
     }
 
     /// `partition` became this dispatcher's at `at` (a rebalance): its previous owner
@@ -221,5 +250,38 @@ mod tests {
         r.revoked(1);
         r.assigned(1, 9_000);
         assert_eq!(r.check(1, Some(8_000), "m6", 1), Verdict::PossibleDuplicate);
+    }
+
+    #[test]
+    fn a_submit_recorded_but_not_ended_may_need_its_correlation_again() {
+        // Given a log with m1 submitted (single part) and not ended, m2 submitted and
+        // delivered, and m3 submitted in two parts,
+        let mut r = Recovery::new("a", 1_000, 2);
+        r.fold(&submitted("m1", "a", 1));
+        r.fold(&submitted("m2", "a", 1));
+        r.fold(&Event::new(
+            "m2",
+            EventPayload::Delivered(smsgw_domain::MessageDelivered {
+                carrier: "a".into(),
+                carrier_message_id: "x".into(),
+                stat: "DELIVRD".into(),
+            }),
+            2,
+            900,
+        ));
+        let mut two = submitted("m3", "a", 1);
+        if let EventPayload::Submitted(s) = &mut two.payload {
+            s.segments = 2;
+        }
+        r.fold(&two);
+        // then only m1's correlation is written again, and only for its attempt.
+        assert_eq!(
+            r.unsettled_submit("m1", 1).map(|(id, _)| id),
+            Some("x".into())
+        );
+        assert_eq!(r.unsettled_submit("m1", 2), None);
+        assert_eq!(r.unsettled_submit("m2", 1), None, "ended");
+        assert_eq!(r.unsettled_submit("m3", 1), None, "parts unknown");
+        assert_eq!(r.unsettled_submit("m4", 1), None, "never submitted here");
     }
 }

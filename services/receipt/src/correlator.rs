@@ -64,9 +64,18 @@ pub struct Correlator {
     correlations: HashMap<String, Correlation>,
     groups: HashMap<(String, i32), Group>,
     orphans: HashMap<String, Vec<Orphan>>,
+    /// Correlations settled lately, key → (message id, attempt), oldest first, at most
+    /// [`SETTLED_MEMORY`]: a dispatcher that restarts writes the correlation of a submit
+    /// again when it cannot tell whether the first one was stored; a copy of one that
+    /// was already settled is ignored instead of waiting to expire a finished message.
+    settled: HashMap<String, (String, i32)>,
+    settled_order: std::collections::VecDeque<String>,
     receipt_timeout_ms: i64,
     orphan_timeout_ms: i64,
 }
+
+/// How many settled correlations are remembered (a copy comes within seconds).
+pub const SETTLED_MEMORY: usize = 100_000;
 
 impl Correlator {
     /// `receipt_timeout_ms`: how long a submitted message waits for its final receipt
@@ -77,6 +86,8 @@ impl Correlator {
             correlations: HashMap::new(),
             groups: HashMap::new(),
             orphans: HashMap::new(),
+            settled: HashMap::new(),
+            settled_order: std::collections::VecDeque::new(),
             receipt_timeout_ms,
             orphan_timeout_ms,
         }
@@ -116,6 +127,11 @@ impl Correlator {
         let mut a = Actions::default();
         match rec.kind {
             CarrierRecordKind::SubmitCorrelated(c) => {
+                if self.settled.get(&key) == Some(&(c.message_id.clone(), c.attempt)) {
+                    // A copy of a correlation already settled (see `settled`).
+                    a.done.push((partition, offset));
+                    return a;
+                }
                 if let Some(old) = self.correlations.remove(&key) {
                     // The carrier reused an id: the older correlation can no longer be matched.
                     a.done.push((old.partition, old.offset));
@@ -179,6 +195,7 @@ impl Correlator {
         }
         if c.parts <= 1 {
             a.receipt_latencies_ms.push(now_ms - c.submitted_at);
+            self.remember_settled(&c);
             emit_receipt(&c, r, now_ms, a);
             a.done.extend([(c.partition, c.offset), receipt_at]);
             return None;
@@ -205,6 +222,22 @@ impl Correlator {
             a.done.extend(g.held);
         }
         None
+    }
+
+    fn remember_settled(&mut self, c: &Correlation) {
+        let key = format!("{}:{}", c.carrier, c.carrier_message_id);
+        if self
+            .settled
+            .insert(key.clone(), (c.message_id.clone(), c.attempt))
+            .is_none()
+        {
+            self.settled_order.push_back(key);
+        }
+        while self.settled_order.len() > SETTLED_MEMORY {
+            if let Some(old) = self.settled_order.pop_front() {
+                self.settled.remove(&old);
+            }
+        }
     }
 
     /// Expires what waited too long.
@@ -316,6 +349,27 @@ mod tests {
         assert_eq!(a.events[0].message_id, "m-x");
         assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
         assert_eq!(c.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn a_copy_of_a_settled_correlation_is_ignored_but_a_reused_id_is_not() {
+        // Given x correlated and delivered,
+        let mut c = Correlator::new(1000, 100);
+        c.on_record(0, 1, corr("x"), 0);
+        c.on_record(0, 2, dlr("x", "DELIVRD"), 5);
+        // when a restarted dispatcher writes x's correlation again,
+        let a = c.on_record(0, 3, corr("x"), 10);
+        // then it is done at once and nothing waits to expire the delivered message;
+        assert_eq!(a.done, vec![(0, 3)]);
+        assert_eq!(c.waiting(), (0, 0));
+        assert!(c.on_tick(10_000).events.is_empty());
+        // but the carrier reusing x for another message is a new correlation.
+        let mut other = corr("x");
+        if let CarrierRecordKind::SubmitCorrelated(s) = &mut other.kind {
+            s.message_id = "m-other".into();
+        }
+        c.on_record(0, 4, other, 20);
+        assert_eq!(c.waiting(), (1, 0));
     }
 
     #[test]

@@ -763,20 +763,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_types_with_a_receipt_timeout_time_out() {
-        let h = handler();
+    /// A router whose otp messages time out after 30 s, with message `id` of type `t`
+    /// accepted, routed to carrier a at 1 s and submitted at 2 s.
+    fn submitted_with_timeouts(h: &RouterHandler, messages: &[(&str, Option<&str>)]) {
         let mut st = h.state.lock().unwrap();
         let mut cfg = st.scorer.config().clone();
         cfg.types.get_mut("otp").unwrap().receipt_timeout_ms = Some(30_000);
         st.scorer = crate::scoring::Scorer::new(cfg);
-        for (id, t) in [("otp1", Some("otp")), ("tx1", None)] {
+        for (id, t) in messages {
             let mut e = accepted(id, "+447911123456");
             if let EventPayload::Accepted(a) = &mut e.payload {
                 a.message_type = t.map(Into::into);
             }
             observe(&mut st, &e);
-            let sel = Message::snapshot(id, State::Accepted, 0, vec![])
+            let sel = Message::snapshot(*id, State::Accepted, 0, vec![])
                 .decide(
                     Command::Route {
                         carrier: "a".into(),
@@ -801,6 +801,13 @@ mod tests {
             );
             observe(&mut st, &sub);
         }
+    }
+
+    #[test]
+    fn only_types_with_a_receipt_timeout_time_out() {
+        let h = handler();
+        submitted_with_timeouts(&h, &[("otp1", Some("otp")), ("tx1", None)]);
+        let mut st = h.state.lock().unwrap();
         let all = |_| true;
         assert!(st.due_timeouts(31_999, all).is_empty());
         let due = st.due_timeouts(32_000, all);
@@ -815,39 +822,8 @@ mod tests {
         let fired: Vec<usize> = (0..2u32)
             .map(|instance| {
                 let h = handler();
+                submitted_with_timeouts(&h, &[("otp1", Some("otp"))]);
                 let mut st = h.state.lock().unwrap();
-                let mut cfg = st.scorer.config().clone();
-                cfg.types.get_mut("otp").unwrap().receipt_timeout_ms = Some(30_000);
-                st.scorer = crate::scoring::Scorer::new(cfg);
-                let mut e = accepted("otp1", "+447911123456");
-                if let EventPayload::Accepted(a) = &mut e.payload {
-                    a.message_type = Some("otp".into());
-                }
-                observe(&mut st, &e);
-                let sel = Message::snapshot("otp1", State::Accepted, 0, vec![])
-                    .decide(
-                        Command::Route {
-                            carrier: "a".into(),
-                            strategy: STRATEGY.into(),
-                            explain: Default::default(),
-                        },
-                        1_000,
-                    )
-                    .unwrap();
-                observe(&mut st, &sel[0]);
-                let sub = Event::new(
-                    "otp1",
-                    EventPayload::Submitted(smsgw_domain::MessageSubmitted {
-                        carrier: "a".into(),
-                        attempt: 1,
-                        carrier_message_id: "x".into(),
-                        segments: 1,
-                        possible_duplicate: false,
-                    }),
-                    1,
-                    2_000,
-                );
-                observe(&mut st, &sub);
                 st.note_partition("otp1", 1);
                 // when each checks its timers after the timeout, as instance i of 2,
                 st.due_timeouts(40_000, |p| smsgw_kafka::owner_of(p, 2) == instance)

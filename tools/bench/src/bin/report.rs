@@ -45,6 +45,17 @@ fn f(v: &Value, path: &[&str]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// A pipeline run's cores over all its processes and its largest peak RSS (MB).
+fn usage(run: &Value) -> (f64, f64) {
+    let services = run["services"].as_object().cloned().unwrap_or_default();
+    let cores = services.values().map(|s| f(s, &["cores"])).sum();
+    let rss_max = services
+        .values()
+        .map(|s| f(s, &["peak_rss_mb"]))
+        .fold(0.0, f64::max);
+    (cores, rss_max)
+}
+
 fn main() -> anyhow::Result<()> {
     let smsgw = read("bench-results/pipeline.json")?;
     let peers = read("bench-results/peers.json").unwrap_or(Value::Null);
@@ -62,11 +73,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
     let services = smsgw["services"].as_object().cloned().unwrap_or_default();
-    let cores: f64 = services.values().map(|s| f(s, &["cores"])).sum();
-    let rss_max = services
-        .values()
-        .map(|s| f(s, &["peak_rss_mb"]))
-        .fold(0.0, f64::max);
+    let (cores, rss_max) = usage(&smsgw);
     writeln!(
         md,
         "| smsgw (broker storage: {}) | {} | {ours:.0} | 1.00 | {cores:.2} (5 services; broker not counted) | {rss_max:.1} (largest service) |",
@@ -76,12 +83,7 @@ fn main() -> anyhow::Result<()> {
     // The same run with two instances of every service (BENCH_INSTANCES=2), if made.
     if let Ok(two) = read("bench-results/pipeline-2x.json") {
         let rate = f(&two, &["throughput_msg_per_s"]);
-        let services = two["services"].as_object().cloned().unwrap_or_default();
-        let cores: f64 = services.values().map(|s| f(s, &["cores"])).sum();
-        let rss_max = services
-            .values()
-            .map(|s| f(s, &["peak_rss_mb"]))
-            .fold(0.0, f64::max);
+        let (cores, rss_max) = usage(&two);
         writeln!(
             md,
             "| smsgw, 2 instances of every service (p99 ingest→submit at 1k/s: {} ms, 1 instance: {} ms) | {} | {rate:.0} | {:.2} | {cores:.2} (10 processes) | {rss_max:.1} (largest process) |",
