@@ -212,7 +212,11 @@ pub async fn run_loop<W: Worker>(
                 },
                 Some(report) = reports.recv() => settle(&consumer, &mut tracker, report)?,
                 _ = tick.tick(), if opts.tick.is_some() => {
-                    worker.on_tick(crate::now_ms(), &done).await?;
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => return Ok(()),
+                        r = worker.on_tick(crate::now_ms(), &done) => r?,
+                    }
                 }
                 _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
                     if waiting_to_pause => {}
@@ -228,7 +232,17 @@ pub async fn run_loop<W: Worker>(
                     };
                     let input = Incoming::from_message(&msg);
                     tracker.begin(input.topic, input.partition, input.offset);
-                    worker.on_record(&input, &done).await?;
+                    // A worker may wait on something shutdown stops (the router waits for
+                    // a fresh opt-out copy): shutdown drops the unfinished record, which
+                    // stays uncommitted and is read again.
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => {
+                            tracker.abandon(input.topic, input.partition, input.offset);
+                            return Ok(());
+                        }
+                        r = worker.on_record(&input, &done) => r?,
+                    }
                 }
             }
         }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Wall clock, Unix milliseconds.
@@ -163,6 +164,27 @@ impl Health {
 /// Serves `GET /metrics` (Prometheus text), `GET /healthz` (the process is alive) and
 /// `GET /readyz` (its dependencies are reachable: 200 or 503 with every check) until
 /// `shutdown`. Binding happens before this returns, so a bad address fails at startup.
+/// Waits for a service's side tasks after its input stopped, all within `within`:
+/// a task still running then is named in a warning and aborted, so a shutdown never
+/// hangs on one (what it had not finished is redone after the restart, as after a
+/// crash).
+pub async fn join_within(
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    for (name, mut task) in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(
+                task = name,
+                within_ms = within.as_millis() as u64,
+                "shutdown: task did not stop in time; aborted"
+            );
+            task.abort();
+        }
+    }
+}
+
 pub async fn serve_admin(
     addr: SocketAddr,
     registry: Registry,
@@ -259,6 +281,32 @@ pub fn mask_number(n: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_side_task_that_never_stops_is_aborted_at_the_deadline() {
+        // Given one task that finishes and one that never does,
+        let quick = tokio::spawn(async {});
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stuck = tokio::spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        // when shutdown waits for both within 200 ms,
+        let start = tokio::time::Instant::now();
+        join_within(
+            vec![("quick", quick), ("stuck", stuck)],
+            Duration::from_millis(200),
+        )
+        .await;
+        // then it returns at the deadline, and the stuck task was aborted (its sender
+        // dropped with it).
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(rx.await.is_err());
+    }
 
     #[test]
     fn masks_the_middle_of_a_number() {

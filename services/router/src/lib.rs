@@ -175,15 +175,19 @@ pub async fn run(
         shutdown.clone().wait(),
     )
     .await;
-    let _ = tokio::join!(
-        optouts,
-        statuses,
-        cancellations,
-        schedule_task,
-        scheduler,
-        timers,
-        store,
-        admin
-    );
+    smsgw_runtime::join_within(
+        vec![
+            ("opt-out tail", optouts),
+            ("carrier-status tail", statuses),
+            ("cancellation tail", cancellations),
+            ("schedule tail", schedule_task),
+            ("scheduler", scheduler),
+            ("receipt timers", timers),
+            ("score store", store),
+            ("admin endpoint", admin),
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
     Ok(result?)
 }

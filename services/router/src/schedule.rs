@@ -188,7 +188,13 @@ pub async fn run(
         for (event, partition) in due {
             let id = event.message_id.clone();
             // Routes it (or cancels, blocks, expires it); nothing if already routed.
-            let mut out = match handler.release(&event, now).await {
+            // The release waits for a fresh opt-out copy, which shutdown stops.
+            let released = tokio::select! {
+                biased;
+                _ = shutdown.clone().wait() => return,
+                r = handler.release(&event, now) => r,
+            };
+            let mut out = match released {
                 Ok(out) => out,
                 Err(e) => {
                     tracing::warn!(error = ?e, "held message could not be released; it stays held");

@@ -129,7 +129,9 @@ impl Fleet {
                 ),
                 (
                     "receipt",
-                    format!("admin_listen = \"127.0.0.1:{rc}\"\ntick_ms = 100\nreceipt_timeout_ms = {receipt_timeout_ms}\n{k}"),
+                    // Receipts nobody claims (the first copy of a send repeated after a
+                    // dispatcher kill) are dead-lettered after 10 s, not 10 min.
+                    format!("admin_listen = \"127.0.0.1:{rc}\"\ntick_ms = 100\nreceipt_timeout_ms = {receipt_timeout_ms}\norphan_timeout_ms = 10000\n{k}"),
                     rc,
                 ),
                 (
@@ -255,16 +257,34 @@ impl Fleet {
             .args(["-TERM", &c.id().to_string()])
             .status()?;
         anyhow::ensure!(status.success(), "kill -TERM {name} failed");
-        let deadline = std::time::Instant::now() + within;
+        let start = std::time::Instant::now();
+        let deadline = start + within;
         loop {
             if let Some(st) = c.try_wait()? {
+                println!("{name} exited {:?} after SIGTERM", start.elapsed());
                 anyhow::ensure!(st.success(), "{name} exited with {st} after SIGTERM");
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
+                // Where it hangs, for the one reading the failure (when gdb is here).
+                let stacks = self.dir.join(format!("{name}.stacks"));
+                let _ = Command::new("gdb")
+                    .args([
+                        "-p",
+                        &c.id().to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
+                    .stdout(std::fs::File::create(&stacks)?)
+                    .stderr(Stdio::null())
+                    .status();
                 let _ = c.kill();
                 let _ = c.wait();
-                bail!("{name} did not exit within {within:?} of SIGTERM");
+                bail!(
+                    "{name} did not exit within {within:?} of SIGTERM (stacks: {})",
+                    stacks.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
