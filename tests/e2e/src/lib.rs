@@ -414,6 +414,26 @@ impl Peer {
         bind_fail: u32,
         rules: serde_json::Value,
     ) -> anyhow::Result<Self> {
+        // A port drawn by `free_port` can be taken by another test's server before the
+        // peer binds it (the peer then exits at once): draw again, five tries.
+        let mut tries = 0;
+        loop {
+            match Self::start_once(kind, bind_fail, &rules).await {
+                Ok(p) => return Ok(p),
+                Err(e) if tries < 4 => {
+                    eprintln!("{e:#}; trying other ports");
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start_once(
+        kind: PeerKind,
+        bind_fail: u32,
+        rules: &serde_json::Value,
+    ) -> anyhow::Result<Self> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers");
         let port = free_port();
         let log =
@@ -471,7 +491,11 @@ impl Peer {
         let line = tokio::time::timeout(Duration::from_secs(20), ready)
             .await
             .context("peer SMSC did not start within 20 s")???;
-        anyhow::ensure!(line.contains("ready"), "peer SMSC said {line:?}");
+        if !line.contains("ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("peer SMSC said {line:?}");
+        }
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         Ok(Peer {
             child,
