@@ -29,17 +29,6 @@ impl Owned {
             .contains(&(topic.to_string(), partition))
     }
 
-    /// The owned partitions of `topic`.
-    pub fn partitions(&self, topic: &str) -> Vec<i32> {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, p)| *p)
-            .collect()
-    }
-
     fn change(&self, tpl: &rdkafka::TopicPartitionList, add: bool) {
         let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
         for e in tpl.elements() {
@@ -136,7 +125,7 @@ pub fn owned(consumer: &GroupConsumer) -> Owned {
 /// Stores `offset` of a partition whose outputs are acknowledged. A partition revoked
 /// in the meantime refuses the store: then the record is logged and left for its new
 /// owner (at least once), instead of stopping the loop.
-pub fn store_done(consumer: &GroupConsumer, topic: &str, partition: i32, offset: i64) {
+pub(crate) fn store_done(consumer: &GroupConsumer, topic: &str, partition: i32, offset: i64) {
     if let Err(e) = consumer.store_offset(topic, partition, offset) {
         tracing::info!(
             topic,
@@ -431,7 +420,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// records that idempotent handlers absorb. With the brokers unreachable, librdkafka's
 /// synchronous commit and its close can wait for ever, so both run on a thread of their
 /// own ([`crate::off_runtime`]), which also drops the last reference to the consumer.
-pub async fn close(consumer: Arc<GroupConsumer>) {
+pub(crate) async fn close(consumer: Arc<GroupConsumer>) {
     let closing = crate::off_runtime(move || {
         let r = consumer.commit_consumer_state(CommitMode::Sync);
         drop(consumer);
@@ -450,7 +439,7 @@ pub async fn close(consumer: Arc<GroupConsumer>) {
 /// Offsets completed out of order, turned into the highest offset that is safe to store:
 /// everything at or below it is done.
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     parts: HashMap<(String, i32), Part>,
 }
 

@@ -24,8 +24,8 @@ mod worker;
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{owner_of, Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    close, consumer, join, now_ms, owned, run_consumer, store_done, ConsumerMetrics, GroupConsumer,
-    HandleError, Handler, Incoming, OffsetTracker, Owned, OwningContext, FETCH_WAIT_MAX_MS,
+    consumer, join, now_ms, owned, run_consumer, ConsumerMetrics, GroupConsumer, HandleError,
+    Handler, Incoming, Owned, OwningContext, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
     dead_letter, send, send_all, send_until_stored, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,
@@ -34,7 +34,7 @@ pub use producer::{
 pub use rdkafka;
 pub use recent::read_recent;
 pub use tail::{spawn_tail, tail, TailState};
-pub use worker::{run_loop, Done, DoneLog, LoopOptions, Rebalanced, RecordAt, Worker};
+pub use worker::{run_loop, Done, LoopOptions, Rebalanced, RecordAt, Worker};
 
 use thiserror::Error;
 

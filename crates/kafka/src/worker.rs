@@ -81,31 +81,6 @@ impl Done {
     pub fn fail(&self, error: KafkaError) {
         let _ = self.tx.send(Report::Failed(error));
     }
-
-    /// A handle whose reports go nowhere (unit tests of workers).
-    pub fn detached() -> (Done, DoneLog) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Done { tx }, DoneLog { rx })
-    }
-}
-
-/// What a [`Done::detached`] handle was told, for tests.
-#[derive(Debug)]
-pub struct DoneLog {
-    rx: mpsc::UnboundedReceiver<Report>,
-}
-
-impl DoneLog {
-    /// The records reported finished so far.
-    pub fn finished(&mut self) -> Vec<RecordAt> {
-        let mut out = Vec::new();
-        while let Ok(r) = self.rx.try_recv() {
-            if let Report::Finished(at) = r {
-                out.push(at);
-            }
-        }
-        out
-    }
 }
 
 /// A service's side of the loop.
