@@ -493,6 +493,77 @@ pub fn group_lag(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Resul
     Ok(lag)
 }
 
+/// Every record of `topic` written before the call: the high watermarks are read first,
+/// then each partition is read from its start up to them by direct assignment (no group
+/// to join). Unlike reading "for a while", it cannot miss a record that is already in
+/// the log, and it returns as soon as the end is reached; use it to show that something
+/// was *not* written.
+pub async fn read_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+    use smsgw_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+    use smsgw_kafka::rdkafka::{Message as _, Offset, TopicPartitionList};
+    let c: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &uuid::Uuid::new_v4().to_string()),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()?;
+    let t = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some(topic), t)?;
+    let mut ends = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), t)?;
+        if high > low {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        let m = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("{topic}: the end was not reached within {timeout:?}"))??;
+        let Some(&end) = ends.get(&m.partition()) else {
+            continue;
+        };
+        if m.offset() < end {
+            out.push(key_value(&m));
+        }
+        if m.offset() + 1 >= end {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(out)
+}
+
+/// A reader of a topic from its beginning that keeps its place between calls: for tests
+/// that answer records as they appear (a stand-in for a service).
+pub struct Follower(smsgw_kafka::rdkafka::consumer::StreamConsumer);
+
+impl Follower {
+    /// Follows `topic` (in a group of its own) from its first record.
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Self> {
+        Ok(Follower(from_start(kafka, topic)?))
+    }
+
+    /// The next record (key, value), or `None` when none came within `wait`.
+    pub async fn next(&self, wait: Duration) -> anyhow::Result<Option<(String, Option<Vec<u8>>)>> {
+        match tokio::time::timeout(wait, self.0.recv()).await {
+            Ok(m) => Ok(Some(key_value(&m?))),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 /// Creates `name` with `partitions` partitions (replication 1) on `kafka`'s broker.
 pub async fn create_topic(kafka: &KafkaConfig, name: &str, partitions: i32) -> anyhow::Result<()> {
     smsgw_kafka::bootstrap_topics(

@@ -520,6 +520,15 @@ mod tests {
             .collect()
     }
 
+    /// The whole output, in order: each record's topic and, for an event, its kind
+    /// (`-` for dispatch work). Tests compare it entirely, so an extra or missing record
+    /// fails them, not only a wrong first one.
+    fn shape(out: &[(String, Option<Event>)]) -> Vec<(&str, &'static str)> {
+        out.iter()
+            .map(|(t, e)| (t.as_str(), e.as_ref().map_or("-", |e| e.payload.kind())))
+            .collect()
+    }
+
     #[test]
     fn a_message_past_its_validity_expires_instead_of_being_routed() {
         let mut h = handler();
@@ -528,7 +537,7 @@ mod tests {
             a.expires_at = Some(1_000); // long gone
         }
         let out = handle(&mut h, &e);
-        assert_eq!(out.len(), 1, "no dispatch");
+        assert_eq!(shape(&out), [("t.events", "MessageExpired")], "no dispatch");
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Expired(x) if x.reason.contains("validity")),
             "{:?}",
@@ -540,11 +549,13 @@ mod tests {
     fn accepted_message_is_routed_to_the_first_carrier() {
         let mut h = handler();
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
-        assert_eq!(out.len(), 2);
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.a", "-")]
+        );
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "a" && c.attempt == 1)
         );
-        assert_eq!(out[1].0, "t.dispatch.a");
     }
 
     #[test]
@@ -570,7 +581,7 @@ mod tests {
                 reference: None,
             });
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
-        assert_eq!(out.len(), 1);
+        assert_eq!(shape(&out), [("t.events", "MessageBlocked")]);
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Blocked(b) if b.scope == "sender:SHOP")
         );
@@ -581,15 +592,19 @@ mod tests {
         let mut h = handler();
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &failed("m1", "a", 1, &["a"], true));
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+        );
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2)
         );
-        assert_eq!(out[1].0, "t.dispatch.b");
         assert!(
             handle(&mut h, &failed("m1", "a", 1, &["a"], true)).is_empty(),
             "duplicate failure ignored"
         );
         let out = handle(&mut h, &failed("m1", "b", 2, &["a", "b"], true));
+        assert_eq!(shape(&out), [("t.events", "MessageUndeliverable")]);
         assert!(matches!(
             &out[0].1.as_ref().unwrap().payload,
             EventPayload::Undeliverable(_)
@@ -601,6 +616,7 @@ mod tests {
         let mut h = handler();
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &failed("m1", "a", 1, &["a"], false));
+        assert_eq!(shape(&out), [("t.events", "MessageUndeliverable")]);
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("permanent"))
         );
@@ -610,6 +626,7 @@ mod tests {
     fn unknown_prefix_is_undeliverable() {
         let mut h = handler();
         let out = handle(&mut h, &accepted("m1", "+15551234567"));
+        assert_eq!(shape(&out), [("t.events", "MessageUndeliverable")]);
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("no route"))
         );
@@ -620,7 +637,10 @@ mod tests {
         let mut h = handler();
         h.state.lock().unwrap().set_carrier_up("a", None, false);
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
-        assert_eq!(out[1].0, "t.dispatch.b");
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+        );
     }
 
     #[test]
@@ -632,7 +652,10 @@ mod tests {
             st.set_carrier_up("b", None, false);
         }
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
-        assert_eq!(out[1].0, "t.dispatch.a");
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.a", "-")]
+        );
     }
 
     #[test]
@@ -640,6 +663,10 @@ mod tests {
         let mut h = handler();
         h.state.lock().unwrap().set_carrier_up("a", None, false);
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+        );
         let Some(EventPayload::CarrierSelected(c)) = out[0].1.as_ref().map(|e| &e.payload) else {
             panic!("{out:?}");
         };
@@ -671,8 +698,7 @@ mod tests {
             a.message_type = Some("promotional".into());
         }
         let out = handle(&mut h, &e);
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(out[0].0, "t.schedule");
+        assert_eq!(shape(&out), [("t.schedule", "MessageAccepted")], "{out:?}");
         let Some(EventPayload::Accepted(held)) = out[0].1.as_ref().map(|e| &e.payload) else {
             panic!("{out:?}");
         };
@@ -683,7 +709,10 @@ mod tests {
         );
         // A transactional message to the same number goes now.
         let out = handle(&mut h, &accepted("m2", "+447911123456"));
-        assert_eq!(out[1].0, "t.dispatch.a");
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.a", "-")]
+        );
     }
 
     #[test]
@@ -706,7 +735,112 @@ mod tests {
             handle(&mut h, &undeliv);
         }
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
-        assert_eq!(out[1].0, "t.dispatch.b", "a failed everything it was given");
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")],
+            "a failed everything it was given"
+        );
+    }
+
+    fn submitted(id: &str, carrier: &str, attempt: i32) -> Event {
+        Event::new(
+            id,
+            EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+                carrier: carrier.into(),
+                attempt,
+                carrier_message_id: format!("{id}-{attempt}"),
+                segments: 1,
+                possible_duplicate: false,
+            }),
+            attempt,
+            smsgw_kafka::now_ms(),
+        )
+    }
+
+    #[test]
+    fn a_carrier_whose_receipts_fail_loses_traffic_even_when_the_next_one_delivers() {
+        // Given 20 messages that a failed by receipt and b then delivered (success alone
+        // weighs, so only the learned failures can move traffic),
+        let mut h = handler();
+        {
+            let mut st = h.state.lock().unwrap();
+            let mut cfg = st.scorer.config().clone();
+            for c in ["a", "b"] {
+                cfg.carriers.insert(
+                    c.into(),
+                    crate::scoring::CarrierProfile {
+                        max_tps: 1e9,
+                        ..Default::default()
+                    },
+                );
+            }
+            let w = &mut cfg.types.get_mut("transactional").unwrap().weights;
+            (w.latency, w.errors, w.load, w.price, w.health) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            st.scorer = crate::scoring::Scorer::new(cfg);
+        }
+        for i in 0..20 {
+            let id = format!("x{i}");
+            let out = handle(&mut h, &accepted(&id, "+447911123456"));
+            let Some(EventPayload::CarrierSelected(c)) = out.first().and_then(|o| o.1.as_ref()).map(|e| &e.payload) else {
+                panic!("{out:?}");
+            };
+            if c.carrier == "b" {
+                break; // learned already
+            }
+            handle(&mut h, &submitted(&id, "a", 1));
+            let out = handle(&mut h, &delivery_failed(&id, "a", 1, false));
+            assert_eq!(
+                shape(&out),
+                [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+            );
+            handle(&mut h, &submitted(&id, "b", 2));
+            let delivered = Event::new(
+                &id,
+                EventPayload::Delivered(smsgw_domain::MessageDelivered {
+                    carrier: "b".into(),
+                    carrier_message_id: format!("{id}-2"),
+                    stat: "DELIVRD".into(),
+                }),
+                2,
+                smsgw_kafka::now_ms(),
+            );
+            handle(&mut h, &delivered);
+        }
+        // when the next message comes, then it goes to b first, and a's score fell below
+        // the prior a carrier without evidence has (not only b's rose above it).
+        let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")],
+            "a failed every receipt"
+        );
+        let Some(EventPayload::CarrierSelected(c)) = out[0].1.as_ref().map(|e| &e.payload) else {
+            panic!("{out:?}");
+        };
+        let prior = h.state.lock().unwrap().scorer.config().prior_success;
+        let a = c.alternatives[0].score.unwrap();
+        assert!(a < prior, "a scored {a}, the prior is {prior}: {c:?}");
+    }
+
+    #[test]
+    fn a_failed_attempt_is_counted_once_when_the_message_then_ends() {
+        // Given a message whose only carrier attempt failed by receipt,
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        handle(&mut h, &submitted("m1", "a", 1));
+        handle(&mut h, &delivery_failed("m1", "a", 1, false));
+        handle(&mut h, &submitted("m1", "b", 2));
+        // when b fails too and the router ends the message with b's receipt,
+        let out = handle(&mut h, &delivery_failed("m1", "b", 2, false));
+        let end = out[0].1.clone().unwrap();
+        handle(&mut h, &end);
+        // then each carrier has one finished attempt, none delivered.
+        let rows = h.state.lock().unwrap().scorer.export("r", smsgw_kafka::now_ms());
+        let finished = |c: &str| -> f64 {
+            rows.iter().filter(|r| r.carrier == c).map(|r| r.finished).sum()
+        };
+        assert!((finished("a") - 1.0).abs() < 0.01, "{rows:?}");
+        assert!((finished("b") - 1.0).abs() < 0.01, "{rows:?}");
     }
 
     fn delivery_failed(id: &str, carrier: &str, attempt: i32, timed_out: bool) -> Event {
@@ -731,14 +865,18 @@ mod tests {
         let mut h = handler();
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &delivery_failed("m1", "a", 1, false));
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+        );
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 2),
             "{out:?}"
         );
-        assert_eq!(out[1].0, "t.dispatch.b");
         // b fails too (its receipt names only b): a is not tried again; the end carries
         // the receipt's stat and error code.
         let out = handle(&mut h, &delivery_failed("m1", "b", 2, false));
+        assert_eq!(shape(&out), [("t.events", "MessageUndeliverable")]);
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload,
                 EventPayload::Undeliverable(u) if u.stat.as_deref() == Some("UNDELIV") && u.error_code.as_deref() == Some("034")),
@@ -757,6 +895,7 @@ mod tests {
         }
         handle(&mut h, &accepted("m1", "+447911123456"));
         let out = handle(&mut h, &delivery_failed("m1", "a", 1, true));
+        assert_eq!(shape(&out), [("t.events", "MessageUndeliverable")]);
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::Undeliverable(u) if u.reason.contains("most allowed")),
             "{out:?}"

@@ -23,6 +23,9 @@ pub struct Pending {
     pub tried: Vec<String>,
     /// The event-log partition its events are on (its owner runs its timers), once seen.
     pub partition: Option<i32>,
+    /// The last attempt whose failure (`DeliveryFailed`) the scorer has learned: the
+    /// router's own `MessageUndeliverable` that follows it must not count it again.
+    pub failure_learned: i32,
 }
 
 /// Router memory, folded from the event log, the opt-out log and carrier status.
@@ -146,6 +149,7 @@ impl RouterState {
                 attempt_routed: 0,
                 submitted_at: None,
                 submitted_attempt: 0,
+                failure_learned: 0,
                 tried: Vec::new(),
                 partition: None,
             },
@@ -199,13 +203,14 @@ impl RouterState {
                 self.table.prefix_of(&p.accepted.destination).to_string(),
                 p.accepted.message_type.clone(),
                 p.submitted_at,
+                p.failure_learned >= p.attempt_routed.max(1),
             )
         });
         if let P::CarrierSelected(c) = &e.payload {
             self.scorer.on_routed(&c.carrier, t);
             self.note_tried(&e.message_id, c.attempt, &c.carrier);
         }
-        let Some((prefix, mt, submitted_at)) = ctx else {
+        let Some((prefix, mt, submitted_at, end_learned)) = ctx else {
             return;
         };
         let mt = mt.as_deref();
@@ -227,12 +232,25 @@ impl RouterState {
             P::Delivered(x) => self
                 .scorer
                 .on_final(&x.carrier, &prefix, mt, true, latency, t),
-            P::Undeliverable(x) if x.stat.is_some() => {
+            // Each failed attempt is learned from its own event: a carrier whose receipts
+            // all fail is avoided even when the next carrier delivers every message.
+            P::DeliveryFailed(x) => {
+                let latency = latency.filter(|_| !x.timed_out);
+                self.scorer
+                    .on_final(&x.carrier, &prefix, mt, false, latency, t);
+                if let Some(p) = self.pending.get_mut(&e.message_id) {
+                    p.failure_learned = p.failure_learned.max(x.attempt);
+                }
+            }
+            // The end of a message whose last attempt's failure was not learned yet
+            // (a writer from before DeliveryFailed existed, or the router's "context
+            // lost" end).
+            P::Undeliverable(x) if x.stat.is_some() && !end_learned => {
                 if let Some(c) = &x.carrier {
                     self.scorer.on_final(c, &prefix, mt, false, latency, t);
                 }
             }
-            P::Expired(x) => {
+            P::Expired(x) if !end_learned => {
                 if let Some(c) = &x.carrier {
                     self.scorer.on_final(c, &prefix, mt, false, None, t);
                 }

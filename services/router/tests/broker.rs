@@ -1,7 +1,7 @@
 //! router against a real Tansu broker: an accepted message becomes a carrier choice and
 //! dispatch work; an opted-out recipient is blocked; a down carrier is skipped.
 
-use smsgw_codec::{CarrierStatusChanged, DispatchRequested, OptOutChanged};
+use smsgw_codec::{AvroRecord, CarrierStatusChanged, DispatchRequested, OptOutChanged};
 use smsgw_domain::{Command, Event, EventPayload, Message, MessageAccepted};
 use smsgw_router::{Config, Route};
 use smsgw_testkit::{free_port, produce, read_records, stopper, Broker};
@@ -172,9 +172,12 @@ async fn held_messages_survive_a_restart_and_go_out_on_time() -> anyhow::Result<
         .iter()
         .find(|e| e.message_id == "later" && e.payload.kind() == "MessageCancelled");
     assert!(cancelled.is_some(), "{out:?}");
+    // At once: within seconds of the request, not when the message would have been due
+    // (an hour on), nor when the first message was released.
+    let took = cancelled.unwrap().occurred_at_ms - cancel.requested_at;
     assert!(
-        cancelled.unwrap().occurred_at_ms < send_at + 3_600_000,
-        "cancelled at once"
+        (0..5_000).contains(&took),
+        "cancelled {took} ms after the request"
     );
     // Both were released: the schedule topic ends with a tombstone for each.
     let mut left = std::collections::HashMap::new();
@@ -254,5 +257,197 @@ async fn two_routers_release_each_held_message_exactly_once() -> anyhow::Result<
     let _ = stop1.send(());
     r0.await??;
     r1.await??;
+    Ok(())
+}
+
+/// A router for `+44` over carriers a (cheaper, so chosen first without evidence) and b.
+fn learning_config(kafka: &smsgw_kafka::KafkaConfig) -> anyhow::Result<Config> {
+    let mut c = Config::new(
+        kafka.clone(),
+        vec![Route {
+            prefix: "+44".into(),
+            carriers: vec!["a".into(), "b".into()],
+        }],
+    );
+    c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    c.scoring.exploration = 0.0;
+    for (name, price) in [("a", 0.005), ("b", 0.01)] {
+        c.scoring.carriers.insert(
+            name.into(),
+            smsgw_router::scoring::CarrierProfile {
+                price_per_segment: price,
+                ..Default::default()
+            },
+        );
+    }
+    Ok(c)
+}
+
+/// The carrier the router chose for `id`'s first attempt, read from the event log.
+async fn first_choice(follow: &smsgw_testkit::Follower, id: &str) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let Some((_, Some(v))) = follow.next(Duration::from_secs(1)).await? else {
+            continue;
+        };
+        let e = Event::decode(&v)?;
+        if let (true, EventPayload::CarrierSelected(c)) = (e.message_id == id, &e.payload) {
+            return Ok(c.carrier.clone());
+        }
+    }
+    anyhow::bail!("{id} was not routed within 30 s")
+}
+
+/// Plays dispatcher and carrier for the messages `ids`: each attempt routed to a is
+/// submitted and fails by receipt; each routed to b is submitted and delivered. Returns
+/// once every message is delivered.
+async fn answer_until_delivered(
+    kafka: &smsgw_kafka::KafkaConfig,
+    follow: &smsgw_testkit::Follower,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    let events = kafka.topics.events();
+    let mut open: std::collections::HashSet<&String> = ids.iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !open.is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} messages not delivered",
+            open.len()
+        );
+        let Some((_, Some(v))) = follow.next(Duration::from_secs(1)).await? else {
+            continue;
+        };
+        let e = Event::decode(&v)?;
+        let EventPayload::CarrierSelected(c) = &e.payload else {
+            continue;
+        };
+        let id = e.message_id.as_str();
+        let now = smsgw_kafka::now_ms();
+        let submitted = Event::new(
+            id,
+            EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+                carrier: c.carrier.clone(),
+                attempt: c.attempt,
+                carrier_message_id: format!("{id}-{}", c.attempt),
+                segments: 1,
+                possible_duplicate: false,
+            }),
+            c.attempt,
+            now,
+        );
+        produce(kafka, &events, id, &submitted).await?;
+        let end = if c.carrier == "a" {
+            EventPayload::DeliveryFailed(smsgw_domain::DeliveryFailed {
+                carrier: "a".into(),
+                attempt: c.attempt,
+                reason: "carrier receipt UNDELIV".into(),
+                stat: Some("UNDELIV".into()),
+                error_code: Some("001".into()),
+                timed_out: false,
+                carriers_tried: vec!["a".into()],
+            })
+        } else {
+            open.remove(&e.message_id);
+            EventPayload::Delivered(smsgw_domain::MessageDelivered {
+                carrier: c.carrier.clone(),
+                carrier_message_id: format!("{id}-{}", c.attempt),
+                stat: "DELIVRD".into(),
+            })
+        };
+        produce(kafka, &events, id, &Event::new(id, end, c.attempt, now + 50)).await?;
+    }
+    Ok(())
+}
+
+/// What a router learned is not lost with the process: a restarted router (its offsets
+/// committed past every outcome, so it reads none of them live) re-learns them from the
+/// event log at startup and keeps traffic off the carrier that failed everything. The
+/// first router's own first choice shows the evidence-free preference (a).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_router_relearns_outcomes_from_the_log() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a", "b"]).await?;
+    let events = kafka.topics.events();
+    let follow = smsgw_testkit::Follower::new(&kafka, &events)?;
+    let config = learning_config(&kafka)?;
+    let group = config.group_id.clone();
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config, sd));
+    let ids: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        produce(&kafka, &events, id, &accepted(id, &format!("+4479112000{i:02}"))).await?;
+    }
+    answer_until_delivered(&kafka, &follow, &ids).await?;
+    // Every outcome consumed (and committed) by the first router.
+    smsgw_testkit::eventually("the first router caught up", Duration::from_secs(60), || async {
+        (smsgw_testkit::group_lag(&kafka, &group, &events).ok()? == 0).then_some(())
+    })
+    .await?;
+    let _ = stop.send(());
+    svc.await??;
+    let history = smsgw_testkit::read_to_end(&kafka, &events, Duration::from_secs(30)).await?;
+    let first = history
+        .iter()
+        .filter_map(|(_, v)| Event::decode(v.as_deref()?).ok())
+        .find_map(|e| match e.payload {
+            EventPayload::CarrierSelected(c) if e.message_id == "m0" => Some(c.carrier),
+            _ => None,
+        });
+    assert_eq!(first.as_deref(), Some("a"), "without evidence a is chosen");
+
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(learning_config(&kafka)?, sd));
+    produce(&kafka, &events, "after", &accepted("after", "+447911200099")).await?;
+    let chosen = first_choice(&follow, "after").await;
+    let _ = stop.send(());
+    svc.await??;
+    assert_eq!(chosen?, "b", "the restarted router forgot that a failed");
+    Ok(())
+}
+
+/// The score store is optional at run time: with ScyllaDB unreachable the router routes
+/// from its own evidence, and counts the failed syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> anyhow::Result<()>
+{
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a", "b"]).await?;
+    let events = kafka.topics.events();
+    let follow = smsgw_testkit::Follower::new(&kafka, &events)?;
+    let mut config = learning_config(&kafka)?;
+    // Nothing listens there.
+    config.scoring.store = smsgw_router::store::StoreConfig::Scylla {
+        nodes: vec![format!("127.0.0.1:{}", free_port())],
+        keyspace: "smsgw".into(),
+        username: None,
+        password: None,
+        writer: Some("r1".into()),
+        sync_ms: 200,
+        create_schema: true,
+    };
+    let admin = format!("http://{}/metrics", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config, sd));
+    let ids: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        produce(&kafka, &events, id, &accepted(id, &format!("+4479113000{i:02}"))).await?;
+    }
+    let learned = answer_until_delivered(&kafka, &follow, &ids).await;
+    produce(&kafka, &events, "after", &accepted("after", "+447911300099")).await?;
+    let chosen = first_choice(&follow, "after").await;
+    let metrics = reqwest::get(&admin).await?.text().await?;
+    let _ = stop.send(());
+    svc.await??;
+    learned?;
+    assert_eq!(chosen?, "b", "local evidence steers traffic off a");
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("smsgw_router_score_syncs_total") && l.contains("error"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "failed syncs counted:\n{metrics}");
     Ok(())
 }
