@@ -8,6 +8,10 @@
 //   throttle_first: N    answer the first N submits of the session with ESME_RTHROTTLED
 //   throttle_every: N    answer every Nth submit with ESME_RTHROTTLED, at any rate (a
 //                        share of submits, as per-destination or per-sender limits do)
+//   queue_full_first: N  answer the first N submits of the session with ESME_RMSGQFUL
+//                        (0x14: "try again later")
+//   reject_part: K       answer the Kth part of a concatenated message (UDH or SAR)
+//                        with ESME_RSUBMITFAIL; other parts are accepted
 //   throttle_above: R    accept at most R submits per second over all sessions (a
 //                        token bucket with one second's burst); throttle the rest
 //   hold_ms: MS          answer submit_sm only after MS (a window that fills up)
@@ -16,7 +20,7 @@
 // --bind-fail N refuses the first N binds with ESME_RBINDFAIL. A transmitter's receipts
 // go to a receiver bind, as real SMSCs do.
 // An HTTP control port injects MO messages (POST /mo {from,to,body}) and reports
-// counters (GET /stats). --log FILE appends every bind, submit (with the text as the
+// counters (GET /stats). --log FILE appends every bind, unbind, submit (with the text as the
 // npm package decoded it), receipt and drop as one JSON object per line.
 'use strict';
 const smpp = require('smpp');
@@ -116,6 +120,7 @@ const server = smpp.createServer(function (session) {
   session.on('bind_transmitter', bind);
   session.on('enquire_link', (pdu) => session.send(pdu.response()));
   session.on('unbind', (pdu) => {
+    note({ ev: 'unbind', conn: session.conn });
     session.send(pdu.response());
     receivers.delete(session);
     session.close();
@@ -144,7 +149,13 @@ const server = smpp.createServer(function (session) {
       note(Object.assign(ev, { status: 0x58 }));
       return;
     }
-    if (rule.reject) {
+    if (rule.queue_full_first && count <= rule.queue_full_first) {
+      stats.refused++;
+      session.send(pdu.response({ command_status: smpp.ESME_RMSGQFUL }));
+      note(Object.assign(ev, { status: 0x14 }));
+      return;
+    }
+    if (rule.reject || (rule.reject_part && ev.concat && ev.concat[2] === rule.reject_part)) {
       stats.refused++;
       session.send(pdu.response({ command_status: smpp.ESME_RSUBMITFAIL }));
       note(Object.assign(ev, { status: 0x45 }));

@@ -81,12 +81,30 @@ async fn cancelled_or_sent_never_both() -> anyhow::Result<()> {
     assert_eq!(last["details"]["stopped_by"], "dispatcher", "{s}");
     assert_eq!(gw.final_status(&slow).await?["state"], "delivered");
 
-    // The race: sends and cancels at random moments.
+    // The race: sends and cancels at random moments, around the moment the window opens.
+    // A slow message holds the only window slot for 2 s; each of 20 messages is cancelled
+    // 0 to 3 s after it was accepted, so cancels land both before and after their submit
+    // (the first at once, the last after 3 s, so each outcome happens at least once).
+    let blocker = post(&gw, &format!("+{SLOW}00002")).await?;
+    smsgw_testkit::eventually("the window is held", Duration::from_secs(10), || async {
+        let held = peer.of("submit").ok()?;
+        (held
+            .iter()
+            .filter(|s| s["dest"].as_str().is_some_and(|d| d.starts_with(SLOW)))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tasks = Vec::new();
     for i in 0..20 {
         let to = format!("+4479111402{i:02}");
-        let delay = rng.random_range(0..150u64);
+        let delay = match i {
+            0 => 0,
+            19 => 3_000,
+            _ => rng.random_range(0..3_000u64),
+        };
         let id = post(&gw, &to).await?;
         let api = gw.api.clone();
         tasks.push(tokio::spawn(async move {
@@ -130,6 +148,11 @@ async fn cancelled_or_sent_never_both() -> anyhow::Result<()> {
     }
     println!("race: {cancelled} cancelled, {sent} sent");
     assert_eq!(cancelled + sent, 20);
+    assert!(
+        cancelled > 0 && sent > 0,
+        "the race must produce both outcomes (seed {seed})"
+    );
+    assert_eq!(gw.final_status(&blocker).await?["state"], "delivered");
     gw.stop().await?;
     Ok(())
 }

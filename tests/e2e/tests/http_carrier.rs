@@ -1,6 +1,6 @@
 //! An HTTP carrier end to end: the generic connector submits with a templated JSON body
-//! and a bearer token, takes the id from the response, rides out a 429, records a 400 as
-//! a permanent failure; the carrier's signed receipt and MO webhooks settle messages and
+//! and a bearer token, takes the id from the response, rides out a 429, sends again
+//! after `retry_later_ms` on a 503, records a 400 as a permanent failure; the carrier's signed receipt and MO webhooks settle messages and
 //! opt recipients out; unsigned or unreadable calls are refused (and dead-lettered).
 
 use axum::extract::State;
@@ -24,7 +24,12 @@ const TOKEN: &str = "tok-123";
 #[derive(Default)]
 struct Carrier {
     requests: Vec<Value>,
+    /// When each request came, ms since the epoch.
+    request_at: Vec<i64>,
     throttled_once: bool,
+    unavailable_once: bool,
+    /// What smsgw's receipt webhook answered to each receipt the carrier sent.
+    receipt_answers: Vec<u16>,
     next_id: u64,
     receipts_to: String,
 }
@@ -70,6 +75,14 @@ async fn send(
     let (id, hook) = {
         let mut c = c.lock().unwrap();
         c.requests.push(req.clone());
+        c.request_at.push(smsgw_kafka::now_ms());
+        if to.ends_with("98") && !c.unavailable_once {
+            c.unavailable_once = true;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "maintenance"})),
+            );
+        }
         if to.ends_with("99") && !c.throttled_once {
             c.throttled_once = true;
             return (
@@ -86,6 +99,7 @@ async fn send(
         c.next_id += 1;
         (c.next_id, c.receipts_to.clone())
     };
+    // The answer is kept for the test to check (a panic in this task would go unseen).
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = call_webhook(
@@ -94,7 +108,7 @@ async fn send(
             true,
         )
         .await;
-        assert_eq!(r.status(), 200, "receipt webhook");
+        c.lock().unwrap().receipt_answers.push(r.status().as_u16());
     });
     (StatusCode::OK, Json(json!({"messages": [{"id": id}]})))
 }
@@ -135,6 +149,7 @@ async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
     };
     let gw = Gateway::start_with(&format!("http://{addr}/send"), |c| {
         c.http = Some(http);
+        c.retry_later_ms = 700;
     })
     .await?;
     let receipts = format!(
@@ -151,11 +166,14 @@ async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
     let text = "Say \"hi\" & 😀 — \\ ok";
     let (_, a) = post("+447911100001", text).await?;
     let (_, b) = post("+447911100099", "throttled once").await?;
+    let (_, u) = post("+447911100098", "unavailable once").await?;
     let (_, c) = post("+447400200001", "refused").await?;
     let a_id = a["id"].as_str().unwrap();
     let s = gw.final_status(a_id).await?;
     assert_eq!(s["state"], "delivered", "{s}");
     let s = gw.final_status(b["id"].as_str().unwrap()).await?;
+    assert_eq!(s["state"], "delivered", "{s}");
+    let s = gw.final_status(u["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "delivered", "{s}");
     let s = gw.final_status(c["id"].as_str().unwrap()).await?;
     assert_eq!(s["state"], "undeliverable", "{s}");
@@ -177,7 +195,28 @@ async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
             .filter(|r| r["to"] == "+447911100099")
             .count();
         assert_eq!(tries, 2, "429 then success");
+        let at: Vec<i64> = c
+            .requests
+            .iter()
+            .zip(&c.request_at)
+            .filter(|(r, _)| r["to"] == "+447911100098")
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(at.len(), 2, "503 then success");
+        assert!(
+            (700..3_000).contains(&(at[1] - at[0])),
+            "sent again {} ms after the 503, retry_later_ms is 700",
+            at[1] - at[0]
+        );
     }
+    // Every receipt the carrier sent was taken (a, b and u were delivered; the carrier
+    // records the webhook's answer just after it came).
+    let answers = smsgw_testkit::eventually("three receipt answers", Duration::from_secs(10), || {
+        let a = shared.lock().unwrap().receipt_answers.clone();
+        async move { (a.len() >= 3).then_some(a) }
+    })
+    .await?;
+    assert_eq!(answers, [200, 200, 200], "receipt webhook answers");
 
     // Refused calls: a bad signature, then a signed but unreadable receipt.
     let r = call_webhook(

@@ -1,7 +1,8 @@
 //! A bounded shutdown (issue 17): SIGTERM with a backlog behind a slow, rate-limited
 //! carrier (the npm `smpp` SMSC answering 1.5 s late, the carrier limited to 1 msg/s)
-//! stops intake at once, gives up what has not left, records what has, and exits; the
-//! next dispatcher sends the rest, and nothing twice.
+//! stops intake at once, gives up what has not left, records what has, unbinds once the
+//! submits on the wire are answered, and exits; the next dispatcher sends the rest, and
+//! nothing twice.
 
 use smsgw_codec::AvroRecord;
 use smsgw_e2e::solo::{dispatcher, preload, submits};
@@ -78,6 +79,23 @@ async fn sigterm_with_a_backlog_gives_up_unsent_work_records_the_rest_and_exits(
         sent.len(),
         "outcomes recorded for what the SMSC accepted"
     );
+    // Drained, then unbound: each bind said unbind, after the SMSC had answered the last
+    // submit (1.5 s after it received it), not before.
+    let last = sent.iter().map(|s| s.0).fold(0.0, f64::max);
+    let unbinds: Vec<f64> = peer
+        .of("unbind")?
+        .iter()
+        .filter_map(|u| u["at"].as_f64())
+        .collect();
+    let binds = peer.of("bind")?.iter().filter(|b| b["ok"] == true).count();
+    assert_eq!(unbinds.len(), binds, "every bind unbound at shutdown");
+    for u in &unbinds {
+        assert!(
+            *u >= last + 1.4,
+            "unbound {:.2} s after the last submit, before its answer",
+            u - last
+        );
+    }
 
     // The next owner sends the rest, and nothing twice.
     carrier.max_rate = None;
