@@ -271,7 +271,8 @@ const ADDED_FIELDS: [(&str, &str); 3] = [
 ];
 
 /// Golden records written by every schema version live in `schemas/events/fixtures/`.
-/// The current reader must decode each of them to the event in the matching `.json`.
+/// The current reader must decode each of them to the event in the matching `.txt`, and
+/// the writer's schema to the datum in the matching `.json`.
 /// `SMSGW_BLESS=1 cargo test -p smsgw-codec` writes fixtures for the current version;
 /// fixtures of older versions are never rewritten.
 #[test]
@@ -296,6 +297,21 @@ fn every_schema_version_decodes_with_the_current_reader() {
             }
             let bytes = std::fs::read(&f).unwrap();
             let event = Event::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            // Beside each record, the datum as the writer's schema reads it, in JSON: the
+            // analytics check (tests/analytics) compares a third-party decoder's result
+            // with it field for field.
+            let (datum, _) = Event::schemas().decode(&bytes).unwrap();
+            let datum = serde_json::Value::try_from(datum).unwrap();
+            let json = format!(
+                "{}\n",
+                serde_json::json!({"kind": event.payload.kind(), "datum": datum})
+            );
+            if std::env::var("SMSGW_BLESS").is_ok() {
+                std::fs::write(f.with_extension("json"), &json).unwrap();
+            }
+            let written = std::fs::read_to_string(f.with_extension("json"))
+                .unwrap_or_else(|e| panic!("{}: {e} (SMSGW_BLESS=1 writes it)", f.display()));
+            assert_eq!(written, json, "{}", f.display());
             let expected = std::fs::read_to_string(f.with_extension("txt")).unwrap();
             // Fields added after the fixture's version must read as their defaults.
             let mut actual = format!("{event:?}\n");
