@@ -1,12 +1,20 @@
 //! API keys for the HTTP APIs (ingest's `/v1/messages`, optout's `/v1/optouts`).
 //!
 //! Keys are stored hashed: the configured `api_keys` text holds one key per line,
-//! `name:sha256hex[:requests_per_second]` (the SHA-256 of the key, in hex). A caller
-//! sends the key itself as `Authorization: Bearer <key>` or `X-Api-Key: <key>`; it is
-//! hashed and compared in constant time. Each key has its own token bucket (burst equal
-//! to its rate). Unauthenticated calls get 401, calls over the rate 429 with
-//! `Retry-After`, both with a JSON `{"error", "reason"}`. The key's name is passed to
-//! handlers as [`Caller`].
+//! `name:sha256hex[:requests_per_second][:attribute=value...]` (the SHA-256 of the key,
+//! in hex). The attributes say whom the key speaks for:
+//! - `account=<id>`: the account (client id) it belongs to; default: the key's name;
+//! - `accounts=<id>,<id>`: other accounts it may act for (an agency's clients);
+//! - `senders=<id>,<id>`: the only sender ids it may send as, and whose `sender:` opt-out
+//!   lists it manages; default: any sender, and no sender lists;
+//! - `role=admin`: may manage the global opt-out list and every scope.
+//!
+//! A caller sends the key itself as `Authorization: Bearer <key>` or `X-Api-Key: <key>`;
+//! it is hashed and compared in constant time. Each key has its own token bucket (burst
+//! equal to its rate). Unauthenticated calls get 401, calls over the rate 429 with
+//! `Retry-After`, both with a JSON `{"error", "reason"}`. Handlers get the key's identity
+//! as a [`Caller`]: what a request body or header claims is checked against it, never
+//! taken instead of it.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
@@ -16,9 +24,84 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// The authenticated caller (the key's name), put in the request's extensions.
+/// Who a request speaks for, from its key, put in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller(pub String);
+pub struct Caller {
+    /// The key's name: the audit actor of what the request changes.
+    pub name: String,
+    /// The key's own account: the client id of a request that names none.
+    pub account: String,
+    /// Every account it may act for, its own first.
+    pub accounts: Vec<String>,
+    /// The sender ids it may send as (`None`: any).
+    pub senders: Option<Vec<String>>,
+    /// May manage every opt-out scope, the global list included.
+    pub admin: bool,
+    /// No key was checked (`auth = "disabled"`): the caller may claim any account.
+    pub open: bool,
+}
+
+impl Caller {
+    /// The caller of an API whose authentication is disabled explicitly.
+    pub fn anonymous() -> Self {
+        Caller {
+            name: "anonymous".into(),
+            account: "http".into(),
+            accounts: Vec::new(),
+            senders: None,
+            admin: true,
+            open: true,
+        }
+    }
+
+    /// Whether it may act for `account` (as a message's client id, or an `account:`
+    /// opt-out scope).
+    pub fn may_act_for(&self, account: &str) -> bool {
+        self.open || self.accounts.iter().any(|a| a == account)
+    }
+
+    /// Whether it may send with sender id `sender`.
+    pub fn may_send_as(&self, sender: &str) -> bool {
+        self.open
+            || self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| x == sender))
+    }
+
+    /// Whether it may read and change the opt-out list `scope` (`global`,
+    /// `sender:<id>`, `account:<id>`): global needs an admin; a sender list needs the
+    /// sender named on the key.
+    pub fn may_manage_scope(&self, scope: &str) -> bool {
+        if self.open || self.admin {
+            return true;
+        }
+        if let Some(sender) = scope.strip_prefix("sender:") {
+            return self
+                .senders
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|x| x == sender));
+        }
+        scope
+            .strip_prefix("account:")
+            .is_some_and(|a| self.may_act_for(a))
+    }
+
+    /// The client id of a request that claims `claimed` (body or header): the claim when
+    /// the key may act for it, the key's account when there is none; `Err` with the
+    /// reason otherwise.
+    pub fn client_id(&self, claimed: Option<String>) -> Result<String, String> {
+        match claimed {
+            Some(c) if self.may_act_for(&c) => Ok(c),
+            Some(c) => Err(format!(
+                "key {} may not act for account {:?}",
+                self.name,
+                crate::clip_str(&c, 64)
+            )),
+            None => Ok(self.account.clone()),
+        }
+    }
+}
 
 /// How an HTTP API authenticates callers (`auth` in the ingest and optout configs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -48,6 +131,7 @@ impl AuthMode {
 
 #[derive(Debug)]
 struct Key {
+    caller: Caller,
     name: String,
     hash: [u8; 32],
     rate: f64,
@@ -83,8 +167,26 @@ impl ApiKeys {
                 continue;
             }
             let mut parts = line.split(':');
-            let (name, hash, rate) = (parts.next(), parts.next(), parts.next());
+            let (name, hash) = (parts.next(), parts.next());
             let bad = |why: &str| format!("api_keys line {}: {why}", i + 1);
+            let mut rate = None;
+            let mut attrs = std::collections::HashMap::new();
+            for (j, part) in parts.enumerate() {
+                match part.split_once('=') {
+                    Some((k, v)) => {
+                        if !["account", "accounts", "senders", "role"].contains(&k) {
+                            return Err(bad(&format!(
+                                "unknown attribute {k:?} (account, accounts, senders, role)"
+                            )));
+                        }
+                        if attrs.insert(k, v).is_some() {
+                            return Err(bad(&format!("{k} given twice")));
+                        }
+                    }
+                    None if j == 0 => rate = Some(part),
+                    None => return Err(bad(&format!("{part:?} is not attribute=value"))),
+                }
+            }
             let name = name
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| bad("no name"))?;
@@ -103,7 +205,44 @@ impl ApiKeys {
             if keys.iter().any(|k: &Key| k.name == name) {
                 return Err(bad("duplicate name"));
             }
+            let list = |k: &str| -> Result<Option<Vec<String>>, String> {
+                let Some(v) = attrs.get(k) else {
+                    return Ok(None);
+                };
+                let items: Vec<String> = v.split(',').map(|x| x.trim().to_string()).collect();
+                if items.iter().any(|x| x.is_empty() || x.len() > 128) {
+                    return Err(bad(&format!("{k}: each entry 1 to 128 bytes")));
+                }
+                Ok(Some(items))
+            };
+            let account = attrs.get("account").copied().unwrap_or(name).to_string();
+            if account.is_empty() || account.len() > 128 {
+                return Err(bad("account: 1 to 128 bytes"));
+            }
+            let mut accounts = vec![account.clone()];
+            for a in list("accounts")?.unwrap_or_default() {
+                if !accounts.contains(&a) {
+                    accounts.push(a);
+                }
+            }
+            if accounts.iter().any(|a| a.starts_with("smsgw-")) {
+                return Err(bad("accounts starting with smsgw- are the gateway's own"));
+            }
+            let admin = match attrs.get("role").copied() {
+                None => false,
+                Some("admin") => true,
+                Some(r) => return Err(bad(&format!("role {r:?}: the only role is admin"))),
+            };
+            let caller = Caller {
+                name: name.to_string(),
+                account,
+                accounts,
+                senders: list("senders")?,
+                admin,
+                open: false,
+            };
             keys.push(Key {
+                caller,
                 name: name.to_string(),
                 hash,
                 rate,
@@ -179,7 +318,7 @@ impl ApiKeys {
             return Err(Box::new(r));
         }
         *b = (tokens - 1.0, now);
-        Ok(Caller(key.name.clone()))
+        Ok(key.caller.clone())
     }
 }
 
@@ -192,14 +331,15 @@ fn refuse(code: StatusCode, error: &str, reason: impl Into<String>) -> Response 
 }
 
 /// Middleware: lets a request through with its [`Caller`] when `keys` accept it; with no
-/// keys configured, everything passes (as caller `anonymous`).
+/// keys configured (only possible with `auth = "disabled"`), everything passes as
+/// [`Caller::anonymous`].
 pub async fn require_key(
     axum::extract::State(keys): axum::extract::State<ApiKeys>,
     mut req: Request,
     next: Next,
 ) -> Response {
     let caller = if keys.is_empty() {
-        Caller("anonymous".into())
+        Caller::anonymous()
     } else {
         match keys.check(req.headers(), Instant::now()) {
             Ok(c) => c,
@@ -248,15 +388,17 @@ mod tests {
         assert_eq!(keys.len(), 2);
         let t0 = Instant::now();
         let shop = headers("authorization", "Bearer s3cret-shop");
-        assert_eq!(keys.check(&shop, t0).unwrap(), Caller("shop".into()));
+        assert_eq!(keys.check(&shop, t0).unwrap().name, "shop");
         assert!(keys.check(&shop, t0).is_ok());
         let limited = keys.check(&shop, t0).unwrap_err();
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(limited.headers().contains_key("retry-after"));
         // The other key has its own bucket.
         assert_eq!(
-            keys.check(&headers("x-api-key", "s3cret-crm"), t0).unwrap(),
-            Caller("crm".into())
+            keys.check(&headers("x-api-key", "s3cret-crm"), t0)
+                .unwrap()
+                .name,
+            "crm"
         );
         // Half a second refills one request at 2/s.
         assert!(keys.check(&shop, t0 + Duration::from_millis(500)).is_ok());
@@ -281,9 +423,64 @@ mod tests {
             &format!("shop:{}:fast", hash_key("x")),
             &format!("shop:{}:0", hash_key("x")),
             &format!("a:{h}\na:{h}", h = hash_key("x")),
+            &format!("a:{}:5:colour=red", hash_key("x")),
+            &format!("a:{}:role=root", hash_key("x")),
+            &format!("a:{}:account=x:account=y", hash_key("x")),
+            &format!("a:{}:senders=A,,B", hash_key("x")),
+            &format!("a:{}:account=x:7", hash_key("x")),
+            &format!("a:{}:accounts=smsgw-optout", hash_key("x")),
         ] {
             assert!(ApiKeys::parse(bad, 1.0).is_err(), "{bad}");
         }
         assert!(ApiKeys::parse("", 1.0).unwrap().is_empty());
+    }
+
+    fn caller_of(line: &str) -> Caller {
+        let keys = ApiKeys::parse(line, 100.0).unwrap();
+        keys.check(&headers("x-api-key", "k"), Instant::now())
+            .unwrap()
+    }
+
+    #[test]
+    fn given_a_key_with_an_account_and_senders_then_claims_outside_them_are_refused() {
+        let agency = caller_of(&format!(
+            "agency-key:{}:50:account=agency:accounts=shop,bank:senders=SHOP,BANK",
+            hash_key("k")
+        ));
+        assert_eq!(agency.name, "agency-key");
+        assert_eq!(agency.client_id(None).unwrap(), "agency");
+        assert_eq!(agency.client_id(Some("bank".into())).unwrap(), "bank");
+        assert!(agency.client_id(Some("victim".into())).is_err());
+        assert!(agency.may_send_as("SHOP") && !agency.may_send_as("VICTIM"));
+        assert!(agency.may_manage_scope("account:shop"));
+        assert!(agency.may_manage_scope("sender:BANK"));
+        assert!(!agency.may_manage_scope("account:victim"));
+        assert!(!agency.may_manage_scope("sender:VICTIM"));
+        assert!(!agency.may_manage_scope("global"));
+    }
+
+    #[test]
+    fn given_a_plain_key_then_it_is_its_own_account_any_sender_and_no_sender_list() {
+        let shop = caller_of(&format!("shop:{}", hash_key("k")));
+        assert_eq!(shop.client_id(None).unwrap(), "shop");
+        assert!(shop.client_id(Some("other".into())).is_err());
+        assert!(shop.may_send_as("ANYTHING"));
+        assert!(shop.may_manage_scope("account:shop"));
+        assert!(!shop.may_manage_scope("sender:ANYTHING"));
+        assert!(!shop.may_manage_scope("global") && !shop.admin);
+        let admin = caller_of(&format!("ops:{}:role=admin", hash_key("k")));
+        assert!(admin.may_manage_scope("global") && admin.may_manage_scope("sender:X"));
+        assert!(
+            !admin.may_act_for("shop"),
+            "admin manages lists, not accounts"
+        );
+    }
+
+    #[test]
+    fn with_auth_disabled_anything_may_be_claimed() {
+        let open = Caller::anonymous();
+        assert_eq!(open.client_id(None).unwrap(), "http");
+        assert_eq!(open.client_id(Some("x".into())).unwrap(), "x");
+        assert!(open.may_manage_scope("global"));
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use smsgw_codec::SubmitRequest;
 use smsgw_domain::{EventPayload, Message};
 use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
+use smsgw_runtime::auth::Caller;
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -108,12 +109,11 @@ fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response 
 
 async fn post_message(
     State(st): State<ApiState>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let caller = caller.map(|c| c.0 .0).filter(|c| c != "anonymous");
-    let resp = post_inner(&st, &headers, caller, body).await;
+    let resp = post_inner(&st, &headers, &caller_of(caller), body).await;
     st.metrics
         .http
         .with_label_values(&["post_message", resp.status().as_str()])
@@ -128,14 +128,31 @@ struct Prepared {
     verdict: Result<smsgw_domain::MessageAccepted, crate::validate::Rejection>,
 }
 
-/// Turns a posted message into its ingest record: client id (body, `X-Client-Id`, the
-/// API key's name, `http`), idempotency key (body, `Idempotency-Key`), message id, and
-/// the validation verdict (invalid requests go to the topic too, so that the event log
-/// records the rejection). `Err` for what cannot even become a record.
+/// The request's caller: its key's identity, or the open caller of an API whose
+/// authentication is disabled.
+fn caller_of(c: Option<axum::Extension<Caller>>) -> Caller {
+    c.map(|c| c.0).unwrap_or_else(Caller::anonymous)
+}
+
+/// Whether `caller` may see message `m`: one of its accounts sent it.
+fn visible(caller: &Caller, m: &Message) -> bool {
+    caller.open
+        || m.history().iter().any(|e| match &e.payload {
+            EventPayload::Accepted(a) => caller.may_act_for(&a.client_id),
+            EventPayload::Rejected(r) => caller.may_act_for(&r.client_id),
+            _ => false,
+        })
+}
+
+/// Turns a posted message into its ingest record: client id (body or `X-Client-Id`,
+/// when the key may act for it; else the key's account), idempotency key (body,
+/// `Idempotency-Key`), message id, and the validation verdict (invalid requests go to
+/// the topic too, so that the event log records the rejection). `Err` for what cannot
+/// even become a record, or what the key may not do (403).
 fn prepare(
     st: &ApiState,
     headers: &HeaderMap,
-    caller: Option<String>,
+    caller: &Caller,
     p: PostMessage,
 ) -> Result<Prepared, (StatusCode, &'static str, String)> {
     let header = |n: &str| {
@@ -144,15 +161,29 @@ fn prepare(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let client_id = p
-        .client_id
-        .or_else(|| header("x-client-id"))
-        .or(caller)
-        .unwrap_or_else(|| "http".into());
-    if client_id.starts_with(crate::validate::RESERVED_CLIENT_PREFIX) {
+    let claimed = p.client_id.or_else(|| header("x-client-id"));
+    if let Some(c) = claimed
+        .as_deref()
+        .filter(|c| c.starts_with(crate::validate::RESERVED_CLIENT_PREFIX))
+    {
         // The gateway's own replies bypass opt-outs: nobody else may send as them.
-        let r = crate::validate::reserved_client(&client_id);
+        let r = crate::validate::reserved_client(c);
         return Err((StatusCode::UNPROCESSABLE_ENTITY, r.code, r.reason));
+    }
+    // Identity comes from the key: a claimed account must be one the key may act for.
+    let client_id = caller
+        .client_id(claimed)
+        .map_err(|reason| (StatusCode::FORBIDDEN, "forbidden_client", reason))?;
+    if !caller.may_send_as(&p.from) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "forbidden_sender",
+            format!(
+                "key {} may not send as {:?}",
+                caller.name,
+                smsgw_runtime::clip_str(&p.from, 32)
+            ),
+        ));
     }
     let idempotency_key = p.idempotency_key.or_else(|| header("idempotency-key"));
     // Before they are used as a Kafka key or in the message id: an over-long one is
@@ -214,7 +245,7 @@ const UNAVAILABLE: &str = "the ingest topic is not writable; retry with the same
 async fn post_inner(
     st: &ApiState,
     headers: &HeaderMap,
-    caller: Option<String>,
+    caller: &Caller,
     body: Result<Json<PostMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(p) = match body {
@@ -246,12 +277,11 @@ pub const MAX_BATCH: usize = 1000;
 
 async fn post_batch(
     State(st): State<ApiState>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Json<PostBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let caller = caller.map(|c| c.0 .0).filter(|c| c != "anonymous");
-    let resp = batch_inner(&st, &headers, caller, body).await;
+    let resp = batch_inner(&st, &headers, &caller_of(caller), body).await;
     st.metrics
         .http
         .with_label_values(&["post_batch", resp.status().as_str()])
@@ -262,7 +292,7 @@ async fn post_batch(
 async fn batch_inner(
     st: &ApiState,
     headers: &HeaderMap,
-    caller: Option<String>,
+    caller: &Caller,
     body: Result<Json<PostBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(batch) = match body {
@@ -284,7 +314,7 @@ async fn batch_inner(
     let items: Vec<_> = batch
         .messages
         .into_iter()
-        .map(|p| prepare(st, headers, caller.clone(), p))
+        .map(|p| prepare(st, headers, caller, p))
         .collect();
     let mut acks = Vec::with_capacity(items.len());
     for item in &items {
@@ -322,13 +352,20 @@ async fn batch_inner(
         .into_response()
 }
 
-async fn get_message(State(st): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn get_message(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Response {
+    let caller = caller_of(caller);
+    // Another account's message is answered exactly like one that does not exist.
     let found = st
         .shared
         .view
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .get(&id)
+        .filter(|m| visible(&caller, m))
         .map(|m| render(&m));
     let resp = match found {
         Some(v) => (StatusCode::OK, Json(v)).into_response(),
@@ -356,9 +393,9 @@ const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 async fn cancel_message(
     State(st): State<ApiState>,
     Path(id): Path<String>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Response {
-    let resp = cancel_inner(&st, &id, caller.map(|c| c.0 .0)).await;
+    let resp = cancel_inner(&st, &id, &caller_of(caller)).await;
     st.metrics
         .http
         .with_label_values(&["cancel_message", resp.status().as_str()])
@@ -366,12 +403,14 @@ async fn cancel_message(
     resp
 }
 
-fn state_of(st: &ApiState, id: &str) -> Option<smsgw_domain::State> {
+/// The state of message `id`, if `caller` may see it.
+fn state_of(st: &ApiState, id: &str, caller: &Caller) -> Option<smsgw_domain::State> {
     st.shared
         .view
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
+        .filter(|m| visible(caller, m))
         .map(|m| m.state())
 }
 
@@ -403,13 +442,13 @@ fn cancel_verdict(id: &str, state: smsgw_domain::State) -> Option<Response> {
     }
 }
 
-async fn cancel_inner(st: &ApiState, id: &str, actor: Option<String>) -> Response {
+async fn cancel_inner(st: &ApiState, id: &str, caller: &Caller) -> Response {
     // A message posted a moment ago may not be in the view yet: give it a second.
-    let mut state = state_of(st, id);
+    let mut state = state_of(st, id, caller);
     let known_by = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     while state.is_none() && tokio::time::Instant::now() < known_by {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        state = state_of(st, id);
+        state = state_of(st, id, caller);
     }
     let Some(state) = state else {
         return error(
@@ -423,7 +462,7 @@ async fn cancel_inner(st: &ApiState, id: &str, actor: Option<String>) -> Respons
     }
     let req = smsgw_codec::CancelRequested {
         message_id: id.to_string(),
-        actor: actor.filter(|a| a != "anonymous"),
+        actor: (!caller.open).then(|| caller.name.clone()),
         requested_at: now_ms(),
     };
     let stored = match OutRecord::avro(st.topics.cancellations(), id.to_string(), &req) {
@@ -440,7 +479,7 @@ async fn cancel_inner(st: &ApiState, id: &str, actor: Option<String>) -> Respons
     }
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     while tokio::time::Instant::now() < deadline {
-        if let Some(r) = state_of(st, id).and_then(|s| cancel_verdict(id, s)) {
+        if let Some(r) = state_of(st, id, caller).and_then(|s| cancel_verdict(id, s)) {
             return r;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -189,6 +189,159 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
     Ok(())
 }
 
+/// Tenants isolated by their keys (issue 16): a key speaks for its account (and the
+/// accounts listed on it) and sends only as its senders; another account's messages are
+/// not found for it, by GET or DELETE; idempotency keys are per account, so one tenant
+/// cannot pre-claim another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let mut config = smsgw_ingest::Config::new(kafka.clone());
+    let h = smsgw_runtime::auth::hash_key;
+    config.api_keys = Some(format!(
+        "shop:{}:senders=SHOP\nvictim:{}\nagency:{}:accounts=shop",
+        h("k-shop"),
+        h("k-victim"),
+        h("k-agency")
+    ));
+    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let base = format!("http://{}/v1/messages", config.listen);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let svc = tokio::spawn(smsgw_ingest::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let post = |key: &'static str, body: serde_json::Value, client_header: Option<&'static str>| {
+        let mut r = http.post(&base).header("x-api-key", key).json(&body);
+        if let Some(c) = client_header {
+            r = r.header("x-client-id", c);
+        }
+        async move {
+            let r = r.send().await?;
+            let code = r.status().as_u16();
+            anyhow::Ok((code, r.json::<serde_json::Value>().await?))
+        }
+    };
+    let msg = |from: &str| serde_json::json!({"to": "+447911100001", "from": from, "body": "hi", "idempotency_key": "order-1"});
+    let up = eventually("ingest listening", Duration::from_secs(30), || async {
+        post("k-victim", msg("BANK"), None).await.ok()
+    })
+    .await?;
+    assert_eq!(up.0, 202, "{}", up.1);
+    let victims = up.1["id"].as_str().unwrap().to_string();
+
+    // The same idempotency key from another account is another message.
+    let (code, shop) = post("k-shop", msg("SHOP"), None).await?;
+    assert_eq!(code, 202, "{shop}");
+    let shops = shop["id"].as_str().unwrap().to_string();
+    assert_ne!(
+        shops, victims,
+        "one account pre-claimed another's idempotency key"
+    );
+
+    // Claiming another account, by body or header, or another sender: 403.
+    let mut as_victim = msg("SHOP");
+    as_victim["client_id"] = "victim".into();
+    let (code, r) = post("k-shop", as_victim, None).await?;
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (403, Some("forbidden_client")),
+        "{r}"
+    );
+    let (code, r) = post("k-shop", msg("SHOP"), Some("victim")).await?;
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (403, Some("forbidden_client")),
+        "{r}"
+    );
+    let (code, r) = post("k-shop", msg("BANK"), None).await?;
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (403, Some("forbidden_sender")),
+        "{r}"
+    );
+    // An agency key may act for the accounts on it.
+    let mut for_shop = msg("SHOP");
+    for_shop["client_id"] = "shop".into();
+    for_shop["idempotency_key"] = "order-2".into();
+    let (code, r) = post("k-agency", for_shop, None).await?;
+    assert_eq!(code, 202, "{r}");
+
+    // A batch is checked item by item.
+    let batch = serde_json::json!({"messages": [
+        {"to": "+447911100002", "from": "SHOP", "body": "mine"},
+        {"to": "+447911100003", "from": "SHOP", "body": "theirs", "client_id": "victim"},
+    ]});
+    let r: serde_json::Value = http
+        .post(format!("{base}/batch"))
+        .header("x-api-key", "k-shop")
+        .json(&batch)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(r["results"][0]["status"], "accepted", "{r}");
+    assert_eq!(r["results"][1]["error"], "forbidden_client", "{r}");
+
+    // Reading and cancelling: the owner sees its message; another account gets 404.
+    let get = |key: &'static str, id: String| {
+        let r = http
+            .get(format!("{base}/{id}"))
+            .header("x-api-key", key)
+            .send();
+        async move { anyhow::Ok(r.await?.status().as_u16()) }
+    };
+    eventually(
+        "the owner sees its message",
+        Duration::from_secs(30),
+        || async { (get("k-victim", victims.clone()).await.ok()? == 200).then_some(()) },
+    )
+    .await?;
+    assert_eq!(get("k-shop", victims.clone()).await?, 404);
+    assert_eq!(get("k-agency", victims.clone()).await?, 404);
+    eventually(
+        "the agency sees the shop's message",
+        Duration::from_secs(30),
+        || async { (get("k-agency", shops.clone()).await.ok()? == 200).then_some(()) },
+    )
+    .await?;
+    let r = http
+        .delete(format!("{base}/{victims}"))
+        .header("x-api-key", "k-shop")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+
+    // What reached the log: only the four allowed messages, no cancellation.
+    let events = read_to_end(&kafka, &kafka.topics.events(), Duration::from_secs(30)).await?;
+    let mut owners: Vec<String> = events
+        .iter()
+        .filter_map(|(_, v)| <Event as smsgw_codec::AvroRecord>::decode(v.as_deref()?).ok())
+        .filter_map(|e| match e.payload {
+            EventPayload::Accepted(a) => Some(a.client_id),
+            _ => None,
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(owners, ["shop", "shop", "shop", "victim"]);
+    let cancels = read_to_end(
+        &kafka,
+        &kafka.topics.cancellations(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        cancels.is_empty(),
+        "another account's cancellation was written"
+    );
+
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
+
 /// A poison record close to the broker's size limit (issue 16): its dead letter used to
 /// copy it whole, came out over the limit, and ingest exited and re-read it for ever.
 /// The dead letter is now bounded (a truncated payload with the original size and hash)

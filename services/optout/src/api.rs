@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use smsgw_codec::OptOutChanged;
 use smsgw_kafka::{now_ms, OutRecord, Producer, Topics};
+use smsgw_runtime::auth::Caller;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -135,33 +136,47 @@ pub fn valid_number(number: &str) -> Result<String, String> {
     }
 }
 
-fn actor(
-    headers: &HeaderMap,
-    caller: &Option<axum::Extension<smsgw_runtime::auth::Caller>>,
-) -> String {
-    let key = caller
-        .as_ref()
-        .map(|c| c.0 .0.as_str())
-        .filter(|c| *c != "anonymous");
-    headers
-        .get("x-actor")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .or(key)
-        .unwrap_or("api")
-        .chars()
-        .take(200)
-        .collect()
+/// The request's caller: its key's identity, or the open caller of an API whose
+/// authentication is disabled.
+fn caller_of(c: Option<axum::Extension<Caller>>) -> Caller {
+    c.map(|c| c.0).unwrap_or_else(Caller::anonymous)
 }
 
-/// The source of an API change: `api`, or `carrier` when `X-Source: carrier` says the
-/// list came from a carrier (imports are `import` unless they say `carrier`).
-fn source(headers: &HeaderMap, default: &'static str) -> &'static str {
+/// The audit actor of a change: the key's name (`api` with authentication disabled).
+/// Never a header: a caller cannot write someone else's name into the audit trail.
+fn actor(caller: &Caller) -> String {
+    if caller.open {
+        "api".into()
+    } else {
+        caller.name.clone()
+    }
+}
+
+/// The source of an API change: `api`, or `carrier` when an admin key says with
+/// `X-Source: carrier` that the list came from a carrier (imports are `import` unless
+/// such a key says `carrier`). Other keys' `X-Source` is ignored.
+fn source(headers: &HeaderMap, caller: &Caller, default: &'static str) -> &'static str {
     match headers.get("x-source").and_then(|v| v.to_str().ok()) {
-        Some(s) if s.eq_ignore_ascii_case("carrier") => "carrier",
+        Some(s) if s.eq_ignore_ascii_case("carrier") && caller.admin => "carrier",
         _ => default,
     }
+}
+
+/// 403 unless `caller` may read and change the list `scope`.
+fn authorize(caller: &Caller, scope: &str) -> Result<(), Box<Response>> {
+    if caller.may_manage_scope(scope) {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::FORBIDDEN,
+        "forbidden_scope",
+        format!(
+            "key {} may not manage {:?} (global needs an admin key; sender: and account: \
+             lists need the sender or account on the key)",
+            caller.name,
+            smsgw_runtime::clip_str(scope, 64)
+        ),
+    )))
 }
 
 fn change(
@@ -209,11 +224,14 @@ async fn set(
     scope: String,
     number: String,
     headers: HeaderMap,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Caller,
     opted_out: bool,
 ) -> Response {
     if let Err(e) = valid_scope(&scope) {
         return error(StatusCode::BAD_REQUEST, "invalid_scope", e);
+    }
+    if let Err(r) = authorize(&caller, &scope) {
+        return *r;
     }
     let number = match valid_number(&number) {
         Ok(n) => n,
@@ -223,8 +241,8 @@ async fn set(
         &scope,
         &number,
         opted_out,
-        source(&headers, "api"),
-        &actor(&headers, &caller),
+        source(&headers, &caller, "api"),
+        &actor(&caller),
         uuid::Uuid::new_v4().to_string(),
     );
     match write(&s, std::slice::from_ref(&c)).await {
@@ -251,27 +269,31 @@ fn record_json(c: &OptOutChanged) -> serde_json::Value {
 async fn add(
     State(s): State<ApiState>,
     Path((scope, number)): Path<(String, String)>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    set(s, scope, number, headers, caller, true).await
+    set(s, scope, number, headers, caller_of(caller), true).await
 }
 
 async fn remove(
     State(s): State<ApiState>,
     Path((scope, number)): Path<(String, String)>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    set(s, scope, number, headers, caller, false).await
+    set(s, scope, number, headers, caller_of(caller), false).await
 }
 
 async fn check(
     State(s): State<ApiState>,
     Path((scope, number)): Path<(String, String)>,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Response {
     if let Err(e) = valid_scope(&scope) {
         return error(StatusCode::BAD_REQUEST, "invalid_scope", e);
+    }
+    if let Err(r) = authorize(&caller_of(caller), &scope) {
+        return *r;
     }
     let number = match valid_number(&number) {
         Ok(n) => n,
@@ -302,9 +324,16 @@ fn page() -> usize {
     100
 }
 
-async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
+async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<ListQuery>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Response {
     if let Err(e) = valid_scope(&q.scope) {
         return error(StatusCode::BAD_REQUEST, "invalid_scope", e);
+    }
+    if let Err(r) = authorize(&caller_of(caller), &q.scope) {
+        return *r;
     }
     let view = s.view.lock().unwrap_or_else(|p| p.into_inner());
     let items: Vec<_> = view
@@ -359,12 +388,16 @@ pub fn parse_csv(text: &str) -> Parsed {
 async fn import(
     State(s): State<ApiState>,
     Query(q): Query<ImportQuery>,
-    caller: Option<axum::Extension<smsgw_runtime::auth::Caller>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let caller = caller_of(caller);
     if let Err(e) = valid_scope(&q.scope) {
         return error(StatusCode::BAD_REQUEST, "invalid_scope", e);
+    }
+    if let Err(r) = authorize(&caller, &q.scope) {
+        return *r;
     }
     if body.lines().count() > MAX_IMPORT_LINES {
         return error(
@@ -375,7 +408,7 @@ async fn import(
     }
     let (rows, errors) = parse_csv(&body);
     let import_id = uuid::Uuid::new_v4().to_string();
-    let who = actor(&headers, &caller);
+    let who = actor(&caller);
     let changes: Vec<OptOutChanged> = rows
         .iter()
         .map(|(n, out)| {
@@ -383,7 +416,7 @@ async fn import(
                 &q.scope,
                 n,
                 *out,
-                source(&headers, "import"),
+                source(&headers, &caller, "import"),
                 &who,
                 import_id.clone(),
             )

@@ -58,9 +58,20 @@ async fn receiver(calls: Arc<Mutex<Vec<(String, bool)>>>) -> SocketAddr {
     addr
 }
 
+const OPS: &str = "k-ops";
+const CRM: &str = "k-crm";
+const SHOP_KEY: &str = "k-shop";
+
 fn config(kafka: &KafkaConfig, hook: SocketAddr) -> smsgw_optout::Config {
     let mut c = smsgw_optout::Config::new(kafka.clone());
-    c.auth = smsgw_runtime::auth::AuthMode::Disabled;
+    // An admin key, an account's key, and a key limited to sender SHOP.
+    let h = smsgw_runtime::auth::hash_key;
+    c.api_keys = Some(format!(
+        "ops:{}:role=admin\ncrm-sync:{}:account=acme\nshop:{}:senders=SHOP",
+        h(OPS),
+        h(CRM),
+        h(SHOP_KEY)
+    ));
     c.admin_listen = local();
     c.api_listen = local();
     c.defaults.stop_reply = Some("You will get no more messages from {sender}.".into());
@@ -179,22 +190,63 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
         "{dead:?}"
     );
 
-    // The API.
+    // The API. The audit actor is the key's name, whatever `X-Actor` says.
     let http = reqwest::Client::new();
+    assert_eq!(
+        http.put(format!("{api}/global/+447911100001"))
+            .send()
+            .await?
+            .status(),
+        401,
+        "no key"
+    );
     let r = http
         .put(format!("{api}/global/+447911100001"))
-        .header("x-actor", "ops@example.com")
+        .header("x-api-key", OPS)
+        .header("x-actor", "someone-else")
         .send()
         .await?;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await?;
     assert_eq!(
         (body["source"].as_str(), body["actor"].as_str()),
-        (Some("api"), Some("ops@example.com"))
+        (Some("api"), Some("ops"))
     );
+    // Roles: the global list needs an admin key; an account's key manages its own
+    // account's list, a sender-limited key its sender's list, and nothing else.
+    for (key, method, path) in [
+        (CRM, "PUT", "global/+447911100001"),
+        (CRM, "DELETE", "global/+447911100001"),
+        (CRM, "GET", "global/+447911100001"),
+        (CRM, "PUT", "account:other/+447911100001"),
+        (CRM, "PUT", "sender:SHOP/+447911100001"),
+        (SHOP_KEY, "PUT", "sender:OTHER/+447911100001"),
+        (SHOP_KEY, "PUT", "account:acme/+447911100001"),
+        (SHOP_KEY, "GET", "?scope=global"),
+    ] {
+        let url = if path.starts_with('?') {
+            format!("{api}{path}")
+        } else {
+            format!("{api}/{path}")
+        };
+        let r = http
+            .request(method.parse()?, url)
+            .header("x-api-key", key)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 403, "{key} {method} {path}");
+    }
+    let r = http
+        .post(format!("{api}/import?scope=global"))
+        .header("x-api-key", CRM)
+        .body("+447911100001\n")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403, "an account key imports into global");
     let r = http
         .post(format!("{api}/import?scope=account:acme"))
-        .header("x-actor", "crm-sync")
+        .header("x-api-key", CRM)
+        .header("x-actor", "someone-else")
         .body("number\n+447911100002\n+447911100003,opt_out\nnot-a-number\n+447911100004,opt_in\n")
         .send()
         .await?;
@@ -203,6 +255,7 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
     assert_eq!(body["errors"][0]["line"], 4, "{body}");
     let list: serde_json::Value = http
         .get(format!("{api}?scope=account:acme"))
+        .header("x-api-key", CRM)
         .send()
         .await?
         .json()
@@ -216,6 +269,7 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
     assert_eq!(numbers, ["+447911100002", "+447911100003"]);
     assert_eq!(
         http.put(format!("{api}/pool:x/+447911100001"))
+            .header("x-api-key", OPS)
             .send()
             .await?
             .status(),
@@ -223,24 +277,44 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
     );
     assert_eq!(
         http.delete(format!("{api}/global/+447911100001"))
+            .header("x-api-key", OPS)
             .send()
             .await?
             .status(),
         200
     );
+    // Only an admin key may say a change came from a carrier.
+    let r: serde_json::Value = http
+        .put(format!("{api}/sender:SHOP/+447911100008"))
+        .header("x-api-key", SHOP_KEY)
+        .header("x-source", "carrier")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (r["source"].as_str(), r["actor"].as_str()),
+        (Some("api"), Some("shop"))
+    );
     http.put(format!("{api}/sender:SHOP/+447911100009"))
+        .header("x-api-key", OPS)
         .header("x-source", "carrier")
         .send()
         .await?;
 
     // Every API change is on the log, with its audit.
     let log: Vec<OptOutChanged> =
-        read_records(&kafka, &kafka.topics.optout(), 8, Duration::from_secs(30)).await?;
+        read_records(&kafka, &kafka.topics.optout(), 9, Duration::from_secs(30)).await?;
     let imported: Vec<&OptOutChanged> = log.iter().filter(|o| o.source == "import").collect();
     assert_eq!(imported.len(), 3);
     assert!(imported
         .iter()
         .all(|o| o.actor.as_deref() == Some("crm-sync") && o.scope == "account:acme"));
+    assert!(
+        log.iter()
+            .all(|o| o.actor.as_deref() != Some("someone-else")),
+        "an X-Actor header reached the audit trail"
+    );
 
     // Restart: the state comes back from the log.
     let _ = stop.send(());
@@ -252,7 +326,12 @@ async fn keywords_webhooks_and_the_api() -> anyhow::Result<()> {
     let state = |scope: &'static str, n: &'static str| {
         let (http, api) = (http.clone(), api.clone());
         async move {
-            let r = http.get(format!("{api}/{scope}/{n}")).send().await.ok()?;
+            let r = http
+                .get(format!("{api}/{scope}/{n}"))
+                .header("x-api-key", OPS)
+                .send()
+                .await
+                .ok()?;
             r.json::<serde_json::Value>().await.ok()
         }
     };

@@ -6,7 +6,9 @@
 //!   way the service does at start (environment overrides included), so a bad config is
 //!   caught before a deploy; the Helm chart's tests run it on every rendered config.
 //! - `smsgw-admin hash-key NAME [RATE]` reads an API key on stdin and prints the
-//!   `name:sha256hex[:rate]` line for the `api_keys` setting (only the hash is stored).
+//!   `name:sha256hex[:rate]` line for the `api_keys` setting (only the hash is stored;
+//!   `:account=`, `:accounts=`, `:senders=` and `:role=admin` are added by hand, see
+//!   docs/operations.md "API security").
 //! - `smsgw-admin demo API SMSC_CONTROL` sends the demo messages of `make run` through the
 //!   HTTP API and prints each one's final state.
 
