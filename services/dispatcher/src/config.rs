@@ -100,6 +100,10 @@ pub struct CarrierConfig {
     /// How long work waits for a bind before the attempt fails over to another carrier (ms).
     #[serde(default = "default_grace")]
     pub unbound_grace_ms: u64,
+    /// Inbound PDUs (receipts, MO) of one bind stored at once; past that the bind stops
+    /// reading, so a flood is slowed by TCP instead of spawning without limit.
+    #[serde(default = "default_inbound_in_flight")]
+    pub inbound_in_flight: usize,
     /// Times a throttled (0x58) or queue-full (0x14) submit is retried on this carrier,
     /// with backoff, before the attempt fails over.
     #[serde(default = "default_throttle_retries")]
@@ -276,6 +280,9 @@ fn default_reconnect_max() -> u64 {
 fn default_grace() -> u64 {
     30_000
 }
+fn default_inbound_in_flight() -> usize {
+    64
+}
 fn default_throttle_retries() -> u32 {
     5
 }
@@ -319,6 +326,7 @@ impl CarrierConfig {
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_ms: default_reconnect_max(),
             unbound_grace_ms: default_grace(),
+            inbound_in_flight: default_inbound_in_flight(),
             throttle_retries: default_throttle_retries(),
             registered_delivery: true,
             group_id: None,
@@ -422,9 +430,14 @@ impl CarrierConfig {
         {
             return Err(format!("carrier name {n:?} must be [A-Za-z0-9_-]"));
         }
-        if self.window == 0 || self.response_timeout_ms == 0 || self.reconnect_min_ms == 0 {
+        if self.window == 0
+            || self.response_timeout_ms == 0
+            || self.reconnect_min_ms == 0
+            || self.inbound_in_flight == 0
+        {
             return Err(format!(
-                "carrier {n}: window, response_timeout_ms and reconnect_min_ms must be positive"
+                "carrier {n}: window, response_timeout_ms, reconnect_min_ms and \
+                 inbound_in_flight must be positive"
             ));
         }
         if self.is_http() {

@@ -98,6 +98,10 @@ pub fn test_wake() -> (mpsc::UnboundedReceiver<()>, Wake) {
     (rx, Wake(tx))
 }
 
+/// Writes waiting for the socket, at most: client writes wait for room, garbage nacks are
+/// dropped.
+const OUTBOX: usize = 256;
+
 fn wake_pdu() -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&16u32.to_be_bytes());
@@ -106,19 +110,31 @@ fn wake_pdu() -> [u8; 16] {
     b
 }
 
+/// Whether a PDU from the carrier is a request the session stores before answering
+/// (`deliver_sm`, `data_sm`).
+fn is_inbound_request(pdu: &[u8]) -> bool {
+    let id = u32::from_be_bytes([pdu[4], pdu[5], pdu[6], pdu[7]]);
+    matches!(id, 0x0000_0005 | 0x0000_0103)
+}
+
 /// Puts the guard in front of `socket`; returns the stream the SMPP client should use
 /// and the handle that wakes the client (see [`Wake`]). `on_garbage` is called for each
-/// malformed PDU.
+/// malformed PDU. Each `deliver_sm` or `data_sm` takes one of `permits` before the
+/// client sees it (the session gives it back once the PDU is stored): with none left
+/// the guard reads no more from the socket, so a flood waits in TCP, not in memory.
 pub fn guard(
     socket: TcpStream,
     max_len: usize,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
     on_garbage: impl Fn(Garbage) + Send + 'static,
 ) -> (DuplexStream, Wake) {
     let (client_side, guard_side) = tokio::io::duplex(256 * 1024);
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
     let (mut guard_rd, mut guard_wr) = tokio::io::split(guard_side);
     let (mut sock_rd, mut sock_wr) = socket.into_split();
-    let (to_socket, mut outbox) = mpsc::unbounded_channel::<Vec<u8>>();
+    // Bounded: what the carrier does not read stops the client's writes (backpressure),
+    // and a nack for garbage that finds it full is dropped, never queued without limit.
+    let (to_socket, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
     tokio::spawn(async move {
         while let Some(bytes) = outbox.recv().await {
             if sock_wr.write_all(&bytes).await.is_err() {
@@ -140,7 +156,11 @@ pub fn guard(
             match guard_rd.read(&mut from_client).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if to_socket_client.send(from_client[..n].to_vec()).is_err() {
+                    if to_socket_client
+                        .send(from_client[..n].to_vec())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -170,15 +190,32 @@ pub fn guard(
                 Ok((good, nacks)) => {
                     for n in nacks {
                         on_garbage(Garbage::Dropped);
-                        let _ = to_socket.send(n.to_vec());
+                        let _ = to_socket.try_send(n.to_vec());
                     }
-                    if !good.is_empty() && guard_wr.write_all(&good).await.is_err() {
+                    let mut rest = &good[..];
+                    let mut open = true;
+                    while open && !rest.is_empty() {
+                        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                        let (pdu, tail) = rest.split_at(len);
+                        if is_inbound_request(pdu) {
+                            tokio::select! {
+                                p = permits.acquire() => match p {
+                                    Ok(p) => p.forget(),
+                                    Err(_) => open = false,
+                                },
+                                _ = client_gone.notified() => open = false,
+                            }
+                        }
+                        open = open && guard_wr.write_all(pdu).await.is_ok();
+                        rest = tail;
+                    }
+                    if !open {
                         break;
                     }
                 }
                 Err(n) => {
                     on_garbage(Garbage::Desync);
-                    let _ = to_socket.send(n.to_vec());
+                    let _ = to_socket.try_send(n.to_vec());
                     break;
                 }
             }
@@ -195,6 +232,8 @@ pub fn guard(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
 
     fn enquire_link(seq: u32) -> Vec<u8> {
         let mut b = 16u32.to_be_bytes().to_vec();
@@ -212,7 +251,7 @@ mod tests {
             .await
             .unwrap();
         let (mut carrier, _) = listener.accept().await.unwrap();
-        let (mut client, wake) = guard(socket, 1024, |_| {});
+        let (mut client, wake) = guard(socket, 1024, Arc::new(Semaphore::new(16)), |_| {});
         carrier.write_all(&enquire_link(7)).await.unwrap();
         let mut got = [0u8; 16];
         client.read_exact(&mut got).await.unwrap();

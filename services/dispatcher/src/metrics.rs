@@ -24,6 +24,9 @@ pub struct Metrics {
     pub bound: IntGaugeVec,
     /// `submit_sm` awaiting a response, by carrier (over all its binds).
     pub window_in_use: IntGaugeVec,
+    /// Inbound PDUs (receipts, MO) being stored, by carrier (at most `inbound_in_flight`
+    /// per bind).
+    pub inbound_in_flight: IntGaugeVec,
     /// Binds attempted by carrier and outcome.
     pub binds: IntCounterVec,
     /// Submit errors by carrier and kind (`throttle`, `retry_later`, `fail_retryable`,
@@ -103,6 +106,17 @@ impl Metrics {
         registry
             .register(Box::new(window_in_use.clone()))
             .expect("unique");
+        let inbound_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "smsgw_dispatcher_inbound_in_flight_pdus",
+                "Inbound PDUs being stored",
+            ),
+            &["carrier"],
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(inbound_in_flight.clone()))
+            .expect("unique");
         let consumer_lag = prometheus::GaugeVec::new(
             Opts::new(
                 "smsgw_dispatcher_consumer_lag_seconds",
@@ -134,6 +148,7 @@ impl Metrics {
             inbound,
             bound,
             window_in_use,
+            inbound_in_flight,
             binds,
             submit_errors,
             dead_lettered,

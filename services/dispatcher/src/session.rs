@@ -10,7 +10,7 @@ use futures::StreamExt;
 use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
-use rusmpp::Pdu;
+use rusmpp::{CommandId, Pdu};
 use rusmppc::{Client, ConnectionBuilder, Event};
 use smsgw_codec::{CarrierStatusChanged, DeadLetter};
 use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
@@ -46,10 +46,16 @@ type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
 /// Longest PDU accepted from a carrier.
 const MAX_PDU: usize = 65_536;
 
-async fn connect(
-    ctx: &SessionCtx,
-    role: Role,
-) -> Result<(Client, Events, crate::guard::Wake), String> {
+/// A bound session: its client, its events, the guard's wake-up handle, and the permits
+/// of inbound requests being stored (see [`crate::guard::guard`]).
+type Bound = (
+    Client,
+    Events,
+    crate::guard::Wake,
+    std::sync::Arc<tokio::sync::Semaphore>,
+);
+
+async fn connect(ctx: &SessionCtx, role: Role) -> Result<Bound, String> {
     let c = &ctx.carrier;
     let addr = c.url.trim_start_matches("smpp://").trim_end_matches('/');
     let socket = tokio::net::TcpStream::connect(addr)
@@ -57,7 +63,8 @@ async fn connect(
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = socket.set_nodelay(true);
     let (metrics, name) = (ctx.metrics.clone(), c.name.clone());
-    let (stream, wake) = crate::guard::guard(socket, MAX_PDU, move |g| {
+    let inbound = std::sync::Arc::new(tokio::sync::Semaphore::new(c.inbound_in_flight));
+    let (stream, wake) = crate::guard::guard(socket, MAX_PDU, inbound.clone(), move |g| {
         let kind = match g {
             crate::guard::Garbage::Dropped => "malformed_pdu",
             crate::guard::Garbage::Desync => "desync",
@@ -108,7 +115,7 @@ async fn connect(
         let _ = client.close().await;
         return Err(format!("bind: {e}"));
     }
-    Ok((client, Box::new(events), wake))
+    Ok((client, Box::new(events), wake, inbound))
 }
 
 async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
@@ -175,7 +182,7 @@ pub async fn run_session(
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
     while !*stop.borrow() {
-        let (client, mut events, wake) = match connect(&ctx, role).await {
+        let (client, mut events, wake, inbound) = match connect(&ctx, role).await {
             Ok(x) => x,
             Err(e) => {
                 ctx.metrics
@@ -226,8 +233,23 @@ pub async fn run_session(
                     }
                     Some(Event::Incoming(cmd)) => {
                         // Each PDU is stored and acknowledged on its own, so one slow
-                        // Kafka write never holds up the rest of the session.
-                        tokio::spawn(on_incoming(ctx.clone(), client.clone(), cmd));
+                        // Kafka write never holds up the rest of the session. Receipts
+                        // and MO each hold one of the guard's `inbound` permits until
+                        // stored: with none left the guard reads no more from the
+                        // socket, and TCP slows the carrier down.
+                        let counted = matches!(cmd.id(), CommandId::DeliverSm | CommandId::DataSm);
+                        let gauge = ctx.metrics.inbound_in_flight.with_label_values(&[&name]);
+                        if counted {
+                            gauge.inc();
+                        }
+                        let (ctx, client, inbound) = (ctx.clone(), client.clone(), inbound.clone());
+                        tokio::spawn(async move {
+                            on_incoming(ctx, client, cmd).await;
+                            if counted {
+                                gauge.dec();
+                                inbound.add_permits(1);
+                            }
+                        });
                     }
                     Some(Event::Error(e)) => tracing::warn!(carrier = %name, error = %e, "session error"),
                     None => break,

@@ -146,8 +146,7 @@ async fn a_submit_unanswered_in_time_is_ambiguous_and_its_late_answer_changes_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_for_a_carrier_that_cannot_bind_is_given_back_after_the_grace(
-) -> anyhow::Result<()> {
+async fn work_for_a_carrier_that_cannot_bind_is_given_back_after_the_grace() -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     let broker = Broker::start()?;
     let kafka = broker.kafka();
@@ -180,8 +179,8 @@ async fn work_for_a_carrier_that_cannot_bind_is_given_back_after_the_grace(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_multi_part_message_refused_at_part_two_fails_ambiguous_and_stops(
-) -> anyhow::Result<()> {
+async fn a_multi_part_message_refused_at_part_two_fails_ambiguous_and_stops() -> anyhow::Result<()>
+{
     smsgw_testkit::init_logs();
     const P: &str = "4475105";
     let broker = Broker::start()?;
@@ -215,7 +214,12 @@ async fn a_multi_part_message_refused_at_part_two_fails_ambiguous_and_stops(
     let parts: Vec<(u64, u64)> = peer
         .of("submit")?
         .iter()
-        .map(|s| (s["concat"][2].as_u64().unwrap_or(0), s["status"].as_u64().unwrap_or(99)))
+        .map(|s| {
+            (
+                s["concat"][2].as_u64().unwrap_or(0),
+                s["status"].as_u64().unwrap_or(99),
+            )
+        })
         .collect();
     assert_eq!(parts, [(1, 0), (2, 0x45)], "part 3 must not be sent");
     Ok(())
@@ -246,11 +250,7 @@ async fn max_rate_is_one_budget_for_all_of_a_carriers_binds() -> anyhow::Result<
     events?;
     let seen = submits(&peer, P)?;
     assert_eq!(seen.len(), N);
-    let binds = peer
-        .of("bind")?
-        .iter()
-        .filter(|b| b["ok"] == true)
-        .count();
+    let binds = peer.of("bind")?.iter().filter(|b| b["ok"] == true).count();
     assert_eq!(binds, 3, "three binds");
     let conns: std::collections::HashSet<u64> = peer
         .of("submit")?
@@ -265,5 +265,70 @@ async fn max_rate_is_one_budget_for_all_of_a_carriers_binds() -> anyhow::Result<
         (3.6..8.0).contains(&span),
         "{N} submits at 20/s after a burst of 20 took {span:.2} s"
     );
+    Ok(())
+}
+
+/// The gauge `smsgw_dispatcher_inbound_in_flight_pdus` for carrier c.
+async fn in_flight(metrics: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(metrics).await?.text().await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("smsgw_dispatcher_inbound_in_flight_pdus{carrier=\"c\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// A flood of MO from the carrier while the broker is down (issue 16): at most
+/// `inbound_in_flight` PDUs of the bind are being stored at once, the rest wait in TCP
+/// (not in tasks or queues), and once the broker is back every one is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_inbound_pdus_is_bounded_and_nothing_is_lost() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    const N: usize = 300;
+    let mut broker = Broker::start()?;
+    let peer = Peer::start(PeerKind::Npm, 0, serde_json::json!([])).await?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["c"]).await?;
+    let mut carrier = carrier_config("c", &peer.url);
+    carrier.inbound_in_flight = 8;
+    carrier.binds = 1;
+    let config = dispatcher(&kafka, carrier)?;
+    let metrics = format!("http://{}/metrics", config.admin_listen);
+    let ready = format!("http://{}/readyz", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    // Started (its tails caught up, its work assigned) and bound.
+    smsgw_testkit::eventually("ready", Duration::from_secs(60), || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        (r.status() == 200 && !peer.of("bind").ok()?.is_empty()).then_some(())
+    })
+    .await?;
+    broker.kill9();
+    for i in 0..N {
+        let sessions = peer
+            .send_mo(&format!("+4479114{i:05}"), "SHOP", &format!("flood {i}"))
+            .await?;
+        anyhow::ensure!(sessions == 1, "MO {i} reached {sessions} sessions");
+    }
+    let held = smsgw_testkit::eventually("the bound reached", Duration::from_secs(20), || async {
+        (in_flight(&metrics).await.ok()? >= 8.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = in_flight(&metrics).await;
+    broker.restart()?;
+    let stored = smsgw_testkit::eventually("every MO stored", Duration::from_secs(90), || async {
+        let n = read_to_end(&kafka, &kafka.topics.inbound(), Duration::from_secs(20))
+            .await
+            .ok()?
+            .len();
+        (n >= N).then_some(n)
+    })
+    .await;
+    let _ = stop.send(());
+    svc.await??;
+    held?;
+    assert_eq!(after?, 8.0, "PDUs being stored at once, with {N} sent");
+    assert_eq!(stored?, N, "each MO stored once");
     Ok(())
 }

@@ -211,11 +211,12 @@ async fn an_http_carrier_end_to_end() -> anyhow::Result<()> {
     }
     // Every receipt the carrier sent was taken (a, b and u were delivered; the carrier
     // records the webhook's answer just after it came).
-    let answers = smsgw_testkit::eventually("three receipt answers", Duration::from_secs(10), || {
-        let a = shared.lock().unwrap().receipt_answers.clone();
-        async move { (a.len() >= 3).then_some(a) }
-    })
-    .await?;
+    let answers =
+        smsgw_testkit::eventually("three receipt answers", Duration::from_secs(10), || {
+            let a = shared.lock().unwrap().receipt_answers.clone();
+            async move { (a.len() >= 3).then_some(a) }
+        })
+        .await?;
     assert_eq!(answers, [200, 200, 200], "receipt webhook answers");
 
     // Refused calls: a bad signature, then a signed but unreadable receipt.
