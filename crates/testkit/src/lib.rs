@@ -531,7 +531,9 @@ pub async fn read_to_end(
     while !ends.is_empty() {
         let m = tokio::time::timeout_at(deadline, c.recv())
             .await
-            .map_err(|_| anyhow::anyhow!("{topic}: the end was not reached within {timeout:?}"))??;
+            .map_err(|_| {
+                anyhow::anyhow!("{topic}: the end was not reached within {timeout:?}")
+            })??;
         let Some(&end) = ends.get(&m.partition()) else {
             continue;
         };

@@ -781,7 +781,9 @@ mod tests {
         for i in 0..20 {
             let id = format!("x{i}");
             let out = handle(&mut h, &accepted(&id, "+447911123456"));
-            let Some(EventPayload::CarrierSelected(c)) = out.first().and_then(|o| o.1.as_ref()).map(|e| &e.payload) else {
+            let Some(EventPayload::CarrierSelected(c)) =
+                out.first().and_then(|o| o.1.as_ref()).map(|e| &e.payload)
+            else {
                 panic!("{out:?}");
             };
             if c.carrier == "b" {
@@ -835,9 +837,17 @@ mod tests {
         let end = out[0].1.clone().unwrap();
         handle(&mut h, &end);
         // then each carrier has one finished attempt, none delivered.
-        let rows = h.state.lock().unwrap().scorer.export("r", smsgw_kafka::now_ms());
+        let rows = h
+            .state
+            .lock()
+            .unwrap()
+            .scorer
+            .export("r", smsgw_kafka::now_ms());
         let finished = |c: &str| -> f64 {
-            rows.iter().filter(|r| r.carrier == c).map(|r| r.finished).sum()
+            rows.iter()
+                .filter(|r| r.carrier == c)
+                .map(|r| r.finished)
+                .sum()
         };
         assert!((finished("a") - 1.0).abs() < 0.01, "{rows:?}");
         assert!((finished("b") - 1.0).abs() < 0.01, "{rows:?}");

@@ -355,7 +355,13 @@ async fn answer_until_delivered(
                 stat: "DELIVRD".into(),
             })
         };
-        produce(kafka, &events, id, &Event::new(id, end, c.attempt, now + 50)).await?;
+        produce(
+            kafka,
+            &events,
+            id,
+            &Event::new(id, end, c.attempt, now + 50),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -377,13 +383,21 @@ async fn a_restarted_router_relearns_outcomes_from_the_log() -> anyhow::Result<(
     let svc = tokio::spawn(smsgw_router::run(config, sd));
     let ids: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
-        produce(&kafka, &events, id, &accepted(id, &format!("+4479112000{i:02}"))).await?;
+        produce(
+            &kafka,
+            &events,
+            id,
+            &accepted(id, &format!("+4479112000{i:02}")),
+        )
+        .await?;
     }
     answer_until_delivered(&kafka, &follow, &ids).await?;
     // Every outcome consumed (and committed) by the first router.
-    smsgw_testkit::eventually("the first router caught up", Duration::from_secs(60), || async {
-        (smsgw_testkit::group_lag(&kafka, &group, &events).ok()? == 0).then_some(())
-    })
+    smsgw_testkit::eventually(
+        "the first router caught up",
+        Duration::from_secs(60),
+        || async { (smsgw_testkit::group_lag(&kafka, &group, &events).ok()? == 0).then_some(()) },
+    )
     .await?;
     let _ = stop.send(());
     svc.await??;
@@ -399,7 +413,13 @@ async fn a_restarted_router_relearns_outcomes_from_the_log() -> anyhow::Result<(
 
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(learning_config(&kafka)?, sd));
-    produce(&kafka, &events, "after", &accepted("after", "+447911200099")).await?;
+    produce(
+        &kafka,
+        &events,
+        "after",
+        &accepted("after", "+447911200099"),
+    )
+    .await?;
     let chosen = first_choice(&follow, "after").await;
     let _ = stop.send(());
     svc.await??;
@@ -410,8 +430,7 @@ async fn a_restarted_router_relearns_outcomes_from_the_log() -> anyhow::Result<(
 /// The score store is optional at run time: with ScyllaDB unreachable the router routes
 /// from its own evidence, and counts the failed syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> anyhow::Result<()>
-{
+async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["a", "b"]).await?;
@@ -433,10 +452,22 @@ async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> an
     let svc = tokio::spawn(smsgw_router::run(config, sd));
     let ids: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
-        produce(&kafka, &events, id, &accepted(id, &format!("+4479113000{i:02}"))).await?;
+        produce(
+            &kafka,
+            &events,
+            id,
+            &accepted(id, &format!("+4479113000{i:02}")),
+        )
+        .await?;
     }
     let learned = answer_until_delivered(&kafka, &follow, &ids).await;
-    produce(&kafka, &events, "after", &accepted("after", "+447911300099")).await?;
+    produce(
+        &kafka,
+        &events,
+        "after",
+        &accepted("after", "+447911300099"),
+    )
+    .await?;
     let chosen = first_choice(&follow, "after").await;
     let metrics = reqwest::get(&admin).await?.text().await?;
     let _ = stop.send(());
