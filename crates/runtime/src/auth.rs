@@ -11,7 +11,9 @@
 //!
 //! A caller sends the key itself as `Authorization: Bearer <key>` or `X-Api-Key: <key>`;
 //! it is hashed and compared in constant time. Each key has its own token bucket (burst
-//! equal to its rate). Unauthenticated calls get 401, calls over the rate 429 with
+//! equal to its rate) counted in messages: a request costs one, and a batch of N costs N
+//! once it is read ([`Caller::charge`]), running the bucket into debt that later requests
+//! wait out. Unauthenticated calls get 401, calls over the rate 429 with
 //! `Retry-After`, both with a JSON `{"error", "reason"}`. Handlers get the key's identity
 //! as a [`Caller`]: what a request body or header claims is checked against it, never
 //! taken instead of it.
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Who a request speaks for, from its key, put in the request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The key's name: the audit actor of what the request changes.
     pub name: String,
@@ -39,6 +41,22 @@ pub struct Caller {
     pub admin: bool,
     /// No key was checked (`auth = "disabled"`): the caller may claim any account.
     pub open: bool,
+    /// The key's token bucket (none when open).
+    bucket: Option<Arc<Bucket>>,
+}
+
+/// A key's rate and its tokens (negative: in debt after a batch) as of an instant.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    /// The tokens at `now`, refilled at the rate up to one second's worth.
+    fn refill(&self, state: &(f64, Instant), now: Instant) -> f64 {
+        (state.0 + now.saturating_duration_since(state.1).as_secs_f64() * self.rate).min(self.rate)
+    }
 }
 
 impl Caller {
@@ -51,6 +69,18 @@ impl Caller {
             senders: None,
             admin: true,
             open: true,
+            bucket: None,
+        }
+    }
+
+    /// Charges `n` more messages to the key (the request itself was charged one): a
+    /// batch of N costs N. The bucket may go into debt, so a batch larger than the
+    /// burst is taken once and the key's next requests wait until it is paid back.
+    pub fn charge(&self, n: u32, now: Instant) {
+        if let Some(b) = &self.bucket {
+            let mut t = b.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            let tokens = b.refill(&t, now);
+            *t = (tokens - f64::from(n), now);
         }
     }
 
@@ -134,8 +164,7 @@ struct Key {
     caller: Caller,
     name: String,
     hash: [u8; 32],
-    rate: f64,
-    bucket: Mutex<(f64, Instant)>,
+    bucket: Arc<Bucket>,
 }
 
 /// The configured keys.
@@ -233,6 +262,10 @@ impl ApiKeys {
                 Some("admin") => true,
                 Some(r) => return Err(bad(&format!("role {r:?}: the only role is admin"))),
             };
+            let bucket = Arc::new(Bucket {
+                rate,
+                tokens: Mutex::new((rate, Instant::now())),
+            });
             let caller = Caller {
                 name: name.to_string(),
                 account,
@@ -240,13 +273,13 @@ impl ApiKeys {
                 senders: list("senders")?,
                 admin,
                 open: false,
+                bucket: Some(bucket.clone()),
             };
             keys.push(Key {
                 caller,
                 name: name.to_string(),
                 hash,
-                rate,
-                bucket: Mutex::new((rate, Instant::now())),
+                bucket,
             });
         }
         Ok(ApiKeys {
@@ -299,18 +332,19 @@ impl ApiKeys {
                 "the API key is not valid",
             )));
         };
-        let mut b = key.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let tokens =
-            (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * key.rate).min(key.rate);
+        let rate = key.bucket.rate;
+        let mut b = key.bucket.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = key.bucket.refill(&b, now);
         if tokens < 1.0 {
             *b = (tokens, now);
-            let wait = ((1.0 - tokens) / key.rate).ceil().max(1.0) as u64;
+            let wait = ((1.0 - tokens) / rate).ceil().max(1.0) as u64;
             let mut r = refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
-                    "key {} is limited to {} requests per second",
-                    key.name, key.rate
+                    "key {} is limited to {rate} messages per second (a batch of N counts \
+                     N); retry after {wait} s",
+                    key.name
                 ),
             );
             r.headers_mut()
@@ -412,6 +446,30 @@ mod tests {
             status(&headers("authorization", "Basic czNjcmV0")),
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn given_a_batch_larger_than_the_burst_then_it_is_taken_once_and_paid_back_in_time() {
+        // Given a key limited to 10 messages per second,
+        let keys = ApiKeys::parse(&format!("bulk:{}:10", hash_key("k")), 1.0).unwrap();
+        let h = headers("x-api-key", "k");
+        let t0 = Instant::now();
+        // when it sends a batch of 50 (the request costs 1, the rest 49 more),
+        keys.check(&h, t0).unwrap().charge(49, t0);
+        // then the next request waits until the 40 messages of debt are paid back (4 s
+        // at 10/s, plus one token for itself),
+        let refused = keys.check(&h, t0 + Duration::from_secs(2)).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(wait, 3, "20 tokens of debt left after 2 s, plus 1, at 10/s");
+        assert!(keys.check(&h, t0 + Duration::from_millis(4_050)).is_err());
+        assert!(keys.check(&h, t0 + Duration::from_millis(4_150)).is_ok());
+        // and an open API charges nothing.
+        Caller::anonymous().charge(1_000, t0);
     }
 
     #[test]

@@ -309,6 +309,8 @@ async fn batch_inner(
             ),
         );
     }
+    // A batch of N costs the key N messages (the request itself was charged one).
+    caller.charge(batch.messages.len() as u32 - 1, std::time::Instant::now());
     // Every item is written on its own (same validation and idempotency as a single
     // message); all are enqueued before any acknowledgement is awaited.
     let items: Vec<_> = batch

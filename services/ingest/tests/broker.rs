@@ -201,10 +201,11 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
     let mut config = smsgw_ingest::Config::new(kafka.clone());
     let h = smsgw_runtime::auth::hash_key;
     config.api_keys = Some(format!(
-        "shop:{}:senders=SHOP\nvictim:{}\nagency:{}:accounts=shop",
+        "shop:{}:senders=SHOP\nvictim:{}\nagency:{}:accounts=shop\nbulk:{}:5",
         h("k-shop"),
         h("k-victim"),
-        h("k-agency")
+        h("k-agency"),
+        h("k-bulk")
     ));
     config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
     let base = format!("http://{}/v1/messages", config.listen);
@@ -285,6 +286,25 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
     assert_eq!(r["results"][0]["status"], "accepted", "{r}");
     assert_eq!(r["results"][1]["error"], "forbidden_client", "{r}");
 
+    // Rate limits count messages: a batch of 20 on a 5/s key is taken once, and the
+    // key's next request waits for the debt to be paid back.
+    let twenty: Vec<serde_json::Value> = (0..20)
+        .map(|i| serde_json::json!({"to": format!("+4479111000{i:02}"), "from": "BULK", "body": "b"}))
+        .collect();
+    let r = http
+        .post(format!("{base}/batch"))
+        .header("x-api-key", "k-bulk")
+        .json(&serde_json::json!({ "messages": twenty }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let (code, r) = post("k-bulk", msg("BULK"), None).await?;
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{r}"
+    );
+
     // Reading and cancelling: the owner sees its message; another account gets 404.
     let get = |key: &'static str, id: String| {
         let r = http
@@ -314,7 +334,7 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), 404);
 
-    // What reached the log: only the four allowed messages, no cancellation.
+    // What reached the log: only the allowed messages, no cancellation.
     let events = read_to_end(&kafka, &kafka.topics.events(), Duration::from_secs(30)).await?;
     let mut owners: Vec<String> = events
         .iter()
@@ -325,7 +345,9 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
         })
         .collect();
     owners.sort();
-    assert_eq!(owners, ["shop", "shop", "shop", "victim"]);
+    let mut expected = vec!["bulk"; 20];
+    expected.extend(["shop", "shop", "shop", "victim"]);
+    assert_eq!(owners, expected);
     let cancels = read_to_end(
         &kafka,
         &kafka.topics.cancellations(),
