@@ -156,6 +156,11 @@ impl SchemaSet {
         })
     }
 
+    /// The fingerprints of every version this set reads.
+    pub fn fingerprints(&self) -> impl Iterator<Item = u64> + '_ {
+        self.writers.keys().copied()
+    }
+
     /// Fingerprint of the current schema.
     pub fn current_fingerprint(&self) -> u64 {
         self.current_fp

@@ -526,4 +526,49 @@ mod tests {
         );
         assert!(parse_mo("web", &c, br#"{"to":"SHOP"}"#, 5).is_err());
     }
+
+    // Carrier webhook bodies and headers, arbitrary: 1,000 cases each.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any body is read as a receipt or an MO, or refused with a reason; never a
+        /// panic, and a receipt keeps at most 1,000 characters of the raw body.
+        #[test]
+        fn prop_any_body_is_read_or_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800),
+            id in ".{0,200}",
+            status in ".{0,50}",
+        ) {
+            let c = cfg(r#","receipt_id_pointer":"/id","receipt_status_pointer":"/status","mo_from_pointer":"/from","mo_to_pointer":"/to","mo_body_pointer":"/text""#);
+            let _ = parse_mo("c", &c, &body, 0);
+            if let Ok(r) = parse_receipt("c", &c, &body, 0) {
+                if let CarrierRecordKind::ReceiptReceived(x) = r.kind {
+                    proptest::prop_assert!(x.raw_text.map_or(0, |t| t.chars().count()) <= 1000);
+                }
+            }
+            // Valid JSON with arbitrary field values.
+            let json = serde_json::json!({"id": id, "status": status, "from": id, "to": status, "text": id});
+            let bytes = serde_json::to_vec(&json).unwrap();
+            proptest::prop_assert!(parse_receipt("c", &c, &bytes, 0).is_ok() || id.is_empty() || status.is_empty());
+            let _ = parse_mo("c", &c, &bytes, 0);
+        }
+
+        /// Arbitrary signature and timestamp headers never verify, and never panic.
+        #[test]
+        fn prop_forged_signatures_are_refused(
+            sig in ".{0,130}",
+            ts in ".{0,20}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let c = cfg("");
+            let mut h = HeaderMap::new();
+            if let Ok(v) = sig.parse() {
+                h.insert("X-Signature", v);
+            }
+            if let Ok(v) = ts.parse() {
+                h.insert("X-Timestamp", v);
+            }
+            proptest::prop_assert!(verify(&c, b"s3cret", &h, &body, 1_764_424_800).is_err());
+        }
+    }
 }

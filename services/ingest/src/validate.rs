@@ -483,4 +483,60 @@ mod tests {
             }
         }
     }
+
+    // Outside input, arbitrary: 1,000 cases each (`cargo test -p smsgw-ingest
+    // validate::tests::prop` prints nothing on success; a failure prints its minimal case).
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any request is accepted or rejected with a reason code; never a panic. A
+        /// rejection and the event that records it stay bounded whatever the input size.
+        #[test]
+        fn prop_any_request_is_accepted_or_rejected_boundedly(
+            to in ".{0,300}",
+            from in ".{0,300}",
+            body in ".{0,2000}",
+            client in ".{0,600}",
+            key in proptest::option::of(".{0,600}"),
+            validity in proptest::option::of(proptest::prelude::any::<i32>()),
+            schedule in proptest::option::of(proptest::prelude::any::<i64>()),
+            send_at in proptest::option::of(proptest::prelude::any::<i64>()),
+            callback in proptest::option::of(".{0,300}"),
+            message_type in proptest::option::of(".{0,40}"),
+            now in 0i64..4_000_000_000_000,
+        ) {
+            let mut r = req(&to, &from, &body);
+            r.client_id = client;
+            r.idempotency_key = key;
+            r.validity_period_s = validity;
+            r.schedule_delivery_at = schedule;
+            r.send_at = send_at;
+            r.callback_url = callback;
+            r.message_type = message_type;
+            match validate(&r, &Limits::default(), None, now) {
+                Ok(a) => {
+                    proptest::prop_assert!(a.destination.starts_with('+'));
+                    proptest::prop_assert!(a.segments >= 1);
+                    proptest::prop_assert_eq!(&a.body, &r.body);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!e.code.is_empty());
+                    let event = rejected(&r, e);
+                    proptest::prop_assert!(event.reason.len() <= 1024, "reason of {} bytes", event.reason.len());
+                    proptest::prop_assert!(event.client_id.len() <= REJECTED_ID_MAX);
+                    proptest::prop_assert!(event.idempotency_key.map_or(0, |k| k.len()) <= REJECTED_ID_MAX);
+                }
+            }
+        }
+
+        /// Arbitrary bytes on the ingest topic, as JSON or Avro: decoded or refused.
+        #[test]
+        fn prop_any_ingest_record_decodes_or_is_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let ct = json.then_some("application/json");
+            let _ = smsgw_codec::decode_submit_request(&bytes, ct);
+        }
+    }
 }

@@ -235,15 +235,32 @@ fn garbage_is_an_error_not_a_panic() {
     assert!(Event::decode(&ok).is_err());
 }
 
+/// Decodes `body` framed as a single object of every version of `T`'s schema, and as is.
+fn decode_any<T: AvroRecord>(body: &[u8]) {
+    let _ = T::decode(body);
+    for fp in T::schemas().fingerprints() {
+        let mut framed = vec![0xC3, 0x01];
+        framed.extend_from_slice(&fp.to_le_bytes());
+        framed.extend_from_slice(body);
+        let _ = T::decode(&framed);
+    }
+}
+
 proptest::proptest! {
+    // 2,000 cases: every record type of every topic, every schema version.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
-        let _ = Event::decode(&bytes);
-        let _ = CarrierRecord::decode(&bytes);
-        let mut framed = vec![0xC3, 0x01];
-        framed.extend_from_slice(&Event::schemas_fingerprint().to_le_bytes());
-        framed.extend_from_slice(&bytes);
-        let _ = Event::decode(&framed);
+        decode_any::<Event>(&bytes);
+        decode_any::<CarrierRecord>(&bytes);
+        decode_any::<SubmitRequest>(&bytes);
+        decode_any::<DispatchRequested>(&bytes);
+        decode_any::<InboundMessage>(&bytes);
+        decode_any::<OptOutChanged>(&bytes);
+        decode_any::<CancelRequested>(&bytes);
+        decode_any::<DeadLetter>(&bytes);
+        decode_any::<CarrierStatusChanged>(&bytes);
+        decode_any::<CallbackProgress>(&bytes);
     }
 }
 

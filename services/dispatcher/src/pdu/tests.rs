@@ -210,3 +210,31 @@ fn the_message_sets_receipts_validity_and_schedule() {
         "message says yes over the carrier's no"
     );
 }
+
+// A carrier's deliver_sm, arbitrary: 2,000 cases.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any esm_class, data_coding and body (up to the 254 bytes short_message holds) is
+    /// classified as a receipt, an MO (whole or a part) or a bad receipt; never a panic,
+    /// and a bad receipt's text stays bounded.
+    #[test]
+    fn prop_any_deliver_sm_is_classified(
+        esm in proptest::prelude::any::<u8>(),
+        coding in proptest::prelude::any::<u8>(),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..254),
+        from in "[0-9A-Za-z+]{0,20}",
+    ) {
+        let d = DeliverSm::builder()
+            .source_addr(COctetString::from_string(from).unwrap())
+            .destination_addr(COctetString::from_string("SHOP".into()).unwrap())
+            .esm_class(EsmClass::from(esm))
+            .data_coding(rusmpp::values::DataCoding::from(coding))
+            .short_message(OctetString::from_slice(&body).unwrap())
+            .build();
+        match classify_deliver("a", &d, 5) {
+            Delivered::BadReceipt(_, text) => proptest::prop_assert!(text.len() <= 4 * 254),
+            Delivered::Receipt(_) | Delivered::Mo(_) | Delivered::MoPart(..) => {}
+        }
+    }
+}
