@@ -264,15 +264,6 @@ proptest::proptest! {
     }
 }
 
-trait Fp {
-    fn schemas_fingerprint() -> u64;
-}
-impl Fp for Event {
-    fn schemas_fingerprint() -> u64 {
-        Event::schemas().current_fingerprint()
-    }
-}
-
 /// Fields added by later schema versions, as the Debug form shows them at their
 /// defaults: an older fixture's text lacks them.
 const ADDED_FIELDS: [(&str, &str); 3] = [
