@@ -78,6 +78,11 @@ pub struct Limits {
     /// Longest client id / idempotency key / client ref.
     #[serde(default = "default_max_id")]
     pub max_id_len: usize,
+    /// Largest HTTP request body, in bytes (a batch of 1,000 messages of 1,000
+    /// characters fits the default, 2 MiB); a larger one is refused with 413 before it
+    /// is read whole.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
     /// Validity given to requests that set none (seconds; unset: none, the message is
     /// chased until a final receipt or the receipt timeout).
     #[serde(default)]
@@ -106,6 +111,7 @@ impl Default for Limits {
             max_body_chars: default_max_chars(),
             max_segments: default_max_segments(),
             max_id_len: default_max_id(),
+            max_request_bytes: default_max_request_bytes(),
             default_validity_s: None,
             max_validity_s: default_max_validity(),
             max_schedule_ahead_s: default_max_schedule(),
@@ -139,6 +145,9 @@ fn default_max_segments() -> usize {
 }
 fn default_max_id() -> usize {
     128
+}
+fn default_max_request_bytes() -> usize {
+    2 * 1024 * 1024
 }
 fn default_max_validity() -> i32 {
     7 * 24 * 3600
@@ -190,7 +199,10 @@ impl Config {
                 "limits.min_send_at_ahead_s must be >= 0 and <= limits.max_send_at_ahead_s".into(),
             );
         }
-        if self.limits.max_segments == 0 || self.limits.max_body_chars == 0 {
+        if self.limits.max_segments == 0
+            || self.limits.max_body_chars == 0
+            || self.limits.max_request_bytes == 0
+        {
             return Err("limits must be positive".into());
         }
         if self.view_capacity == 0 || self.dedupe_capacity == 0 || self.max_in_flight == 0 {

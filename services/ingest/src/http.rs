@@ -90,13 +90,24 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The API routes, behind the API-key check.
 pub fn router(state: ApiState) -> Router {
     let keys = state.keys.clone();
+    let limit = axum::extract::DefaultBodyLimit::max(state.limits.max_request_bytes);
     keys.protect(
         Router::new()
             .route("/v1/messages", post(post_message))
             .route("/v1/messages/batch", post(post_batch))
             .route("/v1/messages/{id}", get(get_message).delete(cancel_message)),
     )
+    .layer(limit)
     .with_state(state)
+}
+
+/// A body that could not be read: 413 `too_large` past `limits.max_request_bytes` (the
+/// body is not read beyond it), else 400 `invalid_json`.
+fn unreadable(e: &axum::extract::rejection::JsonRejection) -> Response {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text());
+    }
+    error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text())
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -250,7 +261,7 @@ async fn post_inner(
 ) -> Response {
     let Json(p) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
+        Err(e) => return unreadable(&e),
     };
     let prepared = match prepare(st, headers, caller, p) {
         Ok(p) => p,
@@ -297,7 +308,7 @@ async fn batch_inner(
 ) -> Response {
     let Json(batch) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()),
+        Err(e) => return unreadable(&e),
     };
     if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
         return error(
