@@ -171,6 +171,50 @@ struct Key {
 #[derive(Debug, Clone)]
 pub struct ApiKeys {
     keys: Arc<Vec<Key>>,
+    failures: Arc<Mutex<Failures>>,
+}
+
+/// Failed authentications per source address: each source may fail
+/// [`FAILURE_BURST`] times, then once per [`FAILURE_REFILL_S`] seconds; past that its
+/// calls are refused (429) before any key is checked, so keys cannot be guessed at
+/// speed. At most [`FAILURE_SOURCES`] sources are remembered: when full, the sources
+/// whose allowance has refilled are forgotten, then (a flood of sources) all of them.
+#[derive(Debug, Default)]
+struct Failures {
+    by_source: std::collections::HashMap<std::net::IpAddr, (f64, Instant)>,
+}
+
+/// Failed authentications a source may make at once.
+pub const FAILURE_BURST: f64 = 10.0;
+/// Seconds for a source to earn one more failed authentication.
+pub const FAILURE_REFILL_S: f64 = 1.0;
+/// Sources remembered at most.
+pub const FAILURE_SOURCES: usize = 10_000;
+
+impl Failures {
+    fn allowance(&self, source: std::net::IpAddr, now: Instant) -> f64 {
+        self.by_source
+            .get(&source)
+            .map_or(FAILURE_BURST, |(t, at)| {
+                (t + now.saturating_duration_since(*at).as_secs_f64() / FAILURE_REFILL_S)
+                    .min(FAILURE_BURST)
+            })
+    }
+
+    fn failed(&mut self, source: std::net::IpAddr, now: Instant) {
+        let left = self.allowance(source, now) - 1.0;
+        if self.by_source.len() >= FAILURE_SOURCES && !self.by_source.contains_key(&source) {
+            let by = &mut self.by_source;
+            by.retain(|_, (t, at)| {
+                t.to_owned() + now.saturating_duration_since(*at).as_secs_f64() / FAILURE_REFILL_S
+                    < FAILURE_BURST
+            });
+            if by.len() >= FAILURE_SOURCES {
+                by.clear();
+            }
+        }
+        self.by_source.insert(source, (left, now));
+    }
 }
 
 /// The SHA-256 of a key, in hex: what goes in the config.
@@ -284,6 +328,7 @@ impl ApiKeys {
         }
         Ok(ApiKeys {
             keys: Arc::new(keys),
+            failures: Arc::default(),
         })
     }
 
@@ -295,6 +340,39 @@ impl ApiKeys {
     /// Whether there are none (the API is then open).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Who `headers` from `source` authenticate as, or the refusal: a source that failed
+    /// too often is refused (429 `too_many_failures`) before its key is looked at, and
+    /// each 401 counts against its source.
+    pub fn check_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        headers: &HeaderMap,
+        now: Instant,
+    ) -> Result<Caller, Box<Response>> {
+        let lock = || self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = source {
+            let left = lock().allowance(ip, now);
+            if left < 1.0 {
+                let wait = ((1.0 - left) * FAILURE_REFILL_S).ceil().max(1.0) as u64;
+                let mut r = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    format!("too many failed authentications from {ip}; retry after {wait} s"),
+                );
+                r.headers_mut()
+                    .insert("retry-after", wait.to_string().parse().expect("digits"));
+                return Err(Box::new(r));
+            }
+        }
+        let checked = self.check(headers, now);
+        if let (Some(ip), Err(r)) = (source, &checked) {
+            if r.status() == StatusCode::UNAUTHORIZED {
+                lock().failed(ip, now);
+            }
+        }
+        checked
     }
 
     /// Who `headers` authenticate as, or the refusal.
@@ -372,10 +450,14 @@ pub async fn require_key(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let caller = if keys.is_empty() {
         Caller::anonymous()
     } else {
-        match keys.check(req.headers(), Instant::now()) {
+        match keys.check_from(source, req.headers(), Instant::now()) {
             Ok(c) => c,
             Err(r) => return *r,
         }
@@ -470,6 +552,44 @@ mod tests {
         assert!(keys.check(&h, t0 + Duration::from_millis(4_150)).is_ok());
         // and an open API charges nothing.
         Caller::anonymous().charge(1_000, t0);
+    }
+
+    #[test]
+    fn given_a_source_that_keeps_failing_then_it_is_refused_before_its_key_is_checked() {
+        let keys = ApiKeys::parse(&format!("shop:{}", hash_key("right")), 1_000.0).unwrap();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (wrong, right) = (headers("x-api-key", "guess"), headers("x-api-key", "right"));
+        let t0 = Instant::now();
+        // Given ten failed authentications from a,
+        for _ in 0..10 {
+            let r = keys.check_from(Some(a), &wrong, t0).unwrap_err();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        // when a calls again, even with the right key, then it is refused (429),
+        let r = keys.check_from(Some(a), &right, t0).unwrap_err();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key("retry-after"));
+        // while b is not affected, and a may try again once a second has passed.
+        assert!(keys.check_from(Some(b), &right, t0).is_ok());
+        let later = t0 + Duration::from_millis(1_100);
+        assert!(keys.check_from(Some(a), &right, later).is_ok());
+        // A success does not count against the source.
+        for _ in 0..20 {
+            assert!(keys.check_from(Some(b), &right, later).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded_under_a_flood_of_sources() {
+        let keys = ApiKeys::parse(&format!("shop:{}", hash_key("right")), 1.0).unwrap();
+        let wrong = headers("x-api-key", "guess");
+        let t0 = Instant::now();
+        for i in 0..(FAILURE_SOURCES as u32 + 500) {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = keys.check_from(Some(ip), &wrong, t0);
+        }
+        let n = keys.failures.lock().unwrap().by_source.len();
+        assert!(n <= FAILURE_SOURCES, "{n} sources remembered");
     }
 
     #[test]

@@ -99,9 +99,12 @@ pub async fn run(
     let http_task = {
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, api)
-                .with_graceful_shutdown(stop.wait())
-                .await
+            if let Err(e) = axum::serve(
+                listener,
+                api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.wait())
+            .await
             {
                 tracing::error!(error = %e, "HTTP API stopped");
             }

@@ -359,6 +359,19 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
         "another account's cancellation was written"
     );
 
+    // Guessing keys: after ten failures a source is refused before its key is checked,
+    // even the right key (last: it shuts this test's address out for a while).
+    for _ in 0..10 {
+        let (code, _) = post("k-guess", msg("SHOP"), None).await?;
+        assert_eq!(code, 401);
+    }
+    let (code, r) = post("k-shop", msg("SHOP"), None).await?;
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (429, Some("too_many_failures")),
+        "{r}"
+    );
+
     let _ = stop.send(());
     svc.await??;
     Ok(())

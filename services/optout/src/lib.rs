@@ -128,9 +128,12 @@ pub async fn run(
     let api_server = {
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.wait())
-                .await
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.wait())
+            .await
             {
                 tracing::error!(error = %e, "opt-out API failed");
             }
