@@ -69,13 +69,16 @@ chart.validate_schema({})
 prod = {
     "kafka": {"brokers": "k0:9092,k1:9092", "properties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "smsgw"}, "saslPasswordSecret": "kafka-sasl"},
     "carrierCredentialsSecret": "carrier-creds",
+    "callbackSecretsSecret": "callback-secrets",
+    "moWebhookSecretsSecret": "mo-webhook-secrets",
     "apiKeysSecret": "api-keys",
     "scylla": {"passwordSecret": "scylla-creds"},
     "services": {
         "dispatcher": {"webhookPort": 9180, "replicas": 2, "config": {"carriers": [{"name": "sim", "url": "smpp://smsc:2775", "system_id": "smsgw", "password": "env:SIM_SMPP_PASSWORD", "binds": 2, "max_rate": 100}]}},
         "ingest": {"replicas": 3},
         "router": {"replicas": 2, "config": {"routes": [{"prefix": "+", "carriers": ["sim"]}], "scoring": {"store": {"kind": "scylla", "nodes": ["scylla:9042"], "username": "smsgw", "password": "env:SCYLLA_PASSWORD"}}}},
-        "receipt": {"replicas": 3},
+        "receipt": {"replicas": 3, "config": {"callbacks": {"secret": "env:CALLBACK_SECRET", "senders": {"SHOP": {"url": "https://shop.example/cb", "secret": "env:SHOP_CALLBACK_SECRET"}}}}},
+        "optout": {"config": {"senders": {"SHOP": {"webhook_url": "https://shop.example/mo", "webhook_secret": "env:SHOP_MO_SECRET"}}}},
     },
     "networkPolicy": {"apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]},
 }
@@ -93,6 +96,10 @@ for label, patch, needle in [
     ("autoscaling with static ownership", {"services": {"ingest": {"autoscaling": {"enabled": True}}}}, "autoscaling"),
     ("autoscaling dispatchers", {"kafka": {"assignment": "group"}, "services": {"dispatcher": {"autoscaling": {"enabled": True}}}}, "autoscaling"),
     ("a PDB that blocks drains", {"services": {"optout": {"pdb": {"minAvailable": 1}}}}, "block every node drain"),
+    # Signing secrets come from Secrets: a literal one in values is refused.
+    ("a literal callback secret", {"services": {"receipt": {"config": {"callbacks": {"secret": "hunter2"}}}}}, "callbackSecretsSecret"),
+    ("a literal per-sender callback secret", {"services": {"receipt": {"config": {"callbacks": {"senders": {"SHOP": {"url": "https://x.example", "secret": "hunter2"}}}}}}}, "callbackSecretsSecret"),
+    ("a literal MO webhook secret", {"services": {"optout": {"config": {"senders": {"SHOP": {"webhook_url": "https://x.example", "webhook_secret": "hunter2"}}}}}}, "moWebhookSecretsSecret"),
 ]:
     try:
         chart.render(dict(patch, auth="disabled"), name="gw", namespace="sms", is_install=True)
@@ -145,8 +152,10 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
             if name.endswith("router"):
                 check(env["SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "scylla-creds", "router: Scylla password from its Secret")
             check(env["SMSGW_KAFKA__PROPERTIES__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-sasl", f"{name}: SASL password from its Secret")
+            for svc, secret in [("dispatcher", "carrier-creds"), ("receipt", "callback-secrets"), ("optout", "mo-webhook-secrets")]:
+                if name.endswith(svc):
+                    check(c.get("envFrom", [{}])[0].get("secretRef", {}).get("name") == secret, f"{svc}: signing secrets from their Secret {secret}")
             if name.endswith("dispatcher"):
-                check(c["envFrom"][0]["secretRef"]["name"] == "carrier-creds", "dispatcher: carrier credentials from their Secret")
                 check(any(p["containerPort"] == 9180 for p in c["ports"]), "dispatcher: webhook port")
             if name.endswith(("ingest", "optout")):
                 check(env["SMSGW_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "api-keys", f"{name}: API keys from their Secret")
@@ -169,7 +178,7 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
 
     # 4. Every rendered config loads and validates with the service's own code.
     cm = kinds["ConfigMap"][0]["data"]
-    env = dict(os.environ, SIM_SMPP_PASSWORD="x")
+    env = dict(os.environ, SIM_SMPP_PASSWORD="x", CALLBACK_SECRET="x", SHOP_CALLBACK_SECRET="x", SHOP_MO_SECRET="x")
     # What the ingest and optout pods get from the chart: the keys Secret, or auth disabled.
     api_env = dict(env)
     if label == "production":
@@ -195,8 +204,6 @@ with tempfile.TemporaryDirectory() as d:
     r = subprocess.run([ADMIN, "check-config", "router", f], capture_output=True, text=True)
     check(r.returncode != 0 and "optout_refesh_ms" in r.stderr, f"typo refused: {r.stderr.strip()[:300]}")
 
-if failures:
-    sys.exit(f"{len(failures)} chart check(s) failed")
 # Two dispatchers cannot share a carrier allowed one bind: the config check says so.
 one_bind = copy.deepcopy(prod)
 one_bind["services"]["dispatcher"]["config"]["carriers"][0]["binds"] = 1
@@ -208,4 +215,6 @@ with tempfile.TemporaryDirectory() as d:
                        env=dict(os.environ, SIM_SMPP_PASSWORD="x", SMSGW_KAFKA__INSTANCES="2", SMSGW_KAFKA__INSTANCE="1"))
     check(r.returncode != 0 and "binds" in r.stderr, f"one bind for two dispatchers refused: {r.stderr.strip()[:300]}")
 
+if failures:
+    sys.exit(f"{len(failures)} chart check(s) failed")
 print("chart: lint, schema, 2 renders validated against Kubernetes", K8S, "and every config loads: ok")
