@@ -17,7 +17,8 @@
 //   hold_ms: MS          answer submit_sm only after MS (a window that fills up)
 //   dlr_first: true      send the receipt before the submit_sm_resp
 //   drop_at: N           never answer; close the connection once N are outstanding
-// --bind-fail N refuses the first N binds with ESME_RBINDFAIL. A transmitter's receipts
+// --bind-fail N refuses the first N binds with ESME_RBINDFAIL. --tls-key FILE and
+// --tls-cert FILE (PEM) make it an SMPP-over-TLS server (the package's own TLS mode). A transmitter's receipts
 // go to a receiver bind, as real SMSCs do.
 // An HTTP control port injects MO messages (POST /mo {from,to,body}) and reports
 // counters (GET /stats). --log FILE appends every bind, unbind, submit (with the text as the
@@ -37,6 +38,9 @@ const rules = JSON.parse(arg('rules', '[]'));
 const bindFail = Number(arg('bind-fail', '0'));
 const logFile = arg('log', null);
 const fs = require('fs');
+const tlsKey = arg('tls-key', null);
+const tlsCert = arg('tls-cert', null);
+const serverOptions = tlsKey && tlsCert ? { key: fs.readFileSync(tlsKey), cert: fs.readFileSync(tlsCert) } : {};
 
 const stats = { binds: 0, submits: 0, refused: 0, receipts: 0, mo: 0 };
 let bindAttempts = 0;
@@ -96,7 +100,7 @@ function receiptSession(session) {
   return null;
 }
 
-const server = smpp.createServer(function (session) {
+const server = smpp.createServer(serverOptions, function (session) {
   const seen = {};
   let outstanding = 0;
   const conn = ++sessions;

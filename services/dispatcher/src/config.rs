@@ -51,15 +51,24 @@ fn default_restart_lookback() -> i64 {
     120_000
 }
 
-/// One carrier: SMPP (`smpp://` url) or HTTP (`http://` / `https://` url plus `http`).
+/// One carrier: SMPP (`smpp://` or `smpps://` url) or HTTP (`http://` / `https://` url plus `http`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierConfig {
     /// Name used in routes, topics and events.
     pub name: String,
-    /// `smpp://host:port` for SMPP (TLS, `smpps://`, is not built in yet), or the submit
+    /// `smpp://host:port` for SMPP, `smpps://host:port` for SMPP over TLS (the server's
+    /// certificate verified against the web PKI roots, or `tls_ca_file`), or the submit
     /// URL of an HTTP carrier, which may hold `{{placeholders}}` (see `http.body`).
     pub url: String,
+    /// `smpps://`: PEM file of the CA certificates to trust instead of the web PKI roots
+    /// (a carrier with a private CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// `smpps://`: the name the server's certificate must carry, when it is not the
+    /// host of the URL (an IP address in the URL, a certificate for a DNS name).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// HTTP carriers: the request template, auth, id extraction and webhooks.
     #[serde(default)]
     pub http: Option<crate::http::HttpConfig>,
@@ -314,6 +323,8 @@ impl CarrierConfig {
         CarrierConfig {
             name: name.into(),
             url: url.into(),
+            tls_ca_file: None,
+            tls_server_name: None,
             http: None,
             system_id: system_id.into(),
             password: password.into(),
@@ -447,9 +458,9 @@ impl CarrierConfig {
                 .ok_or_else(|| format!("carrier {n}: an http:// url needs an [http] section"))?;
             crate::http::HttpConnector::new(&self.url, http)
                 .map_err(|e| format!("carrier {n}: http: {e}"))?;
-        } else if !self.url.starts_with("smpp://") {
+        } else if !self.url.starts_with("smpp://") && !self.url.starts_with("smpps://") {
             return Err(format!(
-                "carrier {n}: url must start with smpp://, http:// or https:// (SMPP over TLS is not built in yet)"
+                "carrier {n}: url must start with smpp://, smpps://, http:// or https://"
             ));
         } else if self.http.is_some() {
             return Err(format!(
@@ -457,6 +468,13 @@ impl CarrierConfig {
             ));
         } else if self.system_id.is_empty() || self.system_id.len() > 15 {
             return Err(format!("carrier {n}: system_id must be 1 to 15 characters"));
+        }
+        if self.url.starts_with("smpps://") {
+            crate::tls::connector(self).map_err(|e| format!("carrier {n}: {e}"))?;
+        } else if self.tls_ca_file.is_some() || self.tls_server_name.is_some() {
+            return Err(format!(
+                "carrier {n}: tls_ca_file and tls_server_name need an smpps:// url"
+            ));
         }
         let password = crate::http::secret(&self.password)
             .map_err(|e| format!("carrier {n}: password: {e}"))?;

@@ -7,7 +7,6 @@
 use bytes::{Buf, BytesMut};
 use rusmpp::tokio_codec::CommandCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
@@ -122,16 +121,19 @@ fn is_inbound_request(pdu: &[u8]) -> bool {
 /// malformed PDU. Each `deliver_sm` or `data_sm` takes one of `permits` before the
 /// client sees it (the session gives it back once the PDU is stored): with none left
 /// the guard reads no more from the socket, so a flood waits in TCP, not in memory.
-pub fn guard(
-    socket: TcpStream,
+pub fn guard<S>(
+    socket: S,
     max_len: usize,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     on_garbage: impl Fn(Garbage) + Send + 'static,
-) -> (DuplexStream, Wake) {
+) -> (DuplexStream, Wake)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (client_side, guard_side) = tokio::io::duplex(256 * 1024);
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
     let (mut guard_rd, mut guard_wr) = tokio::io::split(guard_side);
-    let (mut sock_rd, mut sock_wr) = socket.into_split();
+    let (mut sock_rd, mut sock_wr) = tokio::io::split(socket);
     // Bounded: what the carrier does not read stops the client's writes (backpressure),
     // and a nack for garbage that finds it full is dropped, never queued without limit.
     let (to_socket, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
@@ -247,7 +249,7 @@ mod tests {
     async fn a_wake_reaches_the_client_between_pdus_and_never_the_carrier() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = TcpStream::connect(listener.local_addr().unwrap())
+        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (mut carrier, _) = listener.accept().await.unwrap();

@@ -28,6 +28,7 @@ pub mod pdu;
 pub mod pool;
 pub mod recovery;
 pub mod session;
+pub mod tls;
 pub mod webhook;
 
 pub use config::{CarrierConfig, Config};

@@ -57,21 +57,32 @@ type Bound = (
 
 async fn connect(ctx: &SessionCtx, role: Role) -> Result<Bound, String> {
     let c = &ctx.carrier;
-    let addr = c.url.trim_start_matches("smpp://").trim_end_matches('/');
+    let tls = c.url.starts_with("smpps://");
+    let addr = c
+        .url
+        .trim_start_matches("smpps://")
+        .trim_start_matches("smpp://")
+        .trim_end_matches('/');
     let socket = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = socket.set_nodelay(true);
     let (metrics, name) = (ctx.metrics.clone(), c.name.clone());
     let inbound = std::sync::Arc::new(tokio::sync::Semaphore::new(c.inbound_in_flight));
-    let (stream, wake) = crate::guard::guard(socket, MAX_PDU, inbound.clone(), move |g| {
+    let on_garbage = move |g| {
         let kind = match g {
             crate::guard::Garbage::Dropped => "malformed_pdu",
             crate::guard::Garbage::Desync => "desync",
         };
         metrics.inbound.with_label_values(&[&name, kind]).inc();
         tracing::warn!(carrier = %name, kind, "malformed PDU from the carrier answered with generic_nack");
-    });
+    };
+    let (stream, wake) = if tls {
+        let socket = crate::tls::handshake(c, socket).await?;
+        crate::guard::guard(socket, MAX_PDU, inbound.clone(), on_garbage)
+    } else {
+        crate::guard::guard(socket, MAX_PDU, inbound.clone(), on_garbage)
+    };
     let (client, events) = ConnectionBuilder::new()
         .disable_interface_version_check()
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))

@@ -414,11 +414,22 @@ impl Peer {
         bind_fail: u32,
         rules: serde_json::Value,
     ) -> anyhow::Result<Self> {
+        Self::start_tls(kind, bind_fail, rules, None).await
+    }
+
+    /// Like [`Peer::start`]; with `tls` (the key and certificate PEM files), the npm SMSC
+    /// serves SMPP over TLS and its URL is `smpps://`.
+    pub async fn start_tls(
+        kind: PeerKind,
+        bind_fail: u32,
+        rules: serde_json::Value,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> anyhow::Result<Self> {
         // A port drawn by `free_port` can be taken by another test's server before the
         // peer binds it (the peer then exits at once): draw again, five tries.
         let mut tries = 0;
         loop {
-            match Self::start_once(kind, bind_fail, &rules).await {
+            match Self::start_once(kind, bind_fail, &rules, tls).await {
                 Ok(p) => return Ok(p),
                 Err(e) if tries < 4 => {
                     eprintln!("{e:#}; trying other ports");
@@ -433,6 +444,7 @@ impl Peer {
         kind: PeerKind,
         bind_fail: u32,
         rules: &serde_json::Value,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
     ) -> anyhow::Result<Self> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers");
         let port = free_port();
@@ -461,6 +473,9 @@ impl Peer {
                 let mut c = Command::new("node");
                 c.arg(dir.join("npm-smpp-smsc.js"))
                     .args(["--control", &control_port.to_string()]);
+                if let Some((key, cert)) = tls {
+                    c.arg("--tls-key").arg(key).arg("--tls-cert").arg(cert);
+                }
                 c
             }
             PeerKind::Perl => {
@@ -499,7 +514,11 @@ impl Peer {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         Ok(Peer {
             child,
-            url: format!("smpp://{addr}"),
+            url: if tls.is_some() {
+                format!("smpps://{addr}")
+            } else {
+                format!("smpp://{addr}")
+            },
             log,
             control: (kind == PeerKind::Npm).then(|| {
                 format!("127.0.0.1:{control_port}")

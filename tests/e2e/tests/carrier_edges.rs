@@ -332,3 +332,135 @@ async fn a_flood_of_inbound_pdus_is_bounded_and_nothing_is_lost() -> anyhow::Res
     assert_eq!(stored?, N, "each MO stored once");
     Ok(())
 }
+
+/// A CA and a server certificate for 127.0.0.1 (and `smsc.test`) it signed, made with
+/// the openssl command line in `dir`: (CA, server key, server certificate).
+fn certificates(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=smsgw test CA",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "smsc.key",
+        "-out",
+        "smsc.csr",
+        "-subj",
+        "/CN=smsc.test",
+    ])?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:smsc.test\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "smsc.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "smsc.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    Ok((
+        dir.join("ca.pem"),
+        dir.join("smsc.key"),
+        dir.join("smsc.pem"),
+    ))
+}
+
+/// `smpps://` (issue 16): against the npm SMSC in its TLS mode, a dispatcher that trusts
+/// the carrier's CA binds and submits over TLS; one that does not (web PKI roots only)
+/// never binds, and its work is given back after the grace: a certificate is never taken
+/// on trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpp_over_tls_binds_only_to_a_verified_server() -> anyhow::Result<()> {
+    smsgw_testkit::init_logs();
+    const P: &str = "4475107";
+    let dir = tempdir()?;
+    let (ca, key, cert) = certificates(&dir)?;
+    let broker = Broker::start()?;
+    let peer = Peer::start_tls(
+        PeerKind::Npm,
+        0,
+        serde_json::json!([]),
+        Some((key.as_path(), cert.as_path())),
+    )
+    .await?;
+    assert!(peer.url.starts_with("smpps://"), "{}", peer.url);
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["c", "u"]).await?;
+    queue(&kafka, "c", &[work("c", "m1", &format!("+{P}00001"))]).await?;
+    queue(&kafka, "u", &[work("u", "m2", &format!("+{P}00002"))]).await?;
+    let mut trusted = carrier_config("c", &peer.url);
+    trusted.tls_ca_file = Some(ca.to_string_lossy().into_owned());
+    trusted.binds = 1;
+    let mut untrusted = carrier_config("u", &peer.url);
+    untrusted.unbound_grace_ms = 3_000;
+    let mut config = dispatcher(&kafka, trusted)?;
+    config.carriers.push(untrusted);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let events = outcomes(&kafka, 2).await;
+    let _ = stop.send(());
+    svc.await??;
+    let events = events?;
+    assert!(
+        matches!(of(&events, "m1")[..], [EventPayload::Submitted(_)]),
+        "{events:?}"
+    );
+    match of(&events, "m2")[..] {
+        [EventPayload::SubmitFailed(f)] => {
+            assert!(f.reason.contains("not bound"), "{f:?}")
+        }
+        ref other => panic!("m2: {other:?}"),
+    }
+    // The SMSC saw one bind (the trusted one) and one submit, in TLS.
+    let binds = peer.of("bind")?.iter().filter(|b| b["ok"] == true).count();
+    assert_eq!(binds, 1, "only the verified client bound");
+    assert_eq!(submits(&peer, P)?.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("smsgw-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
