@@ -5,13 +5,13 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
 ## Install what is missing: Tansu (the broker, ~15 min the first time) and the two
 ## third-party SMPP peers (npm `smpp`, Perl Net::SMPP from Debian).
-deps: tansu peers
+deps: tansu peers openssl
 
 tansu:
 	@if [ -x "$(TANSU)" ] && "$(TANSU)" --version 2>/dev/null | grep -q "$(TANSU_VERSION)"; then \
@@ -22,6 +22,14 @@ tansu:
 	fi
 
 peers: tests/peers/node_modules/smpp/package.json perl-smpp
+
+## The smpps:// test makes its CA and certificates with the openssl command line.
+openssl:
+	@if command -v openssl >/dev/null; then echo "openssl present"; else \
+	  echo "installing openssl"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y openssl || { $$SUDO apt-get update && $$SUDO apt-get install -y openssl; }; \
+	fi
 
 perl-smpp:
 	@if perl -MNet::SMPP -e1 2>/dev/null; then echo "Net::SMPP present"; else \
