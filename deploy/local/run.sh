@@ -55,7 +55,7 @@ wait_port 8080 ingest
 echo
 "$BIN/smsgw-admin" demo http://127.0.0.1:8080 http://127.0.0.1:2776
 echo
-echo "The gateway is running: POST http://127.0.0.1:8080/v1/messages, metrics on :9101-:9104 and :8080/metrics."
+echo "The gateway is running: POST http://127.0.0.1:8080/v1/messages, metrics on :9100-:9104."
 echo "Press Ctrl-C to stop."
 if [ "${DEMO_ONLY:-}" = 1 ]; then exit 0; fi
 wait

@@ -58,7 +58,7 @@ for svc in ["kafka", "scylla", "ingest", "router", "dispatcher", "receipt", "opt
     if svc not in compose["services"]:
         failures.append(f"compose: no {svc}")
 targets = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_configs"][0]["static_configs"][0]["targets"]
-for t in ["ingest:8080", "router:9101", "dispatcher:9102", "receipt:9103", "optout:9104"]:
+for t in ["ingest:9100", "router:9101", "dispatcher:9102", "receipt:9103", "optout:9104"]:
     if t not in targets:
         failures.append(f"prometheus: does not scrape {t}")
 runbooks = open("docs/operations.md").read()

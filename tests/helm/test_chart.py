@@ -174,7 +174,12 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
         check(any(p["name"] == "metrics" for p in svc["spec"]["ports"]), f"{svc['metadata']['name']}: metrics port")
     # Ingest's API is reachable through its NetworkPolicy.
     np = next(n for n in kinds["NetworkPolicy"] if n["metadata"]["name"].endswith("ingest"))
-    check(any(p["port"] == "metrics" for r in np["spec"]["ingress"][1:] for p in r["ports"]), f"{label}: ingest API allowed")
+    check(any(p["port"] == "http" for r in np["spec"]["ingress"][1:] for p in r["ports"]), f"{label}: ingest API allowed")
+    # Metrics and probes are not on ingest's API port.
+    ing = next(d for d in kinds["StatefulSet"] if d["metadata"]["name"].endswith("ingest"))
+    ic = ing["spec"]["template"]["spec"]["containers"][0]
+    check(ic["readinessProbe"]["httpGet"]["port"] != 8080 and ic["readinessProbe"]["httpGet"]["port"] != "http", f"{label}: ingest probes off the API port: {ic['readinessProbe']}")
+    check('admin_listen = "0.0.0.0:9100"' in kinds["ConfigMap"][0]["data"]["ingest.toml"], f"{label}: ingest admin_listen on the metrics port")
 
     # 4. Every rendered config loads and validates with the service's own code.
     cm = kinds["ConfigMap"][0]["data"]

@@ -26,9 +26,8 @@ app.kubernetes.io/component: {{ .name }}
 {{- $base := dict "kafka" $kafka -}}
 {{- if eq .name "ingest" -}}
 {{- $_ := set $base "listen" (printf "0.0.0.0:%v" $svc.port) -}}
-{{- else -}}
-{{- $_ := set $base "admin_listen" (printf "0.0.0.0:%v" $svc.metricsPort) -}}
 {{- end -}}
+{{- $_ := set $base "admin_listen" (printf "0.0.0.0:%v" $svc.metricsPort) -}}
 {{- if eq .name "optout" -}}
 {{- $_ := set $base "api_listen" (printf "0.0.0.0:%v" $svc.port) -}}
 {{- end -}}

@@ -10,9 +10,14 @@ use std::net::SocketAddr;
 pub struct Config {
     /// Brokers, client properties and topic names.
     pub kafka: KafkaConfig,
-    /// Address of the HTTP API (also serves `/metrics` and `/healthz`).
+    /// Address of the HTTP API.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz`: not the API's port, so probes and
+    /// Prometheus reach them and the API's callers do not. The same address as `listen`
+    /// serves both on one port.
+    #[serde(default = "default_admin")]
+    pub admin_listen: SocketAddr,
     /// Consumer group of the ingest-topic consumer.
     #[serde(default = "default_group")]
     pub group_id: String,
@@ -122,6 +127,9 @@ impl Default for Limits {
     }
 }
 
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -165,6 +173,7 @@ impl Config {
         Config {
             kafka,
             listen: default_listen(),
+            admin_listen: default_admin(),
             group_id: default_group(),
             limits: Limits::default(),
             default_country: None,

@@ -82,9 +82,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages/batch"),
     ("GET", "/v1/messages/{id}"),
     ("DELETE", "/v1/messages/{id}"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
 ];
 
 /// The API routes, behind the API-key check.

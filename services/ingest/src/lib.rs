@@ -89,11 +89,22 @@ pub async fn run(
         default_country,
         metrics: metrics.clone(),
         keys,
-    })
-    .merge(smsgw_runtime::admin_router(
-        metrics.registry.clone(),
-        health.clone(),
-    ));
+    });
+    // Probes and metrics on their own port, unless configured on the API's.
+    let (api, _admin) = if config.admin_listen == config.listen {
+        let admin = smsgw_runtime::admin_router(metrics.registry.clone(), health.clone());
+        (api.merge(admin), None)
+    } else {
+        let admin = smsgw_runtime::serve_admin(
+            config.admin_listen,
+            metrics.registry.clone(),
+            health.clone(),
+            shutdown.clone().wait(),
+        )
+        .await
+        .map_err(|e| IngestError::Config(e.to_string()))?;
+        (api, Some(admin))
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "HTTP API listening");
     let http_task = {

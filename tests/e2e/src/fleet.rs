@@ -107,13 +107,14 @@ impl Fleet {
         for i in 0..instances {
             let k = kafka_toml(kafka, i, instances);
             let (a, r, d, rc, o, oa) = (port(), port(), port(), port(), port(), port());
+            let ia = port();
             api.get_or_insert(a);
             let configs: [(&'static str, String, u16); 5] = [
                 (
                     "ingest",
                     // send_at from 1 s ahead, so tests can hold messages briefly.
-                    format!("listen = \"127.0.0.1:{a}\"\nauth = \"disabled\"\n[limits]\nmin_send_at_ahead_s = 1\n{k}"),
-                    a,
+                    format!("listen = \"127.0.0.1:{a}\"\nadmin_listen = \"127.0.0.1:{ia}\"\nauth = \"disabled\"\n[limits]\nmin_send_at_ahead_s = 1\n{k}"),
+                    ia,
                 ),
                 (
                     "router",

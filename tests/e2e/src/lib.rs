@@ -171,7 +171,7 @@ pub struct Gateway {
     pub api: String,
     /// Base URL of the dispatcher's carrier webhooks.
     pub webhooks: String,
-    /// Base URL of each service's `/metrics`, `/healthz` and `/readyz` (ingest: `api`).
+    /// Base URL of each service's `/metrics`, `/healthz` and `/readyz`.
     pub admin: Vec<(&'static str, String)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
@@ -232,7 +232,9 @@ impl Gateway {
         let mut ingest = smsgw_ingest::Config::new(kafka.clone());
         ingest.auth = smsgw_runtime::auth::AuthMode::Disabled;
         ingest.listen = local();
+        ingest.admin_listen = local();
         let api = format!("http://{}", ingest.listen);
+        admin.push(("ingest", format!("http://{}", ingest.admin_listen)));
         let (tx, sd) = stopper();
         stops.push(tx);
         tasks.push((
@@ -298,8 +300,9 @@ impl Gateway {
             tasks,
         };
         let http = reqwest::Client::new();
+        let ingest_admin = gw.admin[0].1.clone();
         eventually("ingest HTTP API", Duration::from_secs(30), || async {
-            http.get(format!("{}/healthz", gw.api))
+            http.get(format!("{ingest_admin}/healthz"))
                 .send()
                 .await
                 .ok()
@@ -312,15 +315,12 @@ impl Gateway {
     /// The value of a metric sample (`name{labels}` as exposed, exact match on the part
     /// before the value), summed over matching lines; 0 when absent.
     pub async fn metric(&self, service: &str, series: &str) -> anyhow::Result<f64> {
-        let base = if service == "ingest" {
-            self.api.clone()
-        } else {
-            self.admin
-                .iter()
-                .find(|(s, _)| *s == service)
-                .map(|(_, u)| u.clone())
-                .context("no such service")?
-        };
+        let base = self
+            .admin
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, u)| u.clone())
+            .context("no such service")?;
         let text = reqwest::get(format!("{base}/metrics"))
             .await?
             .text()
