@@ -129,9 +129,32 @@ async fn connect(ctx: &SessionCtx, role: Role) -> Result<Bound, String> {
     Ok((client, Box::new(events), wake, inbound))
 }
 
-async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
+/// Publishes the carrier status changes of one session, in order, off the session's
+/// loop: a slow or absent broker never holds up the bind's PDUs (a receipt or MO waiting
+/// behind a carrier-status write would wait for the whole outage). At most two changes
+/// per connection are queued.
+fn status_publisher(
+    ctx: SessionCtx,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<(bool, &'static str)>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, &'static str)>();
+    let task = tokio::spawn(async move {
+        while let Some((up, detail)) = rx.recv().await {
+            publish_status(&ctx, up, detail).await;
+        }
+    });
+    (tx, task)
+}
+
+/// Marks the carrier up or down in this process's readiness checks, at once.
+fn mark(ctx: &SessionCtx, up: bool, detail: &str) {
     ctx.health
         .set(&format!("carrier:{}", ctx.carrier.name), up, false, detail);
+}
+
+async fn publish_status(ctx: &SessionCtx, up: bool, detail: &str) {
     let s = CarrierStatusChanged {
         carrier: ctx.carrier.name.clone(),
         up,
@@ -192,6 +215,7 @@ pub async fn run_session(
     let mode = role.as_str();
     let mut delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
     let max = Duration::from_millis(ctx.carrier.reconnect_max_ms);
+    let (status, status_task) = status_publisher(ctx.clone());
     while !*stop.borrow() {
         let (client, mut events, wake, inbound) = match connect(&ctx, role).await {
             Ok(x) => x,
@@ -215,7 +239,8 @@ pub async fn run_session(
         tracing::info!(carrier = %name, slot, mode, "bound");
         delay = Duration::from_millis(ctx.carrier.reconnect_min_ms);
         if role.submits() && pool.up(slot, client.clone(), wake) {
-            publish_status(&ctx, true, "bound").await;
+            mark(&ctx, true, "bound");
+            let _ = status.send((true, "bound"));
         }
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -281,18 +306,16 @@ pub async fn run_session(
             } else {
                 "session closed"
             };
-            let publish = publish_status(&ctx, false, detail);
-            if stopping {
-                // Best effort at shutdown: with the broker gone it would wait for the
-                // producer's whole message timeout.
-                let bound = std::time::Duration::from_secs(5);
-                if tokio::time::timeout(bound, publish).await.is_err() {
-                    tracing::warn!(carrier = %name, "carrier status at shutdown not stored");
-                }
-            } else {
-                publish.await;
-            }
+            mark(&ctx, false, detail);
+            let _ = status.send((false, detail));
         }
+    }
+    // Best effort at shutdown: with the broker gone the last change would wait for the
+    // producer's whole message timeout.
+    drop(status);
+    let bound = std::time::Duration::from_secs(5);
+    if tokio::time::timeout(bound, status_task).await.is_err() {
+        tracing::warn!(carrier = %name, "carrier status at shutdown not stored");
     }
 }
 
