@@ -41,6 +41,11 @@ pub struct Config {
     /// Records awaiting broker acknowledgement at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// Messages each account (client id) may send through the HTTP API per UTC day;
+    /// accounts not listed have no quota. Past it: 429 `quota_exceeded`. Each replica
+    /// enforces its share (`quota / kafka.instances`); see `quota.rs`.
+    #[serde(default)]
+    pub daily_quotas: std::collections::BTreeMap<String, u64>,
     /// API keys of the HTTP API, one `name:sha256hex[:requests_per_second]` per line
     /// (`smsgw-admin hash-key` prints the hash). Usually injected from a Secret as
     /// `SMSGW_API_KEYS`. Required unless `auth = "disabled"`.
@@ -180,6 +185,7 @@ impl Config {
             view_capacity: default_view_capacity(),
             dedupe_capacity: default_dedupe_capacity(),
             max_in_flight: default_in_flight(),
+            daily_quotas: Default::default(),
             api_keys: None,
             auth: smsgw_runtime::auth::AuthMode::default(),
             api_rate_limit: default_rate(),

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// API keys (empty: open).
     pub keys: smsgw_runtime::auth::ApiKeys,
+    /// Daily quotas per account.
+    pub quotas: Arc<std::sync::Mutex<crate::quota::Quotas>>,
 }
 
 /// Body of `POST /v1/messages`.
@@ -224,6 +226,26 @@ fn prepare(
         message_type: p.message_type,
     };
     let verdict = validate(&req, &st.limits, st.default_country, now_ms());
+    // A valid message counts against its account's quota for the day.
+    if verdict.is_ok() {
+        let admitted = st
+            .quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&req.client_id, now_ms());
+        if let Err(q) = admitted {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "account {:?} has used its daily quota of {} messages; it resets at {} (Unix ms, 00:00 UTC)",
+                    smsgw_runtime::clip_str(&req.client_id, 64),
+                    q.quota,
+                    q.resets_at_ms
+                ),
+            ));
+        }
+    }
     let key = idempotency_key.unwrap_or_else(|| message_id.clone());
     let record = OutRecord::avro(st.topics.ingest(), key, &req)
         .map_err(|e| (StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;

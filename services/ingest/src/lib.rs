@@ -16,6 +16,7 @@ pub mod config;
 pub mod handler;
 pub mod http;
 pub mod metrics;
+pub mod quota;
 pub mod validate;
 pub mod view;
 
@@ -89,6 +90,10 @@ pub async fn run(
         default_country,
         metrics: metrics.clone(),
         keys,
+        quotas: Arc::new(std::sync::Mutex::new(quota::Quotas::new(
+            config.daily_quotas.clone(),
+            config.kafka.instances,
+        ))),
     });
     // Probes and metrics on their own port, unless configured on the API's.
     let (api, _admin) = if config.admin_listen == config.listen {

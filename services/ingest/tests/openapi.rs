@@ -44,6 +44,7 @@ fn app(keys: ApiKeys) -> axum::Router {
         default_country: None,
         metrics: metrics.clone(),
         keys,
+        quotas: Default::default(),
     };
     router(state)
 }
