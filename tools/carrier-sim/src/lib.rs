@@ -9,6 +9,12 @@
 //! and `UNDELIV` otherwise, with both the text form and the `receipted_message_id` /
 //! `message_state` TLVs. A control HTTP endpoint injects MO messages (`POST /mo`) and
 //! reports counters (`GET /stats`).
+//!
+//! Receipts are kept until a receiver acknowledges them, as real SMSCs keep them: one
+//! with no receiver bound waits for the next receiver bind, and one sent on a
+//! connection that closes before its `deliver_sm_resp` is sent again on the next. With
+//! `ledger` set, every accepted submit and every receipt decided is written to a JSON
+//! lines file: what the carrier did, for the ledger check to compare with the event log.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -55,7 +61,16 @@ pub struct Config {
     /// catch-all (`""`) last.
     #[serde(default = "default_rules")]
     pub rules: Vec<Rule>,
+    /// JSON-lines file of what the carrier accepted and reported (appended): `{"ev":
+    /// "accepted", "id", "dest", "parts"}` per accepted submit (`parts`: its part number
+    /// and total, 1 of 1 when whole) and `{"ev": "receipt", "id", "dest", "stat"}` per
+    /// receipt decided.
+    #[serde(default)]
+    pub ledger: Option<std::path::PathBuf>,
 }
+
+/// Receipts kept for absent receivers, at most (the oldest are dropped beyond).
+const HELD_MAX: usize = 100_000;
 
 /// Behaviour for destinations starting with `prefix`.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +138,7 @@ impl Config {
             password: None,
             seed: default_seed(),
             rules: default_rules(),
+            ledger: None,
         }
     }
 
@@ -147,8 +163,10 @@ pub struct Stats {
     pub submits: u64,
     /// Submits refused (reject or throttle).
     pub refused: u64,
-    /// Receipts sent.
+    /// Receipts sent (a receipt sent again after a lost connection counts again).
     pub receipts: u64,
+    /// Receipts waiting for a receiver bind now.
+    pub held_receipts: u64,
     /// MO messages sent.
     pub mo: u64,
 }
@@ -172,6 +190,7 @@ impl Counters {
             submits: g(&self.submits),
             refused: g(&self.refused),
             receipts: g(&self.receipts),
+            held_receipts: 0,
             mo: g(&self.mo),
         }
     }
@@ -183,8 +202,12 @@ struct Shared {
     next_id: AtomicU64,
     next_seq: AtomicU64,
     rng: Mutex<StdRng>,
-    /// Senders of connections bound to receive.
-    receivers: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
+    /// Connections bound to receive.
+    receivers: Mutex<Vec<Receiver>>,
+    /// Receipts no receiver has acknowledged, waiting for the next receiver bind.
+    held: Mutex<std::collections::VecDeque<DeliverSm>>,
+    /// The ledger file, when configured.
+    ledger: Option<Mutex<std::fs::File>>,
     /// `submit_sm` that were not refused, by destination address (first parts only).
     taken: Mutex<std::collections::HashMap<String, u32>>,
     /// Bumped to cut every open connection at once (a link failure).
@@ -205,6 +228,116 @@ impl Shared {
     }
     fn seq(&self) -> u32 {
         (self.next_seq.fetch_add(1, Ordering::Relaxed) % 0x7FFF_FFFF) as u32 + 1
+    }
+}
+
+/// A connection bound to receive: where receipts and MO go, whether it is still open,
+/// and the receipts it has not acknowledged yet (by sequence number), under one lock so
+/// a receipt is never left on a connection that just ended.
+#[derive(Clone)]
+struct Receiver {
+    tx: mpsc::UnboundedSender<Command>,
+    unacked: Arc<Mutex<Unacked>>,
+}
+
+#[derive(Default)]
+struct Unacked {
+    open: bool,
+    by_seq: std::collections::HashMap<u32, DeliverSm>,
+}
+
+impl Receiver {
+    fn new(tx: mpsc::UnboundedSender<Command>) -> Self {
+        Receiver {
+            tx,
+            unacked: Arc::new(Mutex::new(Unacked {
+                open: true,
+                by_seq: Default::default(),
+            })),
+        }
+    }
+
+    fn open(&self) -> bool {
+        locked(&self.unacked).open && !self.tx.is_closed()
+    }
+
+    /// Sends `d` as `seq` and remembers it until acknowledged; `false` if the connection
+    /// is gone.
+    fn send(&self, seq: u32, d: &DeliverSm) -> bool {
+        let mut u = locked(&self.unacked);
+        if !u.open
+            || self
+                .tx
+                .send(Command::new(CommandStatus::EsmeRok, seq, d.clone()))
+                .is_err()
+        {
+            return false;
+        }
+        u.by_seq.insert(seq, d.clone());
+        true
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Appends one line to the ledger, when there is one.
+    fn note(&self, line: serde_json::Value) {
+        if let Some(f) = &self.ledger {
+            use std::io::Write;
+            let _ = writeln!(locked(f), "{line}");
+        }
+    }
+
+    /// Sends a receipt to `preferred` when it is still open, else to any open receiver,
+    /// else keeps it for the next receiver bind. It stays unacknowledged on the
+    /// connection it went to until that connection's `deliver_sm_resp`.
+    fn deliver_receipt(&self, preferred: Option<&Receiver>, d: DeliverSm) {
+        let to = preferred
+            .filter(|r| r.open())
+            .cloned()
+            .or_else(|| locked(&self.receivers).iter().find(|r| r.open()).cloned());
+        if let Some(r) = to {
+            if r.send(self.seq(), &d) {
+                self.counters.receipts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.hold(d);
+    }
+
+    fn hold(&self, d: DeliverSm) {
+        let mut held = locked(&self.held);
+        if held.len() >= HELD_MAX {
+            held.pop_front();
+        }
+        held.push_back(d);
+    }
+
+    /// A receiver connection ended: it leaves the receivers, and what it did not
+    /// acknowledge is kept for the next one.
+    fn receiver_gone(&self, me: &Receiver) {
+        locked(&self.receivers).retain(|r| !r.tx.same_channel(&me.tx));
+        let mut unacked: Vec<(u32, DeliverSm)> = {
+            let mut u = locked(&me.unacked);
+            u.open = false;
+            u.by_seq.drain().collect()
+        };
+        unacked.sort_by_key(|(seq, _)| *seq);
+        for (_, d) in unacked {
+            self.hold(d);
+        }
+    }
+
+    /// A receiver bound: it gets every receipt kept for an absent receiver.
+    fn receiver_bound(&self, me: &Receiver) {
+        locked(&self.receivers).push(me.clone());
+        let held: Vec<DeliverSm> = locked(&self.held).drain(..).collect();
+        for d in held {
+            self.deliver_receipt(Some(me), d);
+        }
     }
 }
 
@@ -244,7 +377,18 @@ impl Simulator {
         let smpp = TcpListener::bind(config.listen).await?;
         let control = TcpListener::bind(config.control_listen).await?;
         let (smpp_addr, control_addr) = (smpp.local_addr()?, control.local_addr()?);
+        let ledger = match &config.ledger {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            ledger,
+            held: Mutex::new(std::collections::VecDeque::new()),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             config,
             counters: Counters::default(),
@@ -301,7 +445,9 @@ impl Simulator {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        let mut s = self.shared.counters.snapshot();
+        s.held_receipts = locked(&self.shared.held).len() as u64;
+        s
     }
 
     /// How many messages were taken (not refused) per destination address, counting
@@ -321,8 +467,8 @@ impl Simulator {
     }
 
     /// Drops every open connection at once, without unbind, whatever is outstanding on
-    /// it: submits already taken stay taken (their `submit_sm_resp` is lost) and pending
-    /// receipts for those binds are lost, as when a carrier's link fails.
+    /// it, as when a carrier's link fails: submits already taken stay taken (their
+    /// `submit_sm_resp` is lost); receipts not yet acknowledged wait for the next bind.
     pub fn cut_connections(&self) {
         self.shared.cut.send_modify(|n| *n += 1);
     }
@@ -383,11 +529,11 @@ fn send_mo(s: &Shared, mo: &Mo) -> usize {
         })
         .collect();
     let mut rx = s.receivers.lock().unwrap_or_else(|e| e.into_inner());
-    rx.retain(|tx| !tx.is_closed());
+    rx.retain(|r| r.open());
     let mut n = 0;
-    for tx in rx.iter() {
+    for r in rx.iter() {
         let sent = pdus.iter().all(|d| {
-            tx.send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone()))
+            r.tx.send(Command::new(CommandStatus::EsmeRok, s.seq(), d.clone()))
                 .is_ok()
         });
         if sent {
@@ -418,6 +564,7 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
     let mut in_window = 0u32;
     // A transmitter session gets no deliver_sm: its receipts go to a receiver bind.
     let mut receives = false;
+    let me = Receiver::new(tx.clone());
     let mut cut = shared.cut.subscribe();
     cut.mark_unchanged();
     loop {
@@ -426,6 +573,9 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
             _ = cut.changed() => {
                 tracing::info!("cutting the connection");
                 writer.abort();
+                if receives {
+                    shared.receiver_gone(&me);
+                }
                 return;
             }
             c = stream.next() => match c {
@@ -480,12 +630,9 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                 reply(bind_status(ok), resp);
                 receives = ok && rx_bind;
                 if receives {
-                    // Receivers get receipts and MO.
-                    shared
-                        .receivers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(tx.clone());
+                    // Receivers get receipts (those kept for an absent receiver first)
+                    // and MO.
+                    shared.receiver_bound(&me);
                 }
             }
             Some(Pdu::SubmitSm(sm)) => {
@@ -529,15 +676,10 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                     .chars()
                     .take(20)
                     .collect();
+                let parts = concat_of(sm);
                 let (shared, tx) = (shared.clone(), tx.clone());
+                let preferred = receives.then(|| me.clone());
                 tokio::spawn(async move {
-                    let receipts_to = |shared: &Shared| {
-                        if receives {
-                            return Some(tx.clone());
-                        }
-                        let rx = shared.receivers.lock().unwrap_or_else(|e| e.into_inner());
-                        rx.iter().find(|r| !r.is_closed()).cloned()
-                    };
                     if rule.latency_ms > 0 {
                         tokio::time::sleep(Duration::from_millis(rule.latency_ms)).await;
                     }
@@ -553,6 +695,7 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                         return;
                     }
                     let id = format!("{:X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
+                    shared.note(serde_json::json!({"ev": "accepted", "id": id, "dest": dest, "parts": [parts.0, parts.1]}));
                     let _ = tx.send(Command::new(
                         CommandStatus::EsmeRok,
                         seq,
@@ -589,13 +732,10 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                         &id,
                     )));
                     d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(state));
-                    let sent = receipts_to(&shared).is_some_and(|to| {
-                        to.send(Command::new(CommandStatus::EsmeRok, shared.seq(), d))
-                            .is_ok()
-                    });
-                    if sent {
-                        shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
-                    }
+                    shared.note(
+                        serde_json::json!({"ev": "receipt", "id": id, "dest": dest, "stat": stat}),
+                    );
+                    shared.deliver_receipt(preferred.as_ref(), d);
                 });
             }
             Some(Pdu::EnquireLink) => reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp),
@@ -603,9 +743,15 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, mut stop: watch::Receiver<b
                 reply(CommandStatus::EsmeRok, Pdu::UnbindResp);
                 break;
             }
-            Some(Pdu::DeliverSmResp(_)) | Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
+            Some(Pdu::DeliverSmResp(_)) => {
+                locked(&me.unacked).by_seq.remove(&seq);
+            }
+            Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
             _ => reply(CommandStatus::EsmeRinvcmdid, Pdu::GenericNack),
         }
+    }
+    if receives {
+        shared.receiver_gone(&me);
     }
     drop(tx);
     // Give queued responses a moment to flush before the socket closes.
@@ -636,6 +782,18 @@ fn bind_status(ok: bool) -> CommandStatus {
         CommandStatus::EsmeRok
     } else {
         CommandStatus::EsmeRbindfail
+    }
+}
+
+/// (part number, total) of a UDH-concatenated submit; (1, 1) for a whole message.
+fn concat_of(sm: &rusmpp::pdus::SubmitSm) -> (u8, u8) {
+    if u8::from(sm.esm_class) & 0x40 == 0 {
+        return (1, 1);
+    }
+    match sm.short_message().as_ref() {
+        [_, 0x00, 0x03, _, total, seq, ..] => (*seq, *total),
+        [_, 0x08, 0x04, _, _, total, seq, ..] => (*seq, *total),
+        _ => (1, 1),
     }
 }
 
