@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA_DIR:-.data}
-BIN=target/release
+BIN=${LOCAL_BIN:-target/release}  # not SMSGW_*: those are config overrides
 TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
 mkdir -p "$DATA/logs"
 pids=()

@@ -21,12 +21,7 @@ async fn scenario(smsc: Smsc) -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     let gw = Gateway::start(&smsc.url()).await?;
     // Every service is ready: the broker answers (and the dispatcher's carrier is bound).
-    for (name, base) in gw
-        .admin
-        .iter()
-        .map(|(n, b)| (*n, b.clone()))
-        .chain([("ingest", gw.api.clone())])
-    {
+    for (name, base) in gw.admin.iter().map(|(n, b)| (*n, b.clone())) {
         let r =
             smsgw_testkit::eventually(&format!("{name} ready"), Duration::from_secs(30), || {
                 let url = format!("{base}/readyz");

@@ -109,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn demo(api: &str, smsc: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    wait_up(&http, &format!("{api}/healthz")).await?;
+    // The API answers (a 404 for a message that does not exist): it is listening. Its
+    // probes are on the admin port, not here.
+    wait_up(&http, &format!("{api}/v1/messages/demo-probe")).await?;
     // The opted-out recipient texts STOP first, through the simulated carrier.
     // The carrier can only deliver it once the dispatcher's session is bound: retry
     // until a session takes it.
@@ -204,7 +206,7 @@ async fn wait_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
             .get(url)
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success())
+            .is_ok_and(|r| r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND)
         {
             return Ok(());
         }
