@@ -191,24 +191,24 @@ pub const FAILURE_REFILL_S: f64 = 1.0;
 /// Sources remembered at most.
 pub const FAILURE_SOURCES: usize = 10_000;
 
+/// A source's allowance `left` as of `at`, refilled until `now` (capped at the burst).
+fn refilled(left: f64, at: Instant, now: Instant) -> f64 {
+    (left + now.saturating_duration_since(at).as_secs_f64() / FAILURE_REFILL_S).min(FAILURE_BURST)
+}
+
 impl Failures {
     fn allowance(&self, source: std::net::IpAddr, now: Instant) -> f64 {
         self.by_source
             .get(&source)
-            .map_or(FAILURE_BURST, |(t, at)| {
-                (t + now.saturating_duration_since(*at).as_secs_f64() / FAILURE_REFILL_S)
-                    .min(FAILURE_BURST)
-            })
+            .map_or(FAILURE_BURST, |(left, at)| refilled(*left, *at, now))
     }
 
     fn failed(&mut self, source: std::net::IpAddr, now: Instant) {
         let left = self.allowance(source, now) - 1.0;
         if self.by_source.len() >= FAILURE_SOURCES && !self.by_source.contains_key(&source) {
             let by = &mut self.by_source;
-            by.retain(|_, (t, at)| {
-                t.to_owned() + now.saturating_duration_since(*at).as_secs_f64() / FAILURE_REFILL_S
-                    < FAILURE_BURST
-            });
+            // Forget the sources whose allowance is whole again.
+            by.retain(|_, (left, at)| refilled(*left, *at, now) < FAILURE_BURST);
             if by.len() >= FAILURE_SOURCES {
                 by.clear();
             }
