@@ -97,6 +97,9 @@ pub fn test_wake() -> (mpsc::UnboundedReceiver<()>, Wake) {
     (rx, Wake(tx))
 }
 
+/// How often the client is woken while the guard waits for an inbound permit.
+const NUDGE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Writes waiting for the socket, at most: client writes wait for room, garbage nacks are
 /// dropped.
 const OUTBOX: usize = 256;
@@ -200,12 +203,36 @@ where
                         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
                         let (pdu, tail) = rest.split_at(len);
                         if is_inbound_request(pdu) {
-                            tokio::select! {
-                                p = permits.acquire() => match p {
-                                    Ok(p) => p.forget(),
-                                    Err(_) => open = false,
-                                },
-                                _ = client_gone.notified() => open = false,
+                            match permits.try_acquire() {
+                                Ok(p) => p.forget(),
+                                // Every permit is out. They come back once the session's
+                                // responses are written, which the client does only when
+                                // woken (see `Wake`), and no inbound PDU will wake it
+                                // now: wake it every 2 ms until a permit is free.
+                                Err(_) => {
+                                    let mut nudge = tokio::time::interval(NUDGE);
+                                    loop {
+                                        tokio::select! {
+                                            p = permits.acquire() => {
+                                                match p {
+                                                    Ok(p) => p.forget(),
+                                                    Err(_) => open = false,
+                                                }
+                                                break;
+                                            }
+                                            _ = nudge.tick() => {
+                                                if guard_wr.write_all(&wake_pdu()).await.is_err() {
+                                                    open = false;
+                                                    break;
+                                                }
+                                            }
+                                            _ = client_gone.notified() => {
+                                                open = false;
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                         open = open && guard_wr.write_all(pdu).await.is_ok();
@@ -243,6 +270,65 @@ mod tests {
         b.extend(0u32.to_be_bytes());
         b.extend(seq.to_be_bytes());
         b
+    }
+
+    /// A minimal `deliver_sm` (an empty body is enough for the guard, which only frames
+    /// and counts it).
+    fn deliver_sm(seq: u32) -> Vec<u8> {
+        let body = [0u8; 17]; // service_type .. sm_length, all empty / zero
+        let mut b = ((16 + body.len()) as u32).to_be_bytes().to_vec();
+        b.extend(0x05u32.to_be_bytes());
+        b.extend(0u32.to_be_bytes());
+        b.extend(seq.to_be_bytes());
+        b.extend(body);
+        b
+    }
+
+    /// With every inbound permit out, the guard holds the carrier's next `deliver_sm`
+    /// back, and meanwhile keeps waking the client, whose queued responses are what
+    /// return the permits (without the wakes a busy bind wedged: its submits and
+    /// responses sat in the client's queue while the guard waited for a permit).
+    #[tokio::test]
+    async fn waiting_for_an_inbound_permit_the_guard_keeps_waking_the_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut carrier, _) = listener.accept().await.unwrap();
+        let permits = Arc::new(Semaphore::new(1));
+        let (mut client, _wake) = guard(socket, 1024, permits.clone(), |_| {});
+        let (first, second) = (deliver_sm(1), deliver_sm(2));
+        carrier.write_all(&first).await.unwrap();
+        carrier.write_all(&second).await.unwrap();
+        let mut got = vec![0u8; first.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, first);
+        // The second waits for a permit; wake PDUs come meanwhile.
+        let mut wake = [0u8; 16];
+        for _ in 0..3 {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                client.read_exact(&mut wake),
+            )
+            .await
+            .expect("a wake while the guard waits for a permit")
+            .unwrap();
+            assert_eq!(wake, wake_pdu());
+        }
+        // A permit back: the held deliver_sm follows (after any wakes in flight).
+        permits.add_permits(1);
+        loop {
+            let mut head = [0u8; 16];
+            client.read_exact(&mut head).await.unwrap();
+            if head == wake_pdu() {
+                continue;
+            }
+            let mut rest = vec![0u8; second.len() - 16];
+            client.read_exact(&mut rest).await.unwrap();
+            assert_eq!([head.to_vec(), rest].concat(), second);
+            break;
+        }
     }
 
     #[tokio::test]
