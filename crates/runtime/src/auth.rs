@@ -53,9 +53,19 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// The tokens at `now`, refilled at the rate up to one second's worth.
-    fn refill(&self, state: &(f64, Instant), now: Instant) -> f64 {
-        (state.0 + now.saturating_duration_since(state.1).as_secs_f64() * self.rate).min(self.rate)
+    /// Takes `n` messages at `now`: when `at_least_one`, only if a whole token is there
+    /// (else the seconds until one is, rounded up); otherwise whatever the balance, into
+    /// debt if need be.
+    fn take(&self, n: u32, at_least_one: bool, now: Instant) -> Result<(), u64> {
+        let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens =
+            (t.0 + now.saturating_duration_since(t.1).as_secs_f64() * self.rate).min(self.rate);
+        if at_least_one && tokens < 1.0 {
+            *t = (tokens, now);
+            return Err(((1.0 - tokens) / self.rate).ceil().max(1.0) as u64);
+        }
+        *t = (tokens - f64::from(n), now);
+        Ok(())
     }
 }
 
@@ -78,9 +88,7 @@ impl Caller {
     /// burst is taken once and the key's next requests wait until it is paid back.
     pub fn charge(&self, n: u32, now: Instant) {
         if let Some(b) = &self.bucket {
-            let mut t = b.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            let tokens = b.refill(&t, now);
-            *t = (tokens - f64::from(n), now);
+            let _ = b.take(n, false, now);
         }
     }
 
@@ -161,10 +169,9 @@ impl AuthMode {
 
 #[derive(Debug)]
 struct Key {
+    /// Who the key speaks for, its token bucket included.
     caller: Caller,
-    name: String,
     hash: [u8; 32],
-    bucket: Arc<Bucket>,
 }
 
 /// The configured keys.
@@ -275,7 +282,7 @@ impl ApiKeys {
                     .ok_or_else(|| bad("the rate must be a positive number"))?,
                 None => default_rate,
             };
-            if keys.iter().any(|k: &Key| k.name == name) {
+            if keys.iter().any(|k: &Key| k.caller.name == name) {
                 return Err(bad("duplicate name"));
             }
             let list = |k: &str| -> Result<Option<Vec<String>>, String> {
@@ -306,10 +313,6 @@ impl ApiKeys {
                 Some("admin") => true,
                 Some(r) => return Err(bad(&format!("role {r:?}: the only role is admin"))),
             };
-            let bucket = Arc::new(Bucket {
-                rate,
-                tokens: Mutex::new((rate, Instant::now())),
-            });
             let caller = Caller {
                 name: name.to_string(),
                 account,
@@ -317,14 +320,12 @@ impl ApiKeys {
                 senders: list("senders")?,
                 admin,
                 open: false,
-                bucket: Some(bucket.clone()),
+                bucket: Some(Arc::new(Bucket {
+                    rate,
+                    tokens: Mutex::new((rate, Instant::now())),
+                })),
             };
-            keys.push(Key {
-                caller,
-                name: name.to_string(),
-                hash,
-                bucket,
-            });
+            keys.push(Key { caller, hash });
         }
         Ok(ApiKeys {
             keys: Arc::new(keys),
@@ -356,14 +357,9 @@ impl ApiKeys {
             let left = lock().allowance(ip, now);
             if left < 1.0 {
                 let wait = ((1.0 - left) * FAILURE_REFILL_S).ceil().max(1.0) as u64;
-                let mut r = refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_failures",
-                    format!("too many failed authentications from {ip}; retry after {wait} s"),
-                );
-                r.headers_mut()
-                    .insert("retry-after", wait.to_string().parse().expect("digits"));
-                return Err(Box::new(r));
+                let reason =
+                    format!("too many failed authentications from {ip}; retry after {wait} s");
+                return Err(Box::new(too_many("too_many_failures", reason, wait)));
             }
         }
         let checked = self.check(headers, now);
@@ -410,28 +406,33 @@ impl ApiKeys {
                 "the API key is not valid",
             )));
         };
-        let rate = key.bucket.rate;
-        let mut b = key.bucket.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let tokens = key.bucket.refill(&b, now);
-        if tokens < 1.0 {
-            *b = (tokens, now);
-            let wait = ((1.0 - tokens) / rate).ceil().max(1.0) as u64;
-            let mut r = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "key {} is limited to {rate} messages per second (a batch of N counts \
-                     N); retry after {wait} s",
-                    key.name
-                ),
-            );
-            r.headers_mut()
-                .insert("retry-after", wait.to_string().parse().expect("digits"));
-            return Err(Box::new(r));
+        let caller = &key.caller;
+        if let Some(bucket) = &caller.bucket {
+            if let Err(wait) = bucket.take(1, true, now) {
+                let reason = format!(
+                    "key {} is limited to {} messages per second (a batch of N counts N); \
+                     retry after {wait} s",
+                    caller.name, bucket.rate
+                );
+                return Err(Box::new(too_many("rate_limited", reason, wait)));
+            }
         }
-        *b = (tokens - 1.0, now);
-        Ok(key.caller.clone())
+        Ok(caller.clone())
     }
+}
+
+/// 429 with `Retry-After: wait` seconds.
+fn too_many(error: &str, reason: String, wait: u64) -> Response {
+    let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, error, reason);
+    r.headers_mut()
+        .insert("retry-after", wait.to_string().parse().expect("digits"));
+    r
+}
+
+/// The caller a handler sees: the key's identity from the request's extensions, or the
+/// open caller of an API whose authentication is disabled.
+pub fn caller_of(c: Option<axum::Extension<Caller>>) -> Caller {
+    c.map(|c| c.0).unwrap_or_else(Caller::anonymous)
 }
 
 fn refuse(code: StatusCode, error: &str, reason: impl Into<String>) -> Response {

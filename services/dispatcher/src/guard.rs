@@ -119,6 +119,33 @@ fn is_inbound_request(pdu: &[u8]) -> bool {
     matches!(id, 0x0000_0005 | 0x0000_0103)
 }
 
+/// Takes one of `permits` for an inbound request; false when the client is gone. While
+/// every permit is out it wakes the client every [`NUDGE`]: the permits come back once
+/// the session's responses are written, which the client does only when woken (see
+/// [`Wake`]), and no inbound PDU will wake it now.
+async fn take_permit<W: tokio::io::AsyncWrite + Unpin>(
+    permits: &tokio::sync::Semaphore,
+    client: &mut W,
+    client_gone: &tokio::sync::Notify,
+) -> bool {
+    if let Ok(p) = permits.try_acquire() {
+        p.forget();
+        return true;
+    }
+    let mut nudge = tokio::time::interval(NUDGE);
+    loop {
+        tokio::select! {
+            p = permits.acquire() => return p.map(|p| p.forget()).is_ok(),
+            _ = nudge.tick() => {
+                if client.write_all(&wake_pdu()).await.is_err() {
+                    return false;
+                }
+            }
+            _ = client_gone.notified() => return false,
+        }
+    }
+}
+
 /// Puts the guard in front of `socket`; returns the stream the SMPP client should use
 /// and the handle that wakes the client (see [`Wake`]). `on_garbage` is called for each
 /// malformed PDU. Each `deliver_sm` or `data_sm` takes one of `permits` before the
@@ -203,37 +230,7 @@ where
                         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
                         let (pdu, tail) = rest.split_at(len);
                         if is_inbound_request(pdu) {
-                            match permits.try_acquire() {
-                                Ok(p) => p.forget(),
-                                // Every permit is out. They come back once the session's
-                                // responses are written, which the client does only when
-                                // woken (see `Wake`), and no inbound PDU will wake it
-                                // now: wake it every 2 ms until a permit is free.
-                                Err(_) => {
-                                    let mut nudge = tokio::time::interval(NUDGE);
-                                    loop {
-                                        tokio::select! {
-                                            p = permits.acquire() => {
-                                                match p {
-                                                    Ok(p) => p.forget(),
-                                                    Err(_) => open = false,
-                                                }
-                                                break;
-                                            }
-                                            _ = nudge.tick() => {
-                                                if guard_wr.write_all(&wake_pdu()).await.is_err() {
-                                                    open = false;
-                                                    break;
-                                                }
-                                            }
-                                            _ = client_gone.notified() => {
-                                                open = false;
-                                                break;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
+                            open = take_permit(&permits, &mut guard_wr, &client_gone).await;
                         }
                         open = open && guard_wr.write_all(pdu).await.is_ok();
                         rest = tail;
@@ -272,6 +269,16 @@ mod tests {
         b
     }
 
+    /// A connected pair: the carrier's end, and ours for the guard.
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (carrier, _) = listener.accept().await.unwrap();
+        (carrier, socket)
+    }
+
     /// A minimal `deliver_sm` (an empty body is enough for the guard, which only frames
     /// and counts it).
     fn deliver_sm(seq: u32) -> Vec<u8> {
@@ -291,11 +298,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_for_an_inbound_permit_the_guard_keeps_waking_the_client() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut carrier, _) = listener.accept().await.unwrap();
+        let (mut carrier, socket) = pair().await;
         let permits = Arc::new(Semaphore::new(1));
         let (mut client, _wake) = guard(socket, 1024, permits.clone(), |_| {});
         let (first, second) = (deliver_sm(1), deliver_sm(2));
@@ -334,11 +337,7 @@ mod tests {
     #[tokio::test]
     async fn a_wake_reaches_the_client_between_pdus_and_never_the_carrier() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut carrier, _) = listener.accept().await.unwrap();
+        let (mut carrier, socket) = pair().await;
         let (mut client, wake) = guard(socket, 1024, Arc::new(Semaphore::new(16)), |_| {});
         carrier.write_all(&enquire_link(7)).await.unwrap();
         let mut got = [0u8; 16];

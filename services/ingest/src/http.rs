@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use smsgw_codec::SubmitRequest;
 use smsgw_domain::{EventPayload, Message};
 use smsgw_kafka::{now_ms, send, OutRecord, Producer, Topics};
-use smsgw_runtime::auth::Caller;
+use smsgw_runtime::auth::{caller_of, Caller};
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -136,12 +136,6 @@ struct Prepared {
     message_id: String,
     record: OutRecord,
     verdict: Result<smsgw_domain::MessageAccepted, crate::validate::Rejection>,
-}
-
-/// The request's caller: its key's identity, or the open caller of an API whose
-/// authentication is disabled.
-fn caller_of(c: Option<axum::Extension<Caller>>) -> Caller {
-    c.map(|c| c.0).unwrap_or_else(Caller::anonymous)
 }
 
 /// Whether `caller` may see message `m`: one of its accounts sent it.

@@ -3,29 +3,11 @@
 use smsgw_codec::DeadLetter;
 use smsgw_domain::{Event, EventPayload};
 use smsgw_kafka::{send, OutRecord, Producer};
-use smsgw_testkit::{eventually, free_port, read_records, read_to_end, Broker};
+use smsgw_testkit::{eventually, read_records, read_to_end, Broker};
 use std::time::Duration;
 
-type Running = tokio::task::JoinHandle<Result<(), smsgw_ingest::IngestError>>;
-
-/// Ingest on `kafka`, its API open on a free port: the config, the stop trigger, the task.
-fn start_ingest(
-    kafka: &smsgw_kafka::KafkaConfig,
-) -> anyhow::Result<(
-    smsgw_ingest::Config,
-    tokio::sync::oneshot::Sender<()>,
-    Running,
-)> {
-    let mut config = smsgw_ingest::Config::new(kafka.clone());
-    config.auth = smsgw_runtime::auth::AuthMode::Disabled;
-    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = tokio::spawn(smsgw_ingest::run(config.clone(), async move {
-        let _ = stopped.await;
-    }));
-    Ok((config, stop, svc))
-}
+mod common;
+use common::start_ingest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> anyhow::Result<()> {
@@ -200,7 +182,8 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &[]).await?;
-    let mut config = smsgw_ingest::Config::new(kafka.clone());
+    let mut config = common::config(&kafka)?;
+    config.auth = smsgw_runtime::auth::AuthMode::Keys;
     let h = smsgw_runtime::auth::hash_key;
     config.api_keys = Some(format!(
         "shop:{}:senders=SHOP\nvictim:{}\nagency:{}:accounts=shop\nbulk:{}:5",
@@ -209,15 +192,10 @@ async fn tenants_are_isolated_by_their_keys() -> anyhow::Result<()> {
         h("k-agency"),
         h("k-bulk")
     ));
-    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
     // The agency's account may send three messages a day.
     config.daily_quotas.insert("agency".into(), 3);
     let base = format!("http://{}/v1/messages", config.listen);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = tokio::spawn(smsgw_ingest::run(config, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, svc) = common::start(config);
     let http = reqwest::Client::new();
     let post = |key: &'static str, body: serde_json::Value, client_header: Option<&'static str>| {
         let mut r = http.post(&base).header("x-api-key", key).json(&body);

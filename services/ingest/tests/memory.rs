@@ -1,29 +1,11 @@
 //! Ingest's memory under a burst of maximal bad requests (issue 16). In a test binary of
 //! its own, so the process's resident memory is this test's alone.
 
-use smsgw_testkit::{eventually, free_port, read_to_end, Broker};
+use smsgw_testkit::{eventually, read_to_end, Broker};
 use std::time::Duration;
 
-type Running = tokio::task::JoinHandle<Result<(), smsgw_ingest::IngestError>>;
-
-/// Ingest on `kafka`, its API open on a free port: the config, the stop trigger, the task.
-fn start_ingest(
-    kafka: &smsgw_kafka::KafkaConfig,
-) -> anyhow::Result<(
-    smsgw_ingest::Config,
-    tokio::sync::oneshot::Sender<()>,
-    Running,
-)> {
-    let mut config = smsgw_ingest::Config::new(kafka.clone());
-    config.auth = smsgw_runtime::auth::AuthMode::Disabled;
-    config.listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = tokio::spawn(smsgw_ingest::run(config.clone(), async move {
-        let _ = stopped.await;
-    }));
-    Ok((config, stop, svc))
-}
+mod common;
+use common::start_ingest;
 
 /// This process's resident memory, in MiB.
 fn rss_mib() -> f64 {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use smsgw_codec::OptOutChanged;
 use smsgw_kafka::{now_ms, OutRecord, Producer, Topics};
-use smsgw_runtime::auth::Caller;
+use smsgw_runtime::auth::{caller_of, Caller};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -134,12 +134,6 @@ pub fn valid_number(number: &str) -> Result<String, String> {
             "{number:?} is not an E.164 number (+ and 8-15 digits)"
         ))
     }
-}
-
-/// The request's caller: its key's identity, or the open caller of an API whose
-/// authentication is disabled.
-fn caller_of(c: Option<axum::Extension<Caller>>) -> Caller {
-    c.map(|c| c.0).unwrap_or_else(Caller::anonymous)
 }
 
 /// The audit actor of a change: the key's name (`api` with authentication disabled).

@@ -298,15 +298,26 @@ async fn first_choice(follow: &smsgw_testkit::Follower, id: &str) -> anyhow::Res
     anyhow::bail!("{id} was not routed within 30 s")
 }
 
-/// Plays dispatcher and carrier for the messages `ids`: each attempt routed to a is
-/// submitted and fails by receipt; each routed to b is submitted and delivered. Returns
-/// once every message is delivered.
-async fn answer_until_delivered(
+/// Accepts `n` messages to numbers starting `prefix` and plays dispatcher and carrier for
+/// them: each attempt routed to a is submitted and fails by receipt; each routed to b is
+/// submitted and delivered. Returns once every message is delivered.
+async fn teach_that_a_fails(
     kafka: &smsgw_kafka::KafkaConfig,
     follow: &smsgw_testkit::Follower,
-    ids: &[String],
+    n: usize,
+    prefix: &str,
 ) -> anyhow::Result<()> {
     let events = kafka.topics.events();
+    let ids: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        produce(
+            kafka,
+            &events,
+            id,
+            &accepted(id, &format!("{prefix}{i:02}")),
+        )
+        .await?;
+    }
     let mut open: std::collections::HashSet<&String> = ids.iter().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while !open.is_empty() {
@@ -381,17 +392,7 @@ async fn a_restarted_router_relearns_outcomes_from_the_log() -> anyhow::Result<(
     let group = config.group_id.clone();
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(config, sd));
-    let ids: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
-        produce(
-            &kafka,
-            &events,
-            id,
-            &accepted(id, &format!("+4479112000{i:02}")),
-        )
-        .await?;
-    }
-    answer_until_delivered(&kafka, &follow, &ids).await?;
+    teach_that_a_fails(&kafka, &follow, 20, "+4479112000").await?;
     // Every outcome consumed (and committed) by the first router.
     smsgw_testkit::eventually(
         "the first router caught up",
@@ -450,17 +451,7 @@ async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> an
     let admin = format!("http://{}/metrics", config.admin_listen);
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(config, sd));
-    let ids: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
-        produce(
-            &kafka,
-            &events,
-            id,
-            &accepted(id, &format!("+4479113000{i:02}")),
-        )
-        .await?;
-    }
-    let learned = answer_until_delivered(&kafka, &follow, &ids).await;
+    let learned = teach_that_a_fails(&kafka, &follow, 12, "+4479113000").await;
     produce(
         &kafka,
         &events,

@@ -300,7 +300,7 @@ impl Gateway {
             tasks,
         };
         let http = reqwest::Client::new();
-        let ingest_admin = gw.admin[0].1.clone();
+        let ingest_admin = gw.admin_url("ingest")?;
         eventually("ingest HTTP API", Duration::from_secs(30), || async {
             http.get(format!("{ingest_admin}/healthz"))
                 .send()
@@ -312,15 +312,19 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// The value of a metric sample (`name{labels}` as exposed, exact match on the part
-    /// before the value), summed over matching lines; 0 when absent.
-    pub async fn metric(&self, service: &str, series: &str) -> anyhow::Result<f64> {
-        let base = self
-            .admin
+    /// Base URL of `service`'s `/metrics`, `/healthz` and `/readyz`.
+    pub fn admin_url(&self, service: &str) -> anyhow::Result<String> {
+        self.admin
             .iter()
             .find(|(s, _)| *s == service)
             .map(|(_, u)| u.clone())
-            .context("no such service")?;
+            .with_context(|| format!("no service {service}"))
+    }
+
+    /// The value of a metric sample (`name{labels}` as exposed, exact match on the part
+    /// before the value), summed over matching lines; 0 when absent.
+    pub async fn metric(&self, service: &str, series: &str) -> anyhow::Result<f64> {
+        let base = self.admin_url(service)?;
         let text = reqwest::get(format!("{base}/metrics"))
             .await?
             .text()

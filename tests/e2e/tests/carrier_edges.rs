@@ -43,6 +43,32 @@ async fn outcomes(kafka: &KafkaConfig, n: usize) -> anyhow::Result<Vec<Event>> {
         .collect()
 }
 
+/// A broker with carrier c's topics, and the npm SMSC with `rules`.
+async fn broker_and_peer(rules: serde_json::Value) -> anyhow::Result<(Broker, Peer, KafkaConfig)> {
+    let broker = Broker::start()?;
+    let peer = Peer::start(PeerKind::Npm, 0, rules).await?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["c"]).await?;
+    Ok((broker, peer, kafka))
+}
+
+/// Runs a dispatcher with `config` until the event log holds `n` records, then stops it:
+/// the records, and how long they took to come.
+async fn dispatch_until(
+    kafka: &KafkaConfig,
+    config: smsgw_dispatcher::Config,
+    n: usize,
+) -> anyhow::Result<(Vec<Event>, Duration)> {
+    let (stop, sd) = stopper();
+    let t0 = Instant::now();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let events = outcomes(kafka, n).await;
+    let took = t0.elapsed();
+    let _ = stop.send(());
+    svc.await??;
+    Ok((events?, took))
+}
+
 fn of<'a>(events: &'a [Event], id: &str) -> Vec<&'a EventPayload> {
     events
         .iter()
@@ -55,24 +81,12 @@ fn of<'a>(events: &'a [Event], id: &str) -> Vec<&'a EventPayload> {
 async fn retry_later_sends_the_same_submit_again_after_its_delay() -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     const P: &str = "4475101";
-    let broker = Broker::start()?;
-    let peer = Peer::start(
-        PeerKind::Npm,
-        0,
-        serde_json::json!([{"prefix": P, "queue_full_first": 2}]),
-    )
-    .await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["c"]).await?;
+    let (_broker, peer, kafka) =
+        broker_and_peer(serde_json::json!([{"prefix": P, "queue_full_first": 2}])).await?;
     queue(&kafka, "c", &[work("c", "m1", &format!("+{P}00001"))]).await?;
     let mut carrier = carrier_config("c", &peer.url);
     carrier.retry_later_ms = 800;
-    let (stop, sd) = stopper();
-    let svc = tokio::spawn(smsgw_dispatcher::run(dispatcher(&kafka, carrier)?, sd));
-    let events = outcomes(&kafka, 1).await;
-    let _ = stop.send(());
-    svc.await??;
-    let events = events?;
+    let (events, _) = dispatch_until(&kafka, dispatcher(&kafka, carrier)?, 1).await?;
     assert!(
         matches!(of(&events, "m1")[..], [EventPayload::Submitted(_)]),
         "{events:?}"
@@ -96,15 +110,8 @@ async fn a_submit_unanswered_in_time_is_ambiguous_and_its_late_answer_changes_no
     smsgw_testkit::init_logs();
     const SLOW: &str = "4475102";
     const FAST: &str = "4475103";
-    let broker = Broker::start()?;
-    let peer = Peer::start(
-        PeerKind::Npm,
-        0,
-        serde_json::json!([{"prefix": SLOW, "hold_ms": 2000}]),
-    )
-    .await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["c"]).await?;
+    let (_broker, peer, kafka) =
+        broker_and_peer(serde_json::json!([{"prefix": SLOW, "hold_ms": 2000}])).await?;
     let mut carrier = carrier_config("c", &peer.url);
     carrier.response_timeout_ms = 500;
     carrier.binds = 1;
@@ -155,14 +162,7 @@ async fn work_for_a_carrier_that_cannot_bind_is_given_back_after_the_grace() -> 
     // Nothing listens there.
     let mut carrier = carrier_config("c", &format!("smpp://127.0.0.1:{}", free_port()));
     carrier.unbound_grace_ms = 3_000;
-    let (stop, sd) = stopper();
-    let t0 = Instant::now();
-    let svc = tokio::spawn(smsgw_dispatcher::run(dispatcher(&kafka, carrier)?, sd));
-    let events = outcomes(&kafka, 1).await;
-    let took = t0.elapsed();
-    let _ = stop.send(());
-    svc.await??;
-    let events = events?;
+    let (events, took) = dispatch_until(&kafka, dispatcher(&kafka, carrier)?, 1).await?;
     match of(&events, "m1")[..] {
         [EventPayload::SubmitFailed(f)] => {
             assert!(f.retryable && !f.ambiguous, "{f:?}");
@@ -183,26 +183,14 @@ async fn a_multi_part_message_refused_at_part_two_fails_ambiguous_and_stops() ->
 {
     smsgw_testkit::init_logs();
     const P: &str = "4475105";
-    let broker = Broker::start()?;
-    let peer = Peer::start(
-        PeerKind::Npm,
-        0,
-        serde_json::json!([{"prefix": P, "reject_part": 2}]),
-    )
-    .await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["c"]).await?;
+    let (_broker, peer, kafka) =
+        broker_and_peer(serde_json::json!([{"prefix": P, "reject_part": 2}])).await?;
     let mut long = work("c", "m1", &format!("+{P}00001"));
     long.body = "abcdefghij".repeat(40); // 400 GSM characters: 3 parts of 153
     long.segments = 3;
     queue(&kafka, "c", &[long]).await?;
-    let (stop, sd) = stopper();
     let carrier = carrier_config("c", &peer.url);
-    let svc = tokio::spawn(smsgw_dispatcher::run(dispatcher(&kafka, carrier)?, sd));
-    let events = outcomes(&kafka, 1).await;
-    let _ = stop.send(());
-    svc.await??;
-    let events = events?;
+    let (events, _) = dispatch_until(&kafka, dispatcher(&kafka, carrier)?, 1).await?;
     match of(&events, "m1")[..] {
         [EventPayload::SubmitFailed(f)] => {
             assert!(f.ambiguous, "part 1 reached the carrier: {f:?}");
@@ -230,10 +218,7 @@ async fn max_rate_is_one_budget_for_all_of_a_carriers_binds() -> anyhow::Result<
     smsgw_testkit::init_logs();
     const P: &str = "4475106";
     const N: usize = 100;
-    let broker = Broker::start()?;
-    let peer = Peer::start(PeerKind::Npm, 0, serde_json::json!([])).await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["c"]).await?;
+    let (_broker, peer, kafka) = broker_and_peer(serde_json::json!([])).await?;
     let all: Vec<_> = (0..N)
         .map(|i| work("c", &format!("m{i}"), &format!("+{P}{i:05}")))
         .collect();
@@ -242,12 +227,7 @@ async fn max_rate_is_one_budget_for_all_of_a_carriers_binds() -> anyhow::Result<
     carrier.binds = 3;
     carrier.window = 10;
     carrier.max_rate = Some(20.0);
-    let (stop, sd) = stopper();
-    let svc = tokio::spawn(smsgw_dispatcher::run(dispatcher(&kafka, carrier)?, sd));
-    let events = outcomes(&kafka, N).await;
-    let _ = stop.send(());
-    svc.await??;
-    events?;
+    dispatch_until(&kafka, dispatcher(&kafka, carrier)?, N).await?;
     let seen = submits(&peer, P)?;
     assert_eq!(seen.len(), N);
     let binds = peer.of("bind")?.iter().filter(|b| b["ok"] == true).count();
@@ -285,10 +265,7 @@ async fn in_flight(metrics: &str) -> anyhow::Result<f64> {
 async fn a_flood_of_inbound_pdus_is_bounded_and_nothing_is_lost() -> anyhow::Result<()> {
     smsgw_testkit::init_logs();
     const N: usize = 300;
-    let mut broker = Broker::start()?;
-    let peer = Peer::start(PeerKind::Npm, 0, serde_json::json!([])).await?;
-    let kafka = broker.kafka();
-    broker.bootstrap(&kafka, &["c"]).await?;
+    let (mut broker, peer, kafka) = broker_and_peer(serde_json::json!([])).await?;
     let mut carrier = carrier_config("c", &peer.url);
     carrier.inbound_in_flight = 8;
     carrier.binds = 1;
@@ -438,12 +415,7 @@ async fn smpp_over_tls_binds_only_to_a_verified_server() -> anyhow::Result<()> {
     untrusted.unbound_grace_ms = 3_000;
     let mut config = dispatcher(&kafka, trusted)?;
     config.carriers.push(untrusted);
-    let (stop, sd) = stopper();
-    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
-    let events = outcomes(&kafka, 2).await;
-    let _ = stop.send(());
-    svc.await??;
-    let events = events?;
+    let (events, _) = dispatch_until(&kafka, config, 2).await?;
     assert!(
         matches!(of(&events, "m1")[..], [EventPayload::Submitted(_)]),
         "{events:?}"

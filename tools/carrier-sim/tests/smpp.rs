@@ -16,19 +16,7 @@ async fn bind_submit_receipt_and_mo() -> anyhow::Result<()> {
         ..Rule::default()
     }];
     let sim = Simulator::start(c).await?;
-    let (client, mut events) = rusmppc::ConnectionBuilder::new()
-        .disable_interface_version_check()
-        .connect(format!("smpp://{}", sim.smpp_addr))
-        .await?;
-    client
-        .bind_transceiver(
-            BindTransceiver::builder()
-                .system_id(COctetString::from_string("t".into())?)
-                .password(COctetString::from_string("p".into())?)
-                .interface_version(InterfaceVersion::Smpp3_4)
-                .build(),
-        )
-        .await?;
+    let (client, mut events) = bind(&sim).await?;
     let resp = client
         .submit_sm(
             SubmitSm::builder()
@@ -85,6 +73,19 @@ async fn next_deliver(
     .await
 }
 
+/// Waits (up to 5 s) until the simulator holds `n` receipts for an absent receiver.
+async fn held_becomes(sim: &Simulator, n: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sim.stats().held_receipts != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} held, not {n}",
+            sim.stats().held_receipts
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A transceiver bound to the simulator.
 async fn bind(
     sim: &Simulator,
@@ -139,12 +140,7 @@ async fn receipts_wait_for_a_receiver_and_are_sent_again_until_acknowledged() ->
     let id = resp.message_id().as_str().to_string();
     a.close().await?;
     drop(a);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        sim.stats().held_receipts,
-        1,
-        "the receipt waits for a receiver"
-    );
+    held_becomes(&sim, 1, "the receipt waits for a receiver").await;
 
     // The next bind gets it; it closes without acknowledging it.
     let (b, mut events) = bind(&sim).await?;
@@ -152,7 +148,7 @@ async fn receipts_wait_for_a_receiver_and_are_sent_again_until_acknowledged() ->
     assert!(String::from_utf8_lossy(r.short_message().as_ref()).contains(&format!("id:{id} ")));
     b.close().await?;
     drop((b, events));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    held_becomes(&sim, 1, "the unacknowledged receipt is kept again").await;
 
     // So the one after gets it again, and acknowledges it.
     let (c, mut events) = bind(&sim).await?;
@@ -162,7 +158,6 @@ async fn receipts_wait_for_a_receiver_and_are_sent_again_until_acknowledged() ->
     assert!(String::from_utf8_lossy(r.short_message().as_ref()).contains(&format!("id:{id} ")));
     c.deliver_sm_resp(seq, rusmpp::pdus::DeliverSmResp::default())
         .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sim.stats().held_receipts, 0);
     assert_eq!(sim.stats().receipts, 2, "sent twice, acknowledged once");
 
