@@ -198,7 +198,17 @@ impl RouterHandler {
                 return Plan::Hold(Box::new(held));
             }
         }
-        let Some(choice) = choose(&st, &p.accepted, &tried, id, attempt, now) else {
+        // A submit cut mid-way (`ambiguous`) may have reached the carrier: it proves
+        // nothing about the carrier, so it stays a candidate. Ending the message
+        // undeliverable would be false whenever the carrier had it (the ledger check
+        // counts such ends); sending again is the duplicate the log flags.
+        let exclude: Vec<String> = match &e.payload {
+            EventPayload::SubmitFailed(f) if f.ambiguous => {
+                tried.iter().filter(|c| **c != f.carrier).cloned().collect()
+            }
+            _ => tried.clone(),
+        };
+        let Some(choice) = choose(&st, &p.accepted, &exclude, id, attempt, now) else {
             let (reason, decision) = match &e.payload {
                 EventPayload::SubmitFailed(f) => (
                     format!("every carrier failed; last {}: {}", f.carrier, f.reason),
@@ -609,6 +619,26 @@ mod tests {
             &out[0].1.as_ref().unwrap().payload,
             EventPayload::Undeliverable(_)
         ));
+    }
+
+    #[test]
+    fn a_submit_cut_mid_way_may_go_to_the_same_carrier_again() {
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        handle(&mut h, &failed("m1", "a", 1, &["a"], true));
+        // b's link broke mid-submit: b may have the message, so b is not ruled out.
+        let mut cut = failed("m1", "b", 2, &["a", "b"], true);
+        if let EventPayload::SubmitFailed(f) = &mut cut.payload {
+            f.ambiguous = true;
+        }
+        let out = handle(&mut h, &cut);
+        assert_eq!(
+            shape(&out),
+            [("t.events", "CarrierSelected"), ("t.dispatch.b", "-")]
+        );
+        assert!(
+            matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 3)
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl World {
         broker.bootstrap(&kafka, &["sim"]).await?;
         let mut sim = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
         sim.rules = vec![rule];
+        sim.ledger = Some(dir.join("carrier.jsonl"));
         let sim = Simulator::start(sim).await?;
 
         // Five recipients opted out before anything starts.
@@ -93,9 +94,8 @@ impl World {
             produce(&kafka, &kafka.topics.optout(), &o.key(), &o).await?;
         }
 
-        // Receipts the carrier sends while no bind can take them are lost (our simulator
-        // does not queue them for the next bind as an SMSC's store-and-forward would):
-        // those messages end expired after the receipt timeout, shortened here to 15 s.
+        // The receipt timeout is shortened to 15 s. The simulator, like an SMSC's
+        // store-and-forward, keeps receipts while no bind can take them.
         let peer = if npm {
             Some(smsgw_e2e::Peer::start(smsgw_e2e::PeerKind::Npm, 0, serde_json::json!([])).await?)
         } else {
@@ -209,7 +209,7 @@ impl World {
         let (kafka, total) = (&self.kafka, self.total());
         // 1. Every request became one message, and each one ends.
         let deadline = Instant::now() + wait;
-        let (messages_by_id, by_destination) = loop {
+        let (messages_by_id, by_destination, events) = loop {
             let mut by_id: HashMap<String, Vec<Event>> = HashMap::new();
             for (_, v) in read_all(kafka, &kafka.topics.events(), Duration::from_secs(3)).await? {
                 if let Some(Ok(e)) = v.map(|v| Event::decode(&v)) {
@@ -247,7 +247,8 @@ impl World {
                     .iter()
                     .filter_map(|(id, m)| Some((m.accepted()?.destination.clone(), id.clone())))
                     .collect();
-                break (folded, dest);
+                let events: Vec<Event> = by_id.into_values().flatten().collect();
+                break (folded, dest, events);
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         };
@@ -284,6 +285,17 @@ impl World {
             twice.len(),
             flagged.len()
         );
+
+        // The ledger check: every final state agrees with what the carrier did (our
+        // simulator's ledger; the npm SMSC keeps none), and every duplicate is flagged.
+        if self.peer.is_none() {
+            let text = std::fs::read_to_string(self.dir.join("carrier.jsonl"))?;
+            let report = smsgw_ledger::check(&events, &smsgw_ledger::parse_carrier(&text)?);
+            println!("ledger check:\n{report}");
+            assert_eq!(report.accepted, total, "one accepted message per request");
+            assert!(report.failures().is_empty(), "{:?}", report.failures());
+            assert!(report.finals.get("delivered").copied().unwrap_or(0) > 0);
+        }
 
         // Held messages (send_at) were each submitted once, and not before their time.
         let mut held = 0;
@@ -419,9 +431,21 @@ async fn invariants_hold_under_kill_9_and_poison() -> anyhow::Result<()> {
     }
     load.await??;
     println!("load and kill cycle took {:?}", started.elapsed());
-    w.check(Duration::from_secs(if long() { 600 } else { 180 }))
+    let messages = w
+        .check(Duration::from_secs(if long() { 600 } else { 180 }))
         .await?;
+    // The carrier takes and delivers everything here: so must the gateway, whatever
+    // was killed (ending messages expired or undeliverable would pass the other checks).
+    assert_eq!(delivered(&messages), if long() { 3_000 } else { 400 });
     Ok(())
+}
+
+/// Messages that ended delivered.
+fn delivered(messages: &HashMap<String, Message>) -> usize {
+    messages
+        .values()
+        .filter(|m| m.state().as_str() == "delivered")
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,6 +492,28 @@ async fn invariants_hold_when_the_carrier_link_drops_and_throttles() -> anyhow::
         .count();
     println!("{ambiguous} sends cut mid-submit, recorded as ambiguous");
     assert!(ambiguous > 0, "no cut caught a submit in flight");
+    // Only the storm's refusals may end a message undeliverable (one per attempt); a
+    // cut never does, since the carrier may have the message.
+    let undeliverable: Vec<&Message> = messages
+        .values()
+        .filter(|m| m.state().as_str() == "undeliverable")
+        .collect();
+    for m in &undeliverable {
+        let last_failure = m.history().iter().rev().find_map(|e| match &e.payload {
+            EventPayload::SubmitFailed(f) => Some(f),
+            _ => None,
+        });
+        assert!(
+            last_failure.is_some_and(|f| !f.ambiguous && f.command_status.is_some()),
+            "{} ended undeliverable but not on a refusal: {:?}",
+            m.id(),
+            m.history()
+        );
+    }
+    assert!(
+        delivered(&messages) + undeliverable.len() == messages.len() - 5,
+        "every message not opted out ends delivered or refused"
+    );
     Ok(())
 }
 
@@ -519,6 +565,7 @@ async fn scaled_fleet(npm: bool) -> anyhow::Result<()> {
     }
     println!("rolling restart and kills took {:?}", started.elapsed());
     load.await??;
-    w.check(Duration::from_secs(180)).await?;
+    let messages = w.check(Duration::from_secs(180)).await?;
+    assert_eq!(delivered(&messages), 500, "the carrier delivers everything");
     Ok(())
 }

@@ -11,6 +11,10 @@
 //!   docs/operations.md "API security").
 //! - `smsgw-admin demo API SMSC_CONTROL` sends the demo messages of `make run` through the
 //!   HTTP API and prints each one's final state.
+//! - `smsgw-admin ledger CONFIG CARRIER_LEDGER...` reads the whole event log and the
+//!   carrier simulator's ledger file(s) and prints the ledger check (`smsgw-ledger`):
+//!   accepted, final states, lost, several finals, contradicted, texted twice (flagged or
+//!   not). Exits 1 on any loss, contradiction or unflagged duplicate.
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -103,8 +107,59 @@ async fn main() -> anyhow::Result<()> {
                 .context("usage: smsgw-admin demo API_URL SMSC_CONTROL_URL")?;
             demo(api, smsc).await
         }
-        _ => bail!("usage: smsgw-admin bootstrap CONFIG | demo API_URL SMSC_CONTROL_URL"),
+        Some("ledger") => {
+            let usage = "usage: smsgw-admin ledger CONFIG CARRIER_LEDGER...";
+            let path = args.get(1).context(usage)?;
+            anyhow::ensure!(args.len() > 2, usage);
+            let c: BootstrapConfig = smsgw_runtime::load_config(Some(std::path::Path::new(path)))?;
+            let report = ledger(&c.kafka, &args[2..]).await?;
+            println!("{report}");
+            let failures = report.failures();
+            for f in &failures {
+                eprintln!("FAIL: {f}");
+            }
+            if !failures.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "usage: smsgw-admin bootstrap CONFIG | check-config SERVICE FILE | hash-key NAME \
+             | demo API_URL SMSC_CONTROL_URL | ledger CONFIG CARRIER_LEDGER..."
+        ),
     }
+}
+
+/// The ledger check over the whole event log of `kafka` and the carrier ledger `files`.
+async fn ledger(kafka: &KafkaConfig, files: &[String]) -> anyhow::Result<smsgw_ledger::Report> {
+    use smsgw_codec::AvroRecord;
+    let mut carrier = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?;
+        carrier.extend(smsgw_ledger::parse_carrier(&text).with_context(|| f.clone())?);
+    }
+    let events = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), 0usize)));
+    let sink = events.clone();
+    // Everything since the epoch: the whole log, up to its end at the time of the call.
+    smsgw_kafka::read_recent(
+        kafka,
+        kafka.topics.events(),
+        smsgw_kafka::now_ms(),
+        move |_, v| {
+            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+            match smsgw_domain::Event::decode(v) {
+                Ok(e) => s.0.push(e),
+                Err(_) => s.1 += 1,
+            }
+        },
+    )
+    .await?;
+    let (events, undecodable) =
+        std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
+    if undecodable > 0 {
+        eprintln!("{undecodable} records of the event log did not decode (dead-lettered input is expected here)");
+    }
+    Ok(smsgw_ledger::check(&events, &carrier))
 }
 
 async fn demo(api: &str, smsc: &str) -> anyhow::Result<()> {
