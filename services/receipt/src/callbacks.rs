@@ -246,34 +246,111 @@ struct Job {
 }
 
 /// Callback state of the messages that have a callback target.
+///
+/// At most `capacity` messages are remembered. Ended messages (their final call done)
+/// are remembered so a re-read of their events makes no call, and are the first to be
+/// let go when room is needed. Only when every remembered message is still open is the
+/// oldest open one forgotten; that is counted (`forgotten`, shown as
+/// `smsgw_receipt_callbacks_total{outcome="forgotten"}`) and logged, since its later
+/// status changes get no call.
 #[derive(Default)]
 struct Book {
     progress: HashMap<String, CallbackProgress>,
-    order: VecDeque<String>,
+    /// Open messages in the order learnt; ids that ended or were let go are skipped.
+    open: VecDeque<String>,
+    /// Ended messages in the order they ended.
+    ended: VecDeque<String>,
     queues: HashMap<String, VecDeque<Job>>,
     capacity: usize,
+    /// Open messages forgotten at capacity, not yet counted in the metrics.
+    forgotten: u64,
+}
+
+/// True for the id of an event that ends a message (`<message id>/<kind>/<attempt>`).
+fn is_final_event(event_id: &str) -> bool {
+    const FINAL: [&str; 5] = [
+        "MessageDelivered",
+        "MessageUndeliverable",
+        "MessageExpired",
+        "MessageBlocked",
+        "MessageCancelled",
+    ];
+    event_id
+        .rsplit('/')
+        .nth(1)
+        .is_some_and(|kind| FINAL.contains(&kind))
+}
+
+fn has_ended(p: &CallbackProgress) -> bool {
+    p.done.iter().any(|d| is_final_event(d))
 }
 
 impl Book {
     /// Learns a message (from its `MessageAccepted` or a progress record), merging the
     /// events done.
     fn learn(&mut self, p: CallbackProgress) {
-        if let Some(known) = self.progress.get_mut(&p.message_id) {
+        let id = p.message_id.clone();
+        let ends = has_ended(&p);
+        if let Some(known) = self.progress.get_mut(&id) {
+            let was_ended = has_ended(known);
             let have: HashSet<String> = known.done.iter().cloned().collect();
             known
                 .done
                 .extend(p.done.into_iter().filter(|d| !have.contains(d)));
+            if ends && !was_ended {
+                self.ended.push_back(id);
+            }
             return;
         }
-        if self.order.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                if !self.queues.contains_key(&old) {
-                    self.progress.remove(&old);
+        self.make_room();
+        if ends {
+            self.ended.push_back(id.clone());
+        } else {
+            self.open.push_back(id.clone());
+        }
+        self.progress.insert(id, p);
+    }
+
+    /// Lets go of the oldest ended message, or else forgets the oldest open one, while
+    /// the book is full.
+    fn make_room(&mut self) {
+        if self.open.len() >= 2 * self.capacity {
+            // Drop ids that ended or were let go (amortised over `capacity` learns).
+            let progress = &self.progress;
+            self.open
+                .retain(|o| progress.get(o).is_some_and(|p| !has_ended(p)));
+        }
+        while self.progress.len() >= self.capacity {
+            let (old, open) = match self.ended.pop_front() {
+                Some(old) => (old, false),
+                None => match self.open.pop_front() {
+                    Some(old) => (old, true),
+                    None => return,
+                },
+            };
+            if self.queues.contains_key(&old) {
+                // A call in progress: keep it (the book may exceed capacity by the
+                // messages with calls in progress).
+                if open {
+                    self.open.push_back(old);
+                } else {
+                    self.ended.push_back(old);
                 }
+                return;
+            }
+            let ended = self.progress.get(&old).map(has_ended);
+            if open && ended == Some(true) {
+                continue; // it ended: its id is in `ended` too
+            }
+            if self.progress.remove(&old).is_some() && open {
+                self.forgotten += 1;
+                tracing::warn!(
+                    message_id = %old,
+                    capacity = self.capacity,
+                    "status callbacks: more open messages than capacity; the oldest is forgotten and its later changes get no call"
+                );
             }
         }
-        self.order.push_back(p.message_id.clone());
-        self.progress.insert(p.message_id.clone(), p);
     }
 
     /// True if the event's call was made or is queued.
@@ -365,15 +442,17 @@ impl Worker {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            self.pop(&id);
             lock(&self.book).learn(CallbackProgress {
                 done: vec![job.event_id.clone()],
                 ..ctx
             });
-            self.pop(&id);
             finish(job.offset);
         }
     }
 
+    /// Takes the finished job off `id`'s queue. The empty queue stays until the drain
+    /// loop sees it empty (under the lock), so a job queued meanwhile is its.
     fn pop(&self, id: &str) {
         if let Some(q) = lock(&self.book).queues.get_mut(id) {
             q.pop_front();
@@ -544,8 +623,16 @@ impl smsgw_kafka::Worker for EventWorker {
     }
 
     async fn on_tick(&mut self, _now_ms: i64, _done: &Done) -> Result<(), KafkaError> {
-        let queued: usize = lock(&self.book).queues.values().map(|q| q.len()).sum();
+        let (queued, forgotten) = {
+            let mut b = lock(&self.book);
+            let queued: usize = b.queues.values().map(|q| q.len()).sum();
+            (queued, std::mem::take(&mut b.forgotten))
+        };
         self.metrics.callback_queue.set(queued as i64);
+        self.metrics
+            .callbacks
+            .with_label_values(&["forgotten"])
+            .inc_by(forgotten);
         Ok(())
     }
 }
@@ -599,12 +686,17 @@ fn enqueue(
         body: body(&e, &status, ctx),
         offset,
     };
-    let q = b.queues.entry(e.message_id.clone()).or_default();
-    q.push_back(job);
-    if q.len() == 1 {
-        Enqueued::Started(e.message_id)
-    } else {
-        Enqueued::Queued
+    // A queue that exists, even empty, has a drain loop that will look at it again
+    // under this lock: only a new queue needs one started.
+    match b.queues.entry(e.message_id.clone()) {
+        std::collections::hash_map::Entry::Occupied(mut q) => {
+            q.get_mut().push_back(job);
+            Enqueued::Queued
+        }
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(VecDeque::from([job]));
+            Enqueued::Started(e.message_id)
+        }
     }
 }
 
@@ -780,6 +872,49 @@ mod tests {
         assert!(
             !b.progress.contains_key("m1"),
             "oldest forgotten at capacity"
+        );
+        assert_eq!(b.forgotten, 1, "and counted");
+    }
+
+    #[test]
+    fn ended_messages_make_room_first_so_open_ones_are_not_forgotten() {
+        let mut b = Book {
+            capacity: 3,
+            ..Book::default()
+        };
+        let p = |id: &str, done: &[&str]| CallbackProgress {
+            message_id: id.into(),
+            url: "u".into(),
+            client_id: "c".into(),
+            sender: "s".into(),
+            client_ref: None,
+            segments: 1,
+            done: done.iter().map(|s| s.to_string()).collect(),
+            updated_at: 0,
+        };
+        // Given one open message, then 100 that ended one after another.
+        b.learn(p("open", &["open/MessageAccepted/0"]));
+        for i in 0..100 {
+            let id = format!("m{i}");
+            b.learn(p(&id, &[]));
+            b.learn(p(&id, &[&format!("{id}/MessageDelivered/1")]));
+        }
+        // Then the open one is still known and nothing open was forgotten; the most
+        // recently ended are remembered (a re-read of their events calls nothing).
+        assert!(b.progress.contains_key("open"));
+        assert_eq!(b.forgotten, 0);
+        assert!(b.seen("m99", "m99/MessageDelivered/1"));
+        assert!(!b.progress.contains_key("m0"));
+        assert!(b.progress.len() <= 3 && b.open.len() <= 6, "{:?}", b.open);
+        // When the book is full of open messages, the oldest open one is forgotten
+        // and counted.
+        for i in 0..3 {
+            b.learn(p(&format!("o{i}"), &[]));
+        }
+        assert!(!b.progress.contains_key("open"));
+        assert_eq!(b.forgotten, 1);
+        assert!(
+            is_final_event("a/b/MessageCancelled/0") && !is_final_event("x/MessageSubmitted/1")
         );
     }
 }

@@ -19,7 +19,8 @@ pub struct Metrics {
     pub waiting: IntGaugeVec,
     /// Time from the carrier accepting a submit to its final receipt being settled.
     pub submit_to_receipt: prometheus::Histogram,
-    /// Status callbacks by outcome (`delivered`, `retried`, `dead_lettered`, `duplicate`).
+    /// Status callbacks by outcome (`delivered`, `retried`, `dead_lettered`, `duplicate`,
+    /// `forgotten`: an open message dropped from a full book, whose later changes get no call).
     pub callbacks: IntCounterVec,
     /// Time to settle one status callback, retries included.
     pub callback_seconds: prometheus::Histogram,
