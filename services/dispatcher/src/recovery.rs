@@ -42,7 +42,15 @@ pub struct Recovery {
     submits: HashMap<String, (i32, String, i32, i64)>,
     /// Partitions taken over after the start: when this dispatcher got each.
     since: HashMap<i32, i64>,
+    /// Attempts this process started, oldest first (the most recent [`TAKEN_CAPACITY`]
+    /// stay in `attempted`).
+    taken: std::collections::VecDeque<String>,
 }
+
+/// How many attempts started by this process are remembered, so a dispatch record
+/// repeated while the process lives (a router that routed the same attempt twice, a
+/// partition read again after a rebalance) is not sent twice. About 10 MB.
+pub const TAKEN_CAPACITY: usize = 100_000;
 
 impl Recovery {
     /// Empty memory for `carrier`, started at `started_at`, with `window` sends in flight
@@ -115,14 +123,30 @@ impl Recovery {
             .copied()
             .unwrap_or(self.started_at);
         let budget = self.budget.entry(partition).or_insert(self.window);
-        if produced_at.is_some_and(|t| t < started) && *budget > 0 {
+        let verdict = if produced_at.is_some_and(|t| t < started) && *budget > 0 {
             *budget -= 1;
-            return Verdict::PossibleDuplicate;
+            Verdict::PossibleDuplicate
+        } else {
+            if produced_at.is_none_or(|t| t >= started) {
+                *budget = 0; // new work: everything older was already seen
+            }
+            Verdict::Fresh
+        };
+        self.take(message_id, attempt);
+        verdict
+    }
+
+    /// Notes that this process started `attempt` of `message_id`: the same record read
+    /// again is [`Verdict::Done`].
+    fn take(&mut self, message_id: &str, attempt: i32) {
+        let a = self.attempted.entry(message_id.to_string()).or_default();
+        *a = (*a).max(attempt);
+        self.taken.push_back(message_id.to_string());
+        if self.taken.len() > TAKEN_CAPACITY {
+            if let Some(old) = self.taken.pop_front() {
+                self.attempted.remove(&old);
+            }
         }
-        if produced_at.is_none_or(|t| t >= started) {
-            *budget = 0; // new work: everything older was already seen
-        }
-        Verdict::Fresh
     }
 
     /// A submit whose `MessageSubmitted` is in the log but whose message has not ended:
@@ -217,6 +241,23 @@ mod tests {
             Verdict::PossibleDuplicate,
             "per partition"
         );
+    }
+
+    #[test]
+    fn an_attempt_this_process_started_is_not_sent_again_when_its_record_repeats() {
+        // Given a dispatcher that took attempt 1 of m1 (fresh work),
+        let mut r = Recovery::new("a", 1_000, 5);
+        assert_eq!(r.check(0, Some(2_000), "m1", 1), Verdict::Fresh);
+        // when a second dispatch record for the same attempt arrives (a router that
+        // routed it twice), then it is done; a later attempt is new work.
+        assert_eq!(r.check(0, Some(3_000), "m1", 1), Verdict::Done);
+        assert_eq!(r.check(0, Some(3_000), "m1", 2), Verdict::Fresh);
+        // The memory is bounded: the oldest attempts are forgotten first.
+        for i in 0..TAKEN_CAPACITY {
+            r.check(0, Some(4_000), &format!("x{i}"), 1);
+        }
+        assert!(r.len() <= TAKEN_CAPACITY + 1, "{}", r.len());
+        assert_eq!(r.check(0, Some(5_000), "m1", 2), Verdict::Fresh);
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl RouterHandler {
                 return Plan::Nothing;
             }
         };
+        if st.has_ended(id) {
+            // Read again after the message ended (a restart, or a rewind to the last
+            // commit): routing it again would text the recipient twice.
+            return Plan::Nothing;
+        }
         let Some(p) = st.get(id).cloned() else {
             // A failed attempt of a message we do not remember: it is older than the
             // warm-up window or was evicted. Give up rather than leave it unfinished.
@@ -639,6 +644,28 @@ mod tests {
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "b" && c.attempt == 3)
         );
+    }
+
+    #[test]
+    fn a_message_read_again_after_it_ended_is_not_routed_again() {
+        // Given a message routed and delivered,
+        let mut h = handler();
+        handle(&mut h, &accepted("m1", "+447911123456"));
+        let delivered = Event::new(
+            "m1",
+            EventPayload::Delivered(smsgw_domain::MessageDelivered {
+                carrier: "a".into(),
+                carrier_message_id: "1f".into(),
+                stat: "DELIVRD".into(),
+            }),
+            1,
+            3,
+        );
+        assert!(handle(&mut h, &delivered).is_empty());
+        // when its events are read again (a broker restart rewinds the group to its
+        // last commit), then nothing is routed and no second final state is written.
+        assert!(handle(&mut h, &accepted("m1", "+447911123456")).is_empty());
+        assert!(handle(&mut h, &failed("m1", "a", 1, &["a"], true)).is_empty());
     }
 
     #[test]

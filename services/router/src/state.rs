@@ -48,6 +48,11 @@ pub struct RouterState {
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
     capacity: usize,
+    /// Messages that ended, most recent `capacity` (ids only): a `MessageAccepted` or a
+    /// failure read again after its message ended (a restart, or a broker restart that
+    /// rewinds the group to its last commit) must not route it again.
+    ended: HashSet<String>,
+    ended_order: VecDeque<String>,
 }
 
 impl RouterState {
@@ -71,6 +76,8 @@ impl RouterState {
             pending: HashMap::new(),
             order: VecDeque::new(),
             capacity,
+            ended: HashSet::new(),
+            ended_order: VecDeque::new(),
         }
     }
 
@@ -132,7 +139,7 @@ impl RouterState {
 
     /// Remembers an accepted message; false if it was already known (a duplicate).
     pub fn remember(&mut self, id: &str, accepted: MessageAccepted, accepted_at: i64) -> bool {
-        if self.pending.contains_key(id) {
+        if self.pending.contains_key(id) || self.ended.contains(id) {
             return false;
         }
         if self.order.len() >= self.capacity {
@@ -297,6 +304,19 @@ impl RouterState {
     pub fn forget(&mut self, id: &str) {
         self.pending.remove(id);
         // `order` keeps the stale id; it is skipped when it reaches the front.
+        if self.ended.insert(id.to_string()) {
+            self.ended_order.push_back(id.to_string());
+            if self.ended_order.len() > self.capacity {
+                if let Some(old) = self.ended_order.pop_front() {
+                    self.ended.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// True if the message ended (within the last `capacity` ends seen).
+    pub fn has_ended(&self, id: &str) -> bool {
+        self.ended.contains(id)
     }
 
     /// Messages remembered.

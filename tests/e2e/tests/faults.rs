@@ -55,6 +55,21 @@ struct World {
     scheduled_every: usize,
 }
 
+/// A record no consumer can decode on each of `topics`, keyed `poison`.
+async fn poison(producer: &Producer, topics: &[String]) -> anyhow::Result<()> {
+    for t in topics {
+        let rec = OutRecord {
+            topic: t.clone(),
+            key: Some(b"poison".to_vec()),
+            partition: None,
+            payload: b"\xc3\x01not a record at all".to_vec(),
+            headers: vec![],
+        };
+        send(producer, &rec).await?;
+    }
+    Ok(())
+}
+
 impl World {
     async fn start(rule: Rule, messages: usize) -> anyhow::Result<World> {
         Self::start_scaled(rule, messages, 1, false).await
@@ -116,16 +131,7 @@ impl World {
             kafka.topics.receipts(),
             kafka.topics.inbound(),
         ];
-        for t in &poisoned {
-            let rec = OutRecord {
-                topic: t.clone(),
-                key: Some(b"poison".to_vec()),
-                partition: None,
-                payload: b"\xc3\x01not a record at all".to_vec(),
-                headers: vec![],
-            };
-            send(&producer, &rec).await?;
-        }
+        poison(&producer, &poisoned).await?;
         Ok(World {
             dir,
             broker,
@@ -171,6 +177,7 @@ impl World {
         );
         let (messages, total, every) = (self.messages, self.total(), self.scheduled_every);
         tokio::spawn(async move {
+            let mut acks = std::collections::VecDeque::new();
             for i in 0..total {
                 // Held by the gateway until a few seconds from now.
                 let send_at = (every > 0 && i < messages && i % every == 0)
@@ -196,7 +203,16 @@ impl World {
                     message_type: None,
                 };
                 let rec = OutRecord::avro(kafka.topics.ingest(), format!("k{i}"), &req)?;
-                send(&producer, &rec).await?;
+                // Up to 256 requests unacknowledged, as a batching producer has; one the
+                // broker lost (it was killed) is sent again, as a producer retries.
+                acks.push_back((producer.enqueue(&rec).await?, rec));
+                while acks.len() > 256 || (i + 1 == total && !acks.is_empty()) {
+                    if let Some((ack, rec)) = acks.pop_front() {
+                        if !matches!(ack.await, Ok(Ok(_))) {
+                            smsgw_kafka::send_until_stored(&producer, &rec).await;
+                        }
+                    }
+                }
                 tokio::time::sleep(pace).await;
             }
             anyhow::Ok(())
@@ -568,4 +584,147 @@ async fn scaled_fleet(npm: bool) -> anyhow::Result<()> {
     let messages = w.check(Duration::from_secs(180)).await?;
     assert_eq!(delivered(&messages), 500, "the carrier delivers everything");
     Ok(())
+}
+
+/// One fault of the soak.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9 of a service, started again 300 ms later.
+    Kill(&'static str),
+    /// The carrier cuts every link three times, 300 ms apart, under load (window full).
+    Cut,
+    /// The carrier throttles (5 submits/s per link, the rest `ESME_RTHROTTLED`) for 3 s.
+    Storm,
+    /// The broker is killed with SIGKILL and started again on the same storage.
+    Broker,
+    /// Another poison record on every consumed input topic.
+    Poison,
+}
+
+/// The soak's faults: one every `every` (a random duration in that range, from `seed`)
+/// over `span`, cycling kill / cut / kill / storm / kill / poison with a random service
+/// each time, and the broker killed at a third and two thirds of `span`.
+fn soak_plan(span: Duration, every: (u64, u64), seed: u64) -> Vec<(Duration, Fault)> {
+    use rand::{Rng, SeedableRng};
+    use smsgw_e2e::fleet::SERVICES;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut plan = vec![(span / 3, Fault::Broker), (span * 2 / 3, Fault::Broker)];
+    let mut at = Duration::ZERO;
+    for i in 0.. {
+        at += Duration::from_millis(rng.random_range(every.0..=every.1));
+        if at >= span {
+            break;
+        }
+        let service = SERVICES[rng.random_range(0..SERVICES.len())];
+        let f = match i % 6 {
+            1 => Fault::Cut,
+            3 => Fault::Storm,
+            5 => Fault::Poison,
+            _ => Fault::Kill(service),
+        };
+        plan.push((at, f));
+    }
+    plan.sort_by_key(|(at, _)| *at);
+    plan
+}
+
+/// The soak (issue 15): `messages` on sqlite storage at one request every `pace`, under
+/// every fault at once (see [`soak_plan`]), then the ledger check and the invariants.
+async fn soak(messages: usize, pace: Duration, every: (u64, u64), seed: u64) -> anyhow::Result<()> {
+    let rule = Rule {
+        latency_ms: 5,
+        dlr_delay_ms: 200,
+        ..Rule::default()
+    };
+    let mut w = World::start(rule, messages).await?;
+    let span = pace * messages as u32;
+    let plan = soak_plan(span, every, seed);
+    println!(
+        "soak: {messages} messages over ~{span:?}, seed {seed}, {} faults",
+        plan.len()
+    );
+    let started = Instant::now();
+    let load = w.load(pace);
+    let mut storms_bit = false;
+    for (at, fault) in plan {
+        if let Some(wait) = at.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        println!("{:>7.1?} {fault:?}", started.elapsed());
+        match fault {
+            Fault::Kill(s) => {
+                w.fleet.kill9(s);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                w.fleet.restart(s).await?;
+            }
+            Fault::Cut => {
+                for _ in 0..3 {
+                    w.sim.cut_connections();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            Fault::Storm => {
+                // Three seconds, and on until it refused something (the dispatcher
+                // may be between binds when it starts).
+                let before = w.sim.stats().refused;
+                w.sim.throttle_storm(Some(5));
+                let until = Instant::now() + Duration::from_secs(15);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                while w.sim.stats().refused == before && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                w.sim.throttle_storm(None);
+                storms_bit |= w.sim.stats().refused > before;
+            }
+            Fault::Broker => {
+                w.broker.kill9();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                w.broker.restart()?;
+            }
+            Fault::Poison => poison(&w.producer, &w.poisoned).await?,
+        }
+    }
+    load.await??;
+    let stats = w.sim.stats();
+    println!(
+        "load and faults took {:?}; carrier: {stats:?}",
+        started.elapsed()
+    );
+    assert!(storms_bit, "no throttling storm refused a submit");
+    assert!(stats.binds > 1, "the links were never cut and bound again");
+    let wait = Duration::from_secs(180).max(span);
+    let all = w.check(wait).await?;
+    let refused_only = all
+        .values()
+        .filter(|m| m.state().as_str() == "undeliverable")
+        .count();
+    println!(
+        "soak: {} delivered, {refused_only} undeliverable (refused by the storm at every attempt)",
+        delivered(&all)
+    );
+    Ok(())
+}
+
+/// The soak's short form, in `make test`: every fault of the soak within one run of
+/// 1,500 messages, a fault every 2–4 s. `make soak` runs the long form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_short_every_fault_at_once_and_the_ledger_balances() -> anyhow::Result<()> {
+    soak(1_500, Duration::from_millis(12), (2_000, 4_000), 15).await
+}
+
+/// `make soak`: 100,000 messages (`SMSGW_SOAK_MESSAGES`), a fault every 20–40 s, seed
+/// `SMSGW_SOAK_SEED` (printed). Run in release: `cargo test --release`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make soak"]
+async fn soak_long() -> anyhow::Result<()> {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let messages = env("SMSGW_SOAK_MESSAGES", 100_000) as usize;
+    let seed = env("SMSGW_SOAK_SEED", smsgw_kafka::now_ms() as u64 % 1_000);
+    let pace = Duration::from_micros(env("SMSGW_SOAK_PACE_US", 2_500));
+    soak(messages, pace, (20_000, 40_000), seed).await
 }

@@ -116,6 +116,9 @@ pub struct Report {
     pub unflagged_duplicates: Vec<String>,
     /// `MessageSubmitted` events flagged `possible_duplicate` (sent again after a crash).
     pub possible_duplicate_flags: usize,
+    /// The event history of up to ten failing messages (lost, several finals,
+    /// contradicted, texted twice unflagged), for diagnosis.
+    pub histories: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -157,6 +160,37 @@ impl Report {
     }
 }
 
+/// One line per event: `kind attempt [carrier id] [flags]`, in log order.
+fn history(evs: &[&Event]) -> String {
+    evs.iter()
+        .map(|e| {
+            let detail = match &e.payload {
+                EventPayload::Submitted(s) => format!(
+                    " {}{}",
+                    s.carrier_message_id,
+                    if s.possible_duplicate {
+                        " possible_duplicate"
+                    } else {
+                        ""
+                    }
+                ),
+                EventPayload::SubmitFailed(f) => {
+                    format!(
+                        " {}{}",
+                        f.reason,
+                        if f.ambiguous { " ambiguous" } else { "" }
+                    )
+                }
+                EventPayload::Delivered(d) => format!(" {}", d.carrier_message_id),
+                EventPayload::DeliveryFailed(f) => format!(" {}", f.reason),
+                _ => String::new(),
+            };
+            format!("{} @{}{detail}", e.event_id, e.occurred_at_ms)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "events read:                  {}", self.events)?;
@@ -190,7 +224,11 @@ impl fmt::Display for Report {
             f,
             "possible_duplicate flags:     {}",
             self.possible_duplicate_flags
-        )
+        )?;
+        for (id, h) in &self.histories {
+            write!(f, "\n  {id}: {h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -276,6 +314,7 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
     };
     // Messages and flags per destination, for the duplicate count.
     let mut per_dest: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut dest_ids: HashMap<String, Vec<&str>> = HashMap::new();
     // Carrier ids the log has a submit for, and the messages that ended.
     let mut known: HashSet<String> = HashSet::new();
     let mut ended: Vec<Ended<'_>> = Vec::new();
@@ -321,6 +360,10 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             .or_default();
         entry.0 += 1;
         entry.1 |= flagged;
+        dest_ids
+            .entry(number(&acc.destination).to_string())
+            .or_default()
+            .push(id);
         if !state.is_terminal() {
             continue;
         }
@@ -382,6 +425,21 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             }
         }
     }
+    let failing = r
+        .lost
+        .iter()
+        .chain(&r.several_finals)
+        .map(String::as_str)
+        .chain(r.contradicted.iter().map(|c| c.message_id.as_str()))
+        .chain(
+            r.unflagged_duplicates
+                .iter()
+                .flat_map(|d| dest_ids.get(d).into_iter().flatten().copied()),
+        )
+        .take(10)
+        .map(|id| (id.to_string(), history(&by_id[id])))
+        .collect();
+    r.histories = failing;
     r
 }
 
