@@ -217,6 +217,19 @@ pub struct MessageSubmitted {
     /// reached the carrier (counted by `smsgw_dispatcher_possible_duplicates_total`). (v4)
     #[serde(default)]
     pub possible_duplicate: bool,
+    /// The carrier's ids of parts 2 to n of a concatenated message, in part order; empty
+    /// when whole. With `carrier_message_id` every part's receipt can be correlated from
+    /// this event alone (a restarted dispatcher rewrites lost correlations from it). (v5)
+    #[serde(default)]
+    pub later_part_ids: Vec<String>,
+}
+
+impl MessageSubmitted {
+    /// Every part's carrier id, in part order.
+    pub fn part_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.carrier_message_id.as_str())
+            .chain(self.later_part_ids.iter().map(String::as_str))
+    }
 }
 
 /// An attempt failed.

@@ -189,6 +189,8 @@ pub enum SubmitOutcome {
         /// Sent again after a dispatcher restart: an earlier copy may have reached the
         /// carrier before the crash.
         possible_duplicate: bool,
+        /// The carrier's ids of parts 2 to n, in order (empty when whole).
+        later_part_ids: Vec<String>,
     },
     /// Error status, timeout, or a broken link.
     Failed {
@@ -427,7 +429,9 @@ impl Message {
                     carrier_message_id,
                     segments,
                     possible_duplicate,
+                    later_part_ids,
                 } => EventPayload::Submitted(MessageSubmitted {
+                    later_part_ids,
                     carrier,
                     attempt,
                     carrier_message_id,

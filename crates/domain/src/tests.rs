@@ -51,6 +51,7 @@ fn submit_ok(c: &str, attempt: i32) -> Command {
             carrier_message_id: "abc".into(),
             segments: 1,
             possible_duplicate: false,
+            later_part_ids: vec![],
         },
     }
 }

@@ -175,28 +175,38 @@ impl smsgw_kafka::Worker for DispatchWorker {
                         .redelivered
                         .with_label_values(&[&ctx.carrier.name])
                         .inc();
-                    let Some((cmid, submitted_at)) =
+                    let Some((ids, submitted_at)) =
                         self.recovery.unsettled_submit(&req.message_id, req.attempt)
                     else {
                         done.finish(at);
                         return Ok(());
                     };
-                    // Sent but not ended: the correlation may have died with the last
-                    // process (it is written after the event), so it is written again.
-                    let corr = correlation(
-                        &ctx.carrier.name,
-                        &cmid,
-                        &req.message_id,
-                        req.attempt,
-                        (1, 1),
-                        submitted_at,
-                    );
+                    // Sent but not ended: the correlations may have died with the last
+                    // process (they are written after the event), so they are written
+                    // again, one per part.
+                    let n = ids.len() as i32;
+                    let corrs: Vec<CarrierRecord> = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, cmid)| {
+                            correlation(
+                                &ctx.carrier.name,
+                                cmid,
+                                &req.message_id,
+                                req.attempt,
+                                (i as i32 + 1, n),
+                                submitted_at,
+                            )
+                        })
+                        .collect();
                     let (producer, done, topic) =
                         (ctx.producer.clone(), done.clone(), ctx.topics.receipts());
-                    tracing::info!(carrier = %ctx.carrier.name, message_id = %req.message_id, "submit recorded before the restart: its correlation is written again");
+                    tracing::info!(carrier = %ctx.carrier.name, message_id = %req.message_id, parts = n, "submit recorded before the restart: its correlations are written again");
                     tokio::spawn(async move {
-                        if let Ok(rec) = OutRecord::avro(topic, corr.key(), &corr) {
-                            send_until_stored(&producer, &rec).await;
+                        for corr in corrs {
+                            if let Ok(rec) = OutRecord::avro(topic.clone(), corr.key(), &corr) {
+                                send_until_stored(&producer, &rec).await;
+                            }
                         }
                         done.finish(at);
                     });
@@ -511,6 +521,7 @@ async fn submit_one(ctx: &DispatchCtx, req: DispatchRequested, link: Link, flagg
                 ids.len() as i32
             },
             possible_duplicate: flagged,
+            later_part_ids: ids.iter().skip(1).cloned().collect(),
         },
         Some(SubmitOutcome::Failed {
             command_status,

@@ -37,9 +37,9 @@ pub struct Recovery {
     started_at: i64,
     window: usize,
     budget: HashMap<i32, usize>,
-    /// This carrier's latest submit per message: (attempt, carrier message id,
+    /// This carrier's latest submit per message: (attempt, every part's carrier id,
     /// segments, when).
-    submits: HashMap<String, (i32, String, i32, i64)>,
+    submits: HashMap<String, (i32, Vec<String>, i32, i64)>,
     /// Partitions taken over after the start: when this dispatcher got each.
     since: HashMap<i32, i64>,
     /// Attempts this process started, oldest first (the most recent [`TAKEN_CAPACITY`]
@@ -72,7 +72,7 @@ impl Recovery {
                     e.message_id.clone(),
                     (
                         s.attempt,
-                        s.carrier_message_id.clone(),
+                        s.part_ids().map(str::to_string).collect(),
                         s.segments,
                         e.occurred_at_ms,
                     ),
@@ -152,16 +152,17 @@ impl Recovery {
     /// A submit whose `MessageSubmitted` is in the log but whose message has not ended:
     /// its correlation (written just after the event) may have been lost with the
     /// process, and without it the receipt is never matched and the message never ends.
-    /// `(carrier message id, submitted at)` of such a single-part submit of `attempt`,
-    /// to write the correlation again (the receipt service ignores a copy of one it has
-    /// already settled). A concatenated message's MessageSubmitted names only its first
-    /// part, so its parts' correlations cannot be rebuilt from the log.
-    pub fn unsettled_submit(&self, message_id: &str, attempt: i32) -> Option<(String, i64)> {
+    /// `(every part's carrier id, submitted at)` of such a submit of `attempt`, to write
+    /// the correlations again (the receipt service ignores a copy of one it has already
+    /// settled). A concatenated message's event names every part since events v5; one
+    /// written before names only its first part, and then nothing is returned.
+    pub fn unsettled_submit(&self, message_id: &str, attempt: i32) -> Option<(Vec<String>, i64)> {
         if self.ended.contains(message_id) {
             return None;
         }
-        let (a, cmid, segments, at) = self.submits.get(message_id)?;
-        (*a == attempt && *segments <= 1).then(|| (cmid.clone(), *at))
+        let (a, ids, segments, at) = self.submits.get(message_id)?;
+        let complete = ids.len() as i32 >= *segments;
+        (*a == attempt && complete).then(|| (ids.clone(), *at))
     }
 
     /// `partition` became this dispatcher's at `at` (a rebalance): its previous owner
@@ -203,6 +204,7 @@ mod tests {
                 carrier_message_id: "x".into(),
                 segments: 1,
                 possible_duplicate: false,
+                later_part_ids: vec![],
             }),
             attempt,
             1,
@@ -310,15 +312,28 @@ mod tests {
             2,
             900,
         ));
+        // m3 in two parts written before events v5 (first part only), m5 in two parts
+        // naming both,
         let mut two = submitted("m3", "a", 1);
         if let EventPayload::Submitted(s) = &mut two.payload {
             s.segments = 2;
         }
         r.fold(&two);
-        // then only m1's correlation is written again, and only for its attempt.
+        let mut both = submitted("m5", "a", 1);
+        if let EventPayload::Submitted(s) = &mut both.payload {
+            s.segments = 2;
+            s.later_part_ids = vec!["y".into()];
+        }
+        r.fold(&both);
+        // then m1's and m5's correlations (every part of m5) are written again, and
+        // only for their attempt.
         assert_eq!(
-            r.unsettled_submit("m1", 1).map(|(id, _)| id),
-            Some("x".into())
+            r.unsettled_submit("m1", 1).map(|(ids, _)| ids),
+            Some(vec!["x".to_string()])
+        );
+        assert_eq!(
+            r.unsettled_submit("m5", 1).map(|(ids, _)| ids),
+            Some(vec!["x".to_string(), "y".to_string()])
         );
         assert_eq!(r.unsettled_submit("m1", 2), None);
         assert_eq!(r.unsettled_submit("m2", 1), None, "ended");

@@ -333,3 +333,68 @@ async fn stops_when_the_broker_is_gone() -> anyhow::Result<()> {
     sim.stop().await;
     Ok(())
 }
+
+/// A dispatcher killed between a concatenated message's `MessageSubmitted` and its
+/// correlations: the restarted one finds the submit in the log, sends nothing, and
+/// writes every part's correlation again from the event (events v5 name every part), so
+/// each part's receipt can still be matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_correlation_lost_with_a_crash_is_written_again() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    let sim = Simulator::start(SimConfig::new(
+        "127.0.0.1:0".parse()?,
+        "127.0.0.1:0".parse()?,
+    ))
+    .await?;
+    // Given the log of a crashed dispatcher: two parts submitted, no correlation yet,
+    // and its dispatch record not done.
+    let submitted = Event::new(
+        "m1",
+        EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+            carrier: "sim".into(),
+            attempt: 1,
+            carrier_message_id: "a1".into(),
+            segments: 2,
+            possible_duplicate: false,
+            later_part_ids: vec!["a2".into()],
+        }),
+        1,
+        smsgw_kafka::now_ms(),
+    );
+    produce(&kafka, &kafka.topics.events(), "m1", &submitted).await?;
+    let two_parts = DispatchRequested {
+        segments: 2,
+        body: "x".repeat(200),
+        ..work("m1", "+447911100001")
+    };
+    produce(&kafka, &kafka.topics.dispatch("sim"), "m1", &two_parts).await?;
+    // When a dispatcher starts,
+    let carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config(&kafka, carrier)?, sd));
+    // then both parts' correlations are on the receipts topic, and nothing was sent.
+    let recs: Vec<CarrierRecord> =
+        read_records(&kafka, &kafka.topics.receipts(), 2, Duration::from_secs(30)).await?;
+    let mut parts: Vec<(String, i32, i32)> = recs
+        .iter()
+        .filter_map(|r| match &r.kind {
+            CarrierRecordKind::SubmitCorrelated(c) if c.message_id == "m1" => {
+                Some((r.carrier_message_id.clone(), c.part, c.parts))
+            }
+            _ => None,
+        })
+        .collect();
+    parts.sort();
+    assert_eq!(parts, vec![("a1".into(), 1, 2), ("a2".into(), 2, 2)]);
+    assert_eq!(
+        sim.stats().submits,
+        0,
+        "the submit in the log is not sent again"
+    );
+    let _ = stop.send(());
+    svc.await??;
+    sim.stop().await;
+    Ok(())
+}

@@ -788,6 +788,7 @@ mod tests {
             carrier_message_id: "x".into(),
             segments: 2,
             possible_duplicate: false,
+            later_part_ids: vec![],
         });
         assert_eq!(status_of(&sub).unwrap().carrier.as_deref(), Some("a"));
         let undeliv = |stat: Option<&str>| {

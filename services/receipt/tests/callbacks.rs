@@ -142,6 +142,7 @@ async fn callbacks_are_ordered_signed_once_and_dead_lettered_when_refused() -> a
                 carrier_message_id: format!("c{i}"),
                 segments: 1,
                 possible_duplicate: false,
+                later_part_ids: vec![],
             }),
             1,
             2_000,

@@ -343,6 +343,7 @@ async fn teach_that_a_fails(
                 carrier_message_id: format!("{id}-{}", c.attempt),
                 segments: 1,
                 possible_duplicate: false,
+                later_part_ids: vec![],
             }),
             c.attempt,
             now,

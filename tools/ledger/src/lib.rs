@@ -341,14 +341,14 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             r.lost.push(id.to_string());
         }
         let mut flagged = false;
-        let mut submitted: Vec<String> = Vec::new();
+        let mut submitted: Vec<Vec<String>> = Vec::new();
         let mut seen = HashSet::new();
         for e in evs.iter().filter(|e| seen.insert(e.event_id.as_str())) {
             match &e.payload {
                 EventPayload::Submitted(s) => {
                     flagged |= s.possible_duplicate;
                     r.possible_duplicate_flags += usize::from(s.possible_duplicate);
-                    submitted.push(smsgw_smpp::normalize_message_id(&s.carrier_message_id));
+                    submitted.push(s.part_ids().map(smsgw_smpp::normalize_message_id).collect());
                 }
                 EventPayload::SubmitFailed(f) => flagged |= f.ambiguous,
                 EventPayload::DeliveryFailed(f) => flagged |= f.timed_out,
@@ -373,7 +373,7 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             }
             _ => None,
         });
-        known.extend(submitted.iter().cloned());
+        known.extend(submitted.iter().flatten().cloned());
         ended.push(Ended {
             id,
             state: state.as_str(),
@@ -393,8 +393,12 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             None => m
                 .submitted
                 .iter()
-                .find(|cmid| car.stat.get(*cmid).is_some_and(|s| delivered(s)))
-                .map(|cmid| format!("delivered {cmid}"))
+                .find(|parts| {
+                    parts
+                        .iter()
+                        .all(|p| car.stat.get(p).is_some_and(|s| delivered(s)))
+                })
+                .map(|parts| format!("delivered {}", parts.join("+")))
                 .or_else(|| {
                     // A copy the log never recorded (a submit cut mid-way that the
                     // carrier took), when this is the destination's only message.
@@ -451,8 +455,8 @@ struct Ended<'a> {
     dest: String,
     /// The carrier id its `MessageDelivered` names.
     delivered_event: Option<String>,
-    /// Carrier ids of its submits.
-    submitted: Vec<String>,
+    /// Carrier ids of its submits, every part's.
+    submitted: Vec<Vec<String>>,
 }
 
 /// An event that ends a message.

@@ -46,6 +46,7 @@ fn submitted(id: &str, attempt: i32, cmid: &str, possible_duplicate: bool) -> Ev
         carrier_message_id: cmid.into(),
         segments: 1,
         possible_duplicate,
+        later_part_ids: vec![],
     };
     Event::new(id, EventPayload::Submitted(s), attempt, 3)
 }

@@ -510,7 +510,8 @@ impl AvroRecord for Event {
             "events/message_event.v1.avsc",
             "events/message_event.v2.avsc",
             "events/message_event.v3.avsc",
-            "events/message_event.v4.avsc"
+            "events/message_event.v4.avsc",
+            "events/message_event.v5.avsc"
         )
     }
 
