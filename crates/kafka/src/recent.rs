@@ -89,3 +89,78 @@ fn read_window(
     }
     Ok(read)
 }
+
+/// When the oldest record of `topic` that `group` has not committed was produced: the
+/// record at each partition's committed offset (or its first record, with no commit),
+/// over the partitions that have one. `None` when every partition is committed to its
+/// end. A restarted consumer reads again from there, so work older than this cannot be
+/// in flight. Runs on a blocking thread.
+pub async fn oldest_uncommitted_ms(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> Result<Option<i64>, KafkaError> {
+    let (kafka, group, topic) = (kafka.clone(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || oldest_uncommitted(&kafka, &group, &topic))
+        .await
+        .map_err(|e| KafkaError::Config(format!("commit look-up task: {e}")))?
+}
+
+fn oldest_uncommitted(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> Result<Option<i64>, KafkaError> {
+    let t = Duration::from_secs(10);
+    let c: BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let md = c.fetch_metadata(Some(topic), t)?;
+    let mut all = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        all.add_partition(topic, p.id());
+    }
+    let committed = c.committed_offsets(all, t)?;
+    let mut assign = TopicPartitionList::new();
+    for e in committed.elements() {
+        let (low, high) = c.fetch_watermarks(topic, e.partition(), t)?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        if at < high {
+            assign.add_partition_offset(topic, e.partition(), Offset::Offset(at))?;
+        }
+    }
+    let mut waiting: std::collections::HashSet<i32> =
+        assign.elements().iter().map(|e| e.partition()).collect();
+    if waiting.is_empty() {
+        return Ok(None);
+    }
+    c.assign(&assign)?;
+    let mut oldest: Option<i64> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !waiting.is_empty() && std::time::Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        if waiting.remove(&m.partition()) {
+            if let Some(ts) = m.timestamp().to_millis() {
+                oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
+            }
+            c.pause(&{
+                let mut p = TopicPartitionList::new();
+                p.add_partition(topic, m.partition());
+                p
+            })?;
+        }
+    }
+    if !waiting.is_empty() {
+        return Err(KafkaError::Config(format!(
+            "{topic}: the first uncommitted record of partitions {waiting:?} was not read within 30 s"
+        )));
+    }
+    Ok(oldest)
+}

@@ -105,8 +105,12 @@ pub async fn run_dispatch(
         .count();
     let in_flight = ctx.carrier.window * binds;
     let mut recovery = crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), in_flight);
-    let read = learn_outcomes(kafka, &ctx.topics, restart_lookback_ms, &mut recovery).await?;
-    tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), read, "dispatcher warm-up done");
+    // Look back at least to the oldest dispatch record not yet committed: the work that
+    // may have been in flight when the last process died is no older than that.
+    let oldest = smsgw_kafka::oldest_uncommitted_ms(kafka, &ctx.carrier.group(), &topic).await?;
+    let lookback = crate::recovery::window(restart_lookback_ms, oldest, now_ms());
+    let read = learn_outcomes(kafka, &ctx.topics, lookback, &mut recovery).await?;
+    tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), read, lookback_ms = lookback, "dispatcher warm-up done");
     let stop = ctx.shutdown.clone();
     let mut worker = DispatchWorker {
         ctx,
@@ -256,13 +260,12 @@ impl smsgw_kafka::Worker for DispatchWorker {
             return Ok(());
         }
         let now = now_ms();
-        learn_outcomes(
-            &self.kafka,
-            &self.ctx.topics,
-            self.lookback_ms,
-            &mut self.recovery,
-        )
-        .await?;
+        let topic = self.ctx.topics.dispatch(&self.ctx.carrier.name);
+        let oldest =
+            smsgw_kafka::oldest_uncommitted_ms(&self.kafka, &self.ctx.carrier.group(), &topic)
+                .await?;
+        let lookback = crate::recovery::window(self.lookback_ms, oldest, now);
+        learn_outcomes(&self.kafka, &self.ctx.topics, lookback, &mut self.recovery).await?;
         for (_, p) in partitions {
             self.recovery.assigned(*p, now);
         }

@@ -4,8 +4,9 @@
 //! The dispatcher stores a dispatch offset only after the attempt's outcome is in the
 //! event log, so a crash leaves (a) work whose outcome was recorded but whose offset was
 //! not yet committed, and (b) work that was on the wire (at most `window × binds`,
-//! started in offset order). At startup it re-reads the last `restart_lookback_ms` of
-//! the event log: work of kind (a) is skipped. Work of kind (b) cannot be told apart
+//! started in offset order). At startup it re-reads the event log back to the oldest
+//! uncommitted dispatch record ([`window`]; at least `restart_lookback_ms`, at most a
+//! day): work of kind (a) is skipped. Work of kind (b) cannot be told apart
 //! from work that never started, so the first `window × binds` unrecorded records per
 //! partition that were produced before this process started are sent again with
 //! `possible_duplicate` set on `MessageSubmitted` and counted in
@@ -16,6 +17,17 @@
 use smsgw_codec::AvroRecord;
 use smsgw_domain::{Event, EventPayload};
 use std::collections::{HashMap, HashSet};
+
+/// How far back a restarted dispatcher reads the event log: `configured`, or further
+/// when the oldest uncommitted dispatch record (produced at `oldest`) is older, with a
+/// minute's margin for its outcome's clock; at most [`MAX_RECOVERY_MS`].
+pub fn window(configured: i64, oldest: Option<i64>, now: i64) -> i64 {
+    let needed = oldest.map_or(0, |t| now - t + 60_000);
+    configured.max(needed.min(MAX_RECOVERY_MS))
+}
+
+/// The longest recovery look-back (a day): the bound on a restart's warm-up reading.
+pub const MAX_RECOVERY_MS: i64 = 24 * 3_600_000;
 
 /// What to do with a dispatch record after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +272,21 @@ mod tests {
         }
         assert!(r.len() <= TAKEN_CAPACITY + 1, "{}", r.len());
         assert_eq!(r.check(0, Some(5_000), "m1", 2), Verdict::Fresh);
+    }
+
+    #[test]
+    fn the_look_back_reaches_the_oldest_uncommitted_record_within_a_day() {
+        let now = 100 * 3_600_000;
+        // Given nothing uncommitted, or recent work, the configured window;
+        assert_eq!(window(120_000, None, now), 120_000);
+        assert_eq!(window(120_000, Some(now - 5_000), now), 120_000);
+        // given work uncommitted for ten minutes, back to it with a minute's margin;
+        assert_eq!(window(120_000, Some(now - 600_000), now), 660_000);
+        // given a week-old record, a day at most.
+        assert_eq!(
+            window(120_000, Some(now - 7 * 86_400_000), now),
+            MAX_RECOVERY_MS
+        );
     }
 
     #[test]
