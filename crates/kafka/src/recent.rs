@@ -164,3 +164,94 @@ fn oldest_uncommitted(
     }
     Ok(oldest)
 }
+
+/// The values of the records keyed `key` in `partition` of `topic` before `before`, in
+/// offset order, from the last one `is_start` accepts (read backwards in steps of
+/// 5,000 records, at most `max_records` records scanned). `None` when no record
+/// `is_start` accepts was found within that. For rebuilding one key's state from the
+/// log on demand (the router's re-route context). Runs on a blocking thread.
+pub async fn read_key_back(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    before: i64,
+    key: &str,
+    max_records: i64,
+    is_start: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Result<Option<Vec<Vec<u8>>>, KafkaError> {
+    let (kafka, topic, key) = (kafka.clone(), topic.to_string(), key.to_string());
+    tokio::task::spawn_blocking(move || {
+        key_back(
+            &kafka,
+            &topic,
+            partition,
+            before,
+            &key,
+            max_records,
+            &is_start,
+        )
+    })
+    .await
+    .map_err(|e| KafkaError::Config(format!("read-back task: {e}")))?
+}
+
+fn key_back(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    before: i64,
+    key: &str,
+    max_records: i64,
+    is_start: &dyn Fn(&[u8]) -> bool,
+) -> Result<Option<Vec<Vec<u8>>>, KafkaError> {
+    const STEP: i64 = 5_000;
+    let t = Duration::from_secs(10);
+    let c: BaseConsumer = kafka
+        .client_config(&[
+            ("group.id", "smsgw-read-back"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let (low, _) = c.fetch_watermarks(topic, partition, t)?;
+    let floor = low.max(before - max_records);
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    let mut end = before;
+    while end > floor {
+        let start = floor.max(end - STEP);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        c.assign(&tpl)?;
+        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        let mut at = start;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while at < end {
+            if std::time::Instant::now() > deadline {
+                return Err(KafkaError::Config(format!(
+                    "{topic}/{partition}: offsets {at}..{end} not read within 30 s"
+                )));
+            }
+            let Some(m) = c.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let m = m?;
+            at = m.offset() + 1;
+            if m.offset() < end && m.key() == Some(key.as_bytes()) {
+                if let Some(p) = m.payload() {
+                    chunk.push(p.to_vec());
+                }
+            }
+        }
+        // The last start within this chunk, if any: the records from it on, then what
+        // later chunks found.
+        if let Some(i) = chunk.iter().rposition(|p| is_start(p)) {
+            chunk.drain(..i);
+            chunk.append(&mut found);
+            return Ok(Some(chunk));
+        }
+        chunk.append(&mut found);
+        found = chunk;
+        end = start;
+    }
+    Ok(None)
+}

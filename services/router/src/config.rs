@@ -30,6 +30,11 @@ pub struct Config {
     /// are still in flight, so their failed attempts can be re-routed.
     #[serde(default = "default_lookback")]
     pub warmup_lookback_ms: i64,
+    /// A failed attempt of a message no longer remembered (past `pending_capacity` or
+    /// the warm-up) has its context read back from its event-log partition: at most this
+    /// many records are read back per look-up before the message ends "context lost".
+    #[serde(default = "default_lookup_records")]
+    pub context_lookup_max_records: i64,
     /// Records awaiting broker acknowledgement at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
@@ -63,6 +68,9 @@ fn default_pending() -> usize {
 fn default_lookback() -> i64 {
     3_600_000
 }
+fn default_lookup_records() -> i64 {
+    5_000_000
+}
 fn default_in_flight() -> usize {
     2_000
 }
@@ -77,6 +85,7 @@ impl Config {
             routes,
             optout_refresh_ms: default_refresh(),
             pending_capacity: default_pending(),
+            context_lookup_max_records: default_lookup_records(),
             warmup_lookback_ms: default_lookback(),
             max_in_flight: default_in_flight(),
             scoring: Default::default(),
@@ -110,9 +119,13 @@ impl Config {
             }
         }
         self.scoring.validate()?;
-        if self.optout_refresh_ms == 0 || self.pending_capacity == 0 || self.max_in_flight == 0 {
+        if self.optout_refresh_ms == 0
+            || self.pending_capacity == 0
+            || self.max_in_flight == 0
+            || self.context_lookup_max_records <= 0
+        {
             return Err(
-                "optout_refresh_ms, pending_capacity and max_in_flight must be positive".into(),
+                "optout_refresh_ms, pending_capacity, context_lookup_max_records and max_in_flight must be positive".into(),
             );
         }
         Ok(())

@@ -46,11 +46,28 @@ pub struct RouterHandler {
     pub optout: Arc<TailState>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Where to rebuild a forgotten message's context from (none in unit tests).
+    pub lookup: Option<ContextLookup>,
+}
+
+/// Rebuilding a message's re-route context from the event log when the router no longer
+/// remembers it (evicted at `pending_capacity`, or older than the warm-up): its events
+/// are read back from the failure's own partition (same key, so same partition) until
+/// its `MessageAccepted`.
+#[derive(Debug, Clone)]
+pub struct ContextLookup {
+    /// The broker.
+    pub kafka: smsgw_kafka::KafkaConfig,
+    /// The most records read back per look-up.
+    pub max_records: i64,
 }
 
 /// What to do with a message, decided under the state lock.
 enum Plan {
     Nothing,
+    /// A failure of a message the router does not remember: read its context back from
+    /// the log, then plan again.
+    LookUp,
     Decide(Box<Decision>),
     /// Quiet hours: hold the message (its `MessageAccepted`, `send_at` set) until then.
     Hold(Box<Event>),
@@ -82,7 +99,7 @@ impl RouterHandler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn plan(&self, e: &Event) -> Plan {
+    fn plan(&self, e: &Event, may_look_up: bool) -> Plan {
         let mut st = self.lock();
         let id = &e.message_id;
         let (state, attempt, tried) = match &e.payload {
@@ -109,8 +126,11 @@ impl RouterHandler {
             return Plan::Nothing;
         }
         let Some(p) = st.get(id).cloned() else {
-            // A failed attempt of a message we do not remember: it is older than the
-            // warm-up window or was evicted. Give up rather than leave it unfinished.
+            if may_look_up {
+                return Plan::LookUp;
+            }
+            // A failed attempt of a message we do not remember, and its context was not
+            // found in the log either. Give up rather than leave it unfinished.
             let snapshot = Message::snapshot(id.clone(), state, attempt, tried);
             let command = Command::GiveUp {
                 reason: "re-route context lost (message older than the router's memory)".into(),
@@ -329,7 +349,10 @@ impl Handler for RouterHandler {
             {
                 self.hold(&e, a, payload)?
             }
-            _ => self.process(&e, now_ms).await?,
+            _ => {
+                self.process(&e, now_ms, Some((input.partition, input.offset)))
+                    .await?
+            }
         };
         // Held messages (send_at, quiet hours) are released, and receipt timeouts run,
         // by this partition's owner.
@@ -377,7 +400,7 @@ impl RouterHandler {
             .with_label_values(&["released"])
             .inc();
         self.optout.fresh_after(now_ms).await;
-        self.process(e, now_ms).await
+        self.process(e, now_ms, None).await
     }
 
     /// Cancellations that arrived since the last call (the scheduler releases those
@@ -386,7 +409,61 @@ impl RouterHandler {
         self.lock().take_recent_cancellations()
     }
 
-    async fn process(&self, e: &Event, now_ms: i64) -> Result<Vec<OutRecord>, HandleError> {
+    /// Reads `e`'s message back from the event log (partition `partition`, before
+    /// `offset`) and folds its events into the router's memory, so the failure can be
+    /// re-routed as if the message had never been forgotten.
+    async fn rebuild(&self, l: &ContextLookup, e: &Event, partition: i32, offset: i64) {
+        let is_accepted = |p: &[u8]| {
+            Event::decode(p).is_ok_and(|e| matches!(e.payload, EventPayload::Accepted(_)))
+        };
+        // A broker that fails the read is tried again for about a minute; then the
+        // message ends as before (context lost), counted.
+        let mut found = None;
+        let mut delay = std::time::Duration::from_secs(1);
+        for attempt in 0..6 {
+            match smsgw_kafka::read_key_back(
+                &l.kafka,
+                &self.topics.events(),
+                partition,
+                offset,
+                &e.message_id,
+                l.max_records,
+                is_accepted,
+            )
+            .await
+            {
+                Ok(f) => {
+                    found = f;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(attempt, error = %err, "reading a message's context back failed");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        let outcome = if let Some(records) = found {
+            let mut st = self.lock();
+            for ev in records.iter().filter_map(|p| Event::decode(p).ok()) {
+                observe(&mut st, &ev);
+            }
+            "context_rebuilt"
+        } else {
+            "context_not_found"
+        };
+        self.metrics.decisions.with_label_values(&[outcome]).inc();
+        tracing::info!(message_id = %e.message_id, outcome, "re-route context read back from the log");
+    }
+
+    /// Decides on `e` and builds the outputs. `at` (partition, offset) is where `e` is in
+    /// the event log, for reading a forgotten message's context back.
+    async fn process(
+        &self,
+        e: &Event,
+        now_ms: i64,
+        at: Option<(i32, i64)>,
+    ) -> Result<Vec<OutRecord>, HandleError> {
         if matches!(
             e.payload,
             EventPayload::Accepted(_)
@@ -396,14 +473,18 @@ impl RouterHandler {
             // Never route before every opt-out acknowledged before this event is known.
             self.optout.fresh_after(e.occurred_at_ms).await;
         }
-        let plan = self.plan(e);
+        let mut plan = self.plan(e, self.lookup.is_some() && at.is_some());
+        if let (Plan::LookUp, Some(l), Some((partition, offset))) = (&plan, &self.lookup, at) {
+            self.rebuild(l, e, partition, offset).await;
+            plan = self.plan(e, false);
+        }
         {
             let st = self.lock();
             self.metrics.pending.set(st.pending_count() as i64);
             self.metrics.optouts.set(st.optout_count() as i64);
         }
         let d = match plan {
-            Plan::Nothing => return Ok(vec![]),
+            Plan::Nothing | Plan::LookUp => return Ok(vec![]),
             Plan::Hold(held) => {
                 self.metrics
                     .decisions
@@ -468,6 +549,7 @@ mod tests {
             ))),
             optout,
             metrics: Metrics::new(),
+            lookup: None,
         }
     }
 

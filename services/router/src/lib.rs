@@ -142,6 +142,10 @@ pub async fn run(
         state,
         optout: optout_tail,
         metrics: metrics.clone(),
+        lookup: Some(handler::ContextLookup {
+            kafka: config.kafka.clone(),
+            max_records: config.context_lookup_max_records,
+        }),
     };
     let scheduler = tokio::spawn(schedule::run(
         handler.clone(),

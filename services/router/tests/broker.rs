@@ -474,3 +474,102 @@ async fn with_the_score_store_down_the_router_scores_from_local_evidence() -> an
     assert!(errors >= 1.0, "failed syncs counted:\n{metrics}");
     Ok(())
 }
+
+/// A failed attempt of a message the router no longer remembers (evicted at
+/// `pending_capacity`, here 2) is re-routed to the next carrier: its context is read
+/// back from the event log, instead of the message ending "context lost".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_message_is_re_routed_from_its_context_in_the_log() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a", "b"]).await?;
+    let mut config = Config::new(
+        kafka.clone(),
+        vec![Route {
+            prefix: "+44".into(),
+            carriers: vec!["a".into(), "b".into()],
+        }],
+    );
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    config.pending_capacity = 2;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config, sd));
+    let events = kafka.topics.events();
+    // Given m1 routed, then three more messages that push it out of memory,
+    for i in 1..=4 {
+        let id = format!("m{i}");
+        produce(
+            &kafka,
+            &events,
+            &id,
+            &accepted(&id, &format!("+44791110000{i}")),
+        )
+        .await?;
+    }
+    let log = |kafka: smsgw_kafka::KafkaConfig, events: String| async move {
+        smsgw_testkit::read_to_end(&kafka, &events, Duration::from_secs(10))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, v)| Event::decode(&v?).ok())
+            .collect::<Vec<Event>>()
+    };
+    let routed = smsgw_testkit::eventually("four messages routed", Duration::from_secs(30), || {
+        let (kafka, events) = (kafka.clone(), events.clone());
+        async move {
+            let evs = log(kafka, events).await;
+            let chosen: Vec<(String, String)> = evs
+                .iter()
+                .filter_map(|e| match &e.payload {
+                    EventPayload::CarrierSelected(c) => {
+                        Some((e.message_id.clone(), c.carrier.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            (chosen.len() == 4).then_some(chosen)
+        }
+    })
+    .await?;
+    let first = routed.iter().find(|(id, _)| id == "m1").unwrap().1.clone();
+    // when m1's receipt says it failed on that carrier,
+    let failed = Event::new(
+        "m1",
+        EventPayload::DeliveryFailed(smsgw_domain::DeliveryFailed {
+            carrier: first.clone(),
+            attempt: 1,
+            reason: "UNDELIV".into(),
+            stat: Some("UNDELIV".into()),
+            error_code: None,
+            timed_out: false,
+            carriers_tried: vec![first.clone()],
+        }),
+        1,
+        smsgw_kafka::now_ms(),
+    );
+    produce(&kafka, &events, "m1", &failed).await?;
+    // then it goes to the other carrier as attempt 2, and does not end.
+    let next = smsgw_testkit::eventually("m1 decided again", Duration::from_secs(30), || {
+        let (kafka, events) = (kafka.clone(), events.clone());
+        async move {
+            log(kafka, events)
+                .await
+                .into_iter()
+                .find_map(|e| match &e.payload {
+                    EventPayload::CarrierSelected(c) if e.message_id == "m1" && c.attempt == 2 => {
+                        Some(c.carrier.clone())
+                    }
+                    EventPayload::Undeliverable(u) if e.message_id == "m1" => {
+                        Some(format!("undeliverable: {}", u.reason))
+                    }
+                    _ => None,
+                })
+        }
+    })
+    .await?;
+    let other = if first == "a" { "b" } else { "a" };
+    assert_eq!(next, other);
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
