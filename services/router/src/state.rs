@@ -6,6 +6,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// Event ids remembered to learn from each outcome once (redeliveries come soon after).
 const LEARNED_CAPACITY: usize = 100_000;
 
+/// Ended messages remembered (ids only, about 10 MB): a rewind re-reads at most the
+/// inputs since the last commit, far fewer than this.
+const ENDED_CAPACITY: usize = 100_000;
+
 /// A message the router may have to re-route.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -48,9 +52,10 @@ pub struct RouterState {
     pending: HashMap<String, Pending>,
     order: VecDeque<String>,
     capacity: usize,
-    /// Messages that ended, most recent `capacity` (ids only): a `MessageAccepted` or a
-    /// failure read again after its message ended (a restart, or a broker restart that
-    /// rewinds the group to its last commit) must not route it again.
+    /// Messages that ended, the most recent `capacity` (at most [`ENDED_CAPACITY`]; ids
+    /// only): a `MessageAccepted` or a failure read again after its message ended (a
+    /// restart, or a broker restart that rewinds the group to its last commit) must not
+    /// route it again.
     ended: HashSet<String>,
     ended_order: VecDeque<String>,
 }
@@ -306,7 +311,7 @@ impl RouterState {
         // `order` keeps the stale id; it is skipped when it reaches the front.
         if self.ended.insert(id.to_string()) {
             self.ended_order.push_back(id.to_string());
-            if self.ended_order.len() > self.capacity {
+            if self.ended_order.len() > self.capacity.min(ENDED_CAPACITY) {
                 if let Some(old) = self.ended_order.pop_front() {
                     self.ended.remove(&old);
                 }
@@ -335,6 +340,18 @@ mod tests {
             crate::table::RouteTable::new(vec![]),
             crate::scoring::ScoringConfig::default(),
         )
+    }
+
+    #[test]
+    fn ended_messages_are_remembered_up_to_the_capacity() {
+        // Given a router remembering 10 messages, when 15 end,
+        let mut st = state();
+        for i in 0..15 {
+            st.forget(&format!("m{i}"));
+        }
+        // then the last 10 are known to have ended, the oldest are not.
+        assert!(st.has_ended("m14") && st.has_ended("m5"));
+        assert!(!st.has_ended("m4") && !st.has_ended("m0"));
     }
 
     #[test]
