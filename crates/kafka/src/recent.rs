@@ -75,7 +75,11 @@ fn read_window(
         let Some(m) = c.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let m = m?;
+        let Ok(m) = m else {
+            // The broker went away mid-read (a restart): keep polling until the deadline.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         if let Some(p) = m.payload() {
             on_record(m.partition(), p);
         }
@@ -145,7 +149,11 @@ fn oldest_uncommitted(
         let Some(m) = c.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let m = m?;
+        let Ok(m) = m else {
+            // The broker went away mid-read (a restart): keep polling until the deadline.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         if waiting.remove(&m.partition()) {
             if let Some(ts) = m.timestamp().to_millis() {
                 oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
@@ -234,7 +242,11 @@ fn key_back(
             let Some(m) = c.poll(Duration::from_millis(500)) else {
                 continue;
             };
-            let m = m?;
+            let Ok(m) = m else {
+                // The broker went away mid-read (a restart): keep polling until the deadline.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
             at = m.offset() + 1;
             if m.offset() < end && m.key() == Some(key.as_bytes()) {
                 if let Some(p) = m.payload() {
@@ -254,4 +266,24 @@ fn key_back(
         end = start;
     }
     Ok(None)
+}
+
+/// Runs a start-up read (`what`) again while the broker fails it, for up to two
+/// minutes: a broker restarting while a service warms up must not stop the service.
+pub async fn retry_startup<T, F, Fut>(what: &str, mut read: F) -> Result<T, KafkaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, KafkaError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(what, error = %e, "start-up read failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

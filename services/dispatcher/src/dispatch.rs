@@ -107,9 +107,20 @@ pub async fn run_dispatch(
     let mut recovery = crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), in_flight);
     // Look back at least to the oldest dispatch record not yet committed: the work that
     // may have been in flight when the last process died is no older than that.
-    let oldest = smsgw_kafka::oldest_uncommitted_ms(kafka, &ctx.carrier.group(), &topic).await?;
+    let group = ctx.carrier.group();
+    let oldest = smsgw_kafka::retry_startup("dispatcher commit look-up", || {
+        smsgw_kafka::oldest_uncommitted_ms(kafka, &group, &topic)
+    })
+    .await?;
     let lookback = crate::recovery::window(restart_lookback_ms, oldest, now_ms());
-    let read = learn_outcomes(kafka, &ctx.topics, lookback, &mut recovery).await?;
+    let read = smsgw_kafka::retry_startup("dispatcher warm-up", || {
+        read_outcomes(kafka, &ctx.topics, lookback)
+    })
+    .await?;
+    for bytes in &read {
+        recovery.fold_bytes(bytes);
+    }
+    let read = read.len();
     tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), read, lookback_ms = lookback, "dispatcher warm-up done");
     let stop = ctx.shutdown.clone();
     let mut worker = DispatchWorker {
@@ -128,6 +139,24 @@ pub async fn run_dispatch(
     smsgw_kafka::run_loop(consumer, &mut worker, opts, stop.wait()).await
 }
 
+/// The event-log records of the last `lookback_ms`, for the recovery to fold.
+async fn read_outcomes(
+    kafka: &smsgw_kafka::KafkaConfig,
+    topics: &Topics,
+    lookback_ms: i64,
+) -> Result<Vec<Vec<u8>>, KafkaError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    smsgw_kafka::read_recent(kafka, topics.events(), lookback_ms, move |_, p| {
+        let _ = tx.send(p.to_vec());
+    })
+    .await?;
+    let mut out = Vec::new();
+    while let Ok(bytes) = rx.try_recv() {
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
 /// Folds the last `lookback_ms` of the event log into `recovery`.
 async fn learn_outcomes(
     kafka: &smsgw_kafka::KafkaConfig,
@@ -135,15 +164,11 @@ async fn learn_outcomes(
     lookback_ms: i64,
     recovery: &mut crate::recovery::Recovery,
 ) -> Result<u64, KafkaError> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let read = smsgw_kafka::read_recent(kafka, topics.events(), lookback_ms, move |_, p| {
-        let _ = tx.send(p.to_vec());
-    })
-    .await?;
-    while let Ok(bytes) = rx.try_recv() {
-        recovery.fold_bytes(&bytes);
+    let read = read_outcomes(kafka, topics, lookback_ms).await?;
+    for bytes in &read {
+        recovery.fold_bytes(bytes);
     }
-    Ok(read)
+    Ok(read.len() as u64)
 }
 
 /// One carrier's dispatch work, as the consumer loop's worker.

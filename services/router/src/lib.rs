@@ -128,7 +128,10 @@ pub async fn run(
             }
         }
     }
-    warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state).await?;
+    smsgw_kafka::retry_startup("router warm-up", || {
+        warmup::warm_up(&config.kafka, config.warmup_lookback_ms, &state)
+    })
+    .await?;
     // Know which carriers are down before the first decision.
     tokio::select! {
         _ = status_tail.caught_up() => {}

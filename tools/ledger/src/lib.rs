@@ -106,6 +106,11 @@ pub struct Report {
     pub several_finals: Vec<String>,
     /// Final states the carrier contradicts.
     pub contradicted: Vec<Contradiction>,
+    /// Final states contradicted by a copy the log has no submit for, where the log
+    /// itself says the carrier may have had one (an `ambiguous` submit: the link broke
+    /// before the carrier's answer, so its id, and its receipt, were never known). The
+    /// log is honest about the doubt, the final state still false; reported, not failed.
+    pub contradicted_flagged: Vec<Contradiction>,
     /// Submits the carrier took.
     pub carrier_submits: usize,
     /// Destinations that received more live copies than they have messages.
@@ -341,6 +346,7 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             r.lost.push(id.to_string());
         }
         let mut flagged = false;
+        let mut ambiguous = false;
         let mut submitted: Vec<Vec<String>> = Vec::new();
         let mut seen = HashSet::new();
         for e in evs.iter().filter(|e| seen.insert(e.event_id.as_str())) {
@@ -350,7 +356,10 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
                     r.possible_duplicate_flags += usize::from(s.possible_duplicate);
                     submitted.push(s.part_ids().map(smsgw_smpp::normalize_message_id).collect());
                 }
-                EventPayload::SubmitFailed(f) => flagged |= f.ambiguous,
+                EventPayload::SubmitFailed(f) => {
+                    flagged |= f.ambiguous;
+                    ambiguous |= f.ambiguous;
+                }
                 EventPayload::DeliveryFailed(f) => flagged |= f.timed_out,
                 _ => {}
             }
@@ -380,10 +389,11 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
             dest: number(&acc.destination).to_string(),
             delivered_event,
             submitted,
+            ambiguous,
         });
     }
     for m in &ended {
-        let contradiction = match &m.delivered_event {
+        let known_copy = match &m.delivered_event {
             Some(cmid) => match car.stat.get(cmid) {
                 Some(s) if delivered(s) => None,
                 Some(s) => Some(format!("reported {s} for {cmid}")),
@@ -398,23 +408,25 @@ pub fn check(events: &[Event], carrier: &[CarrierLine]) -> Report {
                         .iter()
                         .all(|p| car.stat.get(p).is_some_and(|s| delivered(s)))
                 })
-                .map(|parts| format!("delivered {}", parts.join("+")))
-                .or_else(|| {
-                    // A copy the log never recorded (a submit cut mid-way that the
-                    // carrier took), when this is the destination's only message.
-                    (per_dest[&m.dest].0 == 1)
-                        .then(|| car.delivered_firsts.get(&m.dest))
-                        .flatten()
-                        .and_then(|ids| ids.iter().find(|id| !known.contains(*id)))
-                        .map(|cmid| format!("delivered {cmid}, a copy the log has no submit for"))
-                }),
+                .map(|parts| format!("delivered {}", parts.join("+"))),
         };
-        if let Some(carrier) = contradiction {
-            r.contradicted.push(Contradiction {
-                message_id: m.id.to_string(),
-                state: m.state.to_string(),
-                carrier,
-            });
+        // A copy the log never recorded (a submit cut mid-way that the carrier took),
+        // when this is the destination's only message.
+        let unknown_copy = (m.delivered_event.is_none() && per_dest[&m.dest].0 == 1)
+            .then(|| car.delivered_firsts.get(&m.dest))
+            .flatten()
+            .and_then(|ids| ids.iter().find(|id| !known.contains(*id)))
+            .map(|cmid| format!("delivered {cmid}, a copy the log has no submit for"));
+        let c = |carrier| Contradiction {
+            message_id: m.id.to_string(),
+            state: m.state.to_string(),
+            carrier,
+        };
+        match (known_copy, unknown_copy) {
+            (Some(carrier), _) => r.contradicted.push(c(carrier)),
+            (None, Some(carrier)) if m.ambiguous => r.contradicted_flagged.push(c(carrier)),
+            (None, Some(carrier)) => r.contradicted.push(c(carrier)),
+            (None, None) => {}
         }
     }
     let mut dests: Vec<(&String, &(usize, bool))> = per_dest.iter().collect();
@@ -457,6 +469,8 @@ struct Ended<'a> {
     delivered_event: Option<String>,
     /// Carrier ids of its submits, every part's.
     submitted: Vec<Vec<String>>,
+    /// One of its submits was cut mid-way (`ambiguous`).
+    ambiguous: bool,
 }
 
 /// An event that ends a message.

@@ -64,6 +64,16 @@ fn ambiguous(id: &str, attempt: i32) -> Event {
     Event::new(id, EventPayload::SubmitFailed(f), attempt, 3)
 }
 
+/// A submit the carrier answered with a refusal (not ambiguous).
+fn refused(id: &str, attempt: i32) -> Event {
+    let mut e = ambiguous(id, attempt);
+    if let EventPayload::SubmitFailed(f) = &mut e.payload {
+        f.ambiguous = false;
+        f.command_status = Some(0x45);
+    }
+    e
+}
+
 fn timed_out(id: &str, attempt: i32) -> Event {
     let f = DeliveryFailed {
         carrier: "sim".into(),
@@ -198,24 +208,35 @@ fn a_message_the_carrier_delivered_that_ends_expired_is_contradicted() {
 }
 
 #[test]
-fn a_copy_cut_mid_submit_that_the_carrier_delivered_contradicts_an_undeliverable_end() {
+fn a_copy_the_log_never_recorded_contradicts_its_end_flagged_when_the_log_says_it_was_cut() {
+    // m3's submit was cut mid-way (the log says the carrier may have it); m4 has no
+    // submit at all in the log. The carrier delivered a copy of each.
     let (mut events, mut carrier) = clean();
     events.extend([
         accepted("m3", "+4470003"),
         routed("m3", 1),
         ambiguous("m3", 1),
         undeliverable("m3"),
+        accepted("m4", "+4470004"),
+        routed("m4", 1),
+        refused("m4", 1),
+        undeliverable("m4"),
     ]);
-    carrier.extend([took("C3", "4470003"), said("C3", "4470003", "DELIVRD")]);
+    carrier.extend([
+        took("C3", "4470003"),
+        said("C3", "4470003", "DELIVRD"),
+        took("C4", "4470004"),
+        said("C4", "4470004", "DELIVRD"),
+    ]);
     let r = check(&events, &carrier);
-    assert_eq!(
-        r.contradicted,
-        vec![Contradiction {
-            message_id: "m3".into(),
-            state: "undeliverable".into(),
-            carrier: "delivered c3, a copy the log has no submit for".into(),
-        }]
-    );
+    let one = |id: &str, cmid: &str| Contradiction {
+        message_id: id.into(),
+        state: "undeliverable".into(),
+        carrier: format!("delivered {cmid}, a copy the log has no submit for"),
+    };
+    assert_eq!(r.contradicted_flagged, vec![one("m3", "c3")]);
+    assert_eq!(r.contradicted, vec![one("m4", "c4")]);
+    assert_eq!(r.failures().len(), 1, "only the unflagged one fails");
 }
 
 #[test]
