@@ -26,6 +26,26 @@ pub async fn read_recent(
         .map_err(|e| KafkaError::Config(format!("warm-up task: {e}")))?
 }
 
+/// A consumer of `kafka` in `group` that never commits: for the reads below.
+fn reader(kafka: &KafkaConfig, group: &str) -> Result<BaseConsumer, KafkaError> {
+    kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))
+}
+
+/// The next record within 500 ms, or `None`; a poll error (the broker went away mid-read,
+/// a restart) is waited out, the callers keep polling until their deadline.
+fn next(c: &BaseConsumer) -> Option<rdkafka::message::BorrowedMessage<'_>> {
+    match c.poll(Duration::from_millis(500))? {
+        Ok(m) => Some(m),
+        Err(_) => {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        }
+    }
+}
+
 fn read_window(
     kafka: &KafkaConfig,
     topic: &str,
@@ -33,13 +53,7 @@ fn read_window(
     on_record: &mut dyn FnMut(i32, &[u8]),
 ) -> Result<u64, KafkaError> {
     let t = Duration::from_secs(10);
-    let c: BaseConsumer = kafka
-        .client_config(&[
-            ("group.id", "smsgw-warmup"),
-            ("enable.auto.commit", "false"),
-        ])
-        .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let c = reader(kafka, "smsgw-warmup")?;
     let md = c.fetch_metadata(Some(topic), t)?;
     let since = crate::now_ms() - lookback_ms;
     let mut query = TopicPartitionList::new();
@@ -72,12 +86,7 @@ fn read_window(
     let mut read = 0u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while !ends.is_empty() && std::time::Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let Ok(m) = m else {
-            // The broker went away mid-read (a restart): keep polling until the deadline.
-            std::thread::sleep(Duration::from_millis(100));
+        let Some(m) = next(&c) else {
             continue;
         };
         if let Some(p) = m.payload() {
@@ -116,10 +125,7 @@ fn oldest_uncommitted(
     topic: &str,
 ) -> Result<Option<i64>, KafkaError> {
     let t = Duration::from_secs(10);
-    let c: BaseConsumer = kafka
-        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-        .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let c = reader(kafka, group)?;
     let md = c.fetch_metadata(Some(topic), t)?;
     let mut all = TopicPartitionList::new();
     for p in md.topics().iter().flat_map(|t| t.partitions()) {
@@ -146,12 +152,7 @@ fn oldest_uncommitted(
     let mut oldest: Option<i64> = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !waiting.is_empty() && std::time::Instant::now() < deadline {
-        let Some(m) = c.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let Ok(m) = m else {
-            // The broker went away mid-read (a restart): keep polling until the deadline.
-            std::thread::sleep(Duration::from_millis(100));
+        let Some(m) = next(&c) else {
             continue;
         };
         if waiting.remove(&m.partition()) {
@@ -214,13 +215,7 @@ fn key_back(
 ) -> Result<Option<Vec<Vec<u8>>>, KafkaError> {
     const STEP: i64 = 5_000;
     let t = Duration::from_secs(10);
-    let c: BaseConsumer = kafka
-        .client_config(&[
-            ("group.id", "smsgw-read-back"),
-            ("enable.auto.commit", "false"),
-        ])
-        .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let c = reader(kafka, "smsgw-read-back")?;
     let (low, _) = c.fetch_watermarks(topic, partition, t)?;
     let floor = low.max(before - max_records);
     let mut found: Vec<Vec<u8>> = Vec::new();
@@ -239,12 +234,7 @@ fn key_back(
                     "{topic}/{partition}: offsets {at}..{end} not read within 30 s"
                 )));
             }
-            let Some(m) = c.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let Ok(m) = m else {
-                // The broker went away mid-read (a restart): keep polling until the deadline.
-                std::thread::sleep(Duration::from_millis(100));
+            let Some(m) = next(&c) else {
                 continue;
             };
             at = m.offset() + 1;

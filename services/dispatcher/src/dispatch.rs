@@ -107,20 +107,8 @@ pub async fn run_dispatch(
     let mut recovery = crate::recovery::Recovery::new(&ctx.carrier.name, now_ms(), in_flight);
     // Look back at least to the oldest dispatch record not yet committed: the work that
     // may have been in flight when the last process died is no older than that.
-    let group = ctx.carrier.group();
-    let oldest = smsgw_kafka::retry_startup("dispatcher commit look-up", || {
-        smsgw_kafka::oldest_uncommitted_ms(kafka, &group, &topic)
-    })
-    .await?;
-    let lookback = crate::recovery::window(restart_lookback_ms, oldest, now_ms());
-    let read = smsgw_kafka::retry_startup("dispatcher warm-up", || {
-        read_outcomes(kafka, &ctx.topics, lookback)
-    })
-    .await?;
-    for bytes in &read {
-        recovery.fold_bytes(bytes);
-    }
-    let read = read.len();
+    let lookback = lookback_to_oldest_work(kafka, &ctx, restart_lookback_ms).await?;
+    let read = learn_outcomes(kafka, &ctx.topics, lookback, &mut recovery).await?;
     tracing::info!(carrier = %ctx.carrier.name, outcomes = recovery.len(), read, lookback_ms = lookback, "dispatcher warm-up done");
     let stop = ctx.shutdown.clone();
     let mut worker = DispatchWorker {
@@ -137,6 +125,22 @@ pub async fn run_dispatch(
         drain,
     };
     smsgw_kafka::run_loop(consumer, &mut worker, opts, stop.wait()).await
+}
+
+/// How far back to read the event log: to the oldest dispatch record of this carrier's
+/// group not yet committed (the work that may have been in flight), at least
+/// `configured` ([`crate::recovery::window`]). Retried while the broker fails it.
+async fn lookback_to_oldest_work(
+    kafka: &smsgw_kafka::KafkaConfig,
+    ctx: &DispatchCtx,
+    configured: i64,
+) -> Result<i64, KafkaError> {
+    let (group, topic) = (ctx.carrier.group(), ctx.topics.dispatch(&ctx.carrier.name));
+    let oldest = smsgw_kafka::retry_startup("dispatcher commit look-up", || {
+        smsgw_kafka::oldest_uncommitted_ms(kafka, &group, &topic)
+    })
+    .await?;
+    Ok(crate::recovery::window(configured, oldest, now_ms()))
 }
 
 /// The event-log records of the last `lookback_ms`, for the recovery to fold.
@@ -157,18 +161,22 @@ async fn read_outcomes(
     Ok(out)
 }
 
-/// Folds the last `lookback_ms` of the event log into `recovery`.
+/// Folds the last `lookback_ms` of the event log into `recovery` (the read retried while
+/// the broker fails it); returns how many records were read.
 async fn learn_outcomes(
     kafka: &smsgw_kafka::KafkaConfig,
     topics: &Topics,
     lookback_ms: i64,
     recovery: &mut crate::recovery::Recovery,
-) -> Result<u64, KafkaError> {
-    let read = read_outcomes(kafka, topics, lookback_ms).await?;
+) -> Result<usize, KafkaError> {
+    let read = smsgw_kafka::retry_startup("dispatcher warm-up", || {
+        read_outcomes(kafka, topics, lookback_ms)
+    })
+    .await?;
     for bytes in &read {
         recovery.fold_bytes(bytes);
     }
-    Ok(read.len() as u64)
+    Ok(read.len())
 }
 
 /// One carrier's dispatch work, as the consumer loop's worker.
@@ -285,11 +293,7 @@ impl smsgw_kafka::Worker for DispatchWorker {
             return Ok(());
         }
         let now = now_ms();
-        let topic = self.ctx.topics.dispatch(&self.ctx.carrier.name);
-        let oldest =
-            smsgw_kafka::oldest_uncommitted_ms(&self.kafka, &self.ctx.carrier.group(), &topic)
-                .await?;
-        let lookback = crate::recovery::window(self.lookback_ms, oldest, now);
+        let lookback = lookback_to_oldest_work(&self.kafka, &self.ctx, self.lookback_ms).await?;
         learn_outcomes(&self.kafka, &self.ctx.topics, lookback, &mut self.recovery).await?;
         for (_, p) in partitions {
             self.recovery.assigned(*p, now);

@@ -848,13 +848,9 @@ mod tests {
         assert_eq!(v["event_id"], e.event_id);
     }
 
-    #[test]
-    fn progress_merges_and_duplicates_are_seen() {
-        let mut b = Book {
-            capacity: 2,
-            ..Book::default()
-        };
-        let p = |id: &str, done: &[&str]| CallbackProgress {
+    /// Progress of message `id` with the events `done`.
+    fn p(id: &str, done: &[&str]) -> CallbackProgress {
+        CallbackProgress {
             message_id: id.into(),
             url: "u".into(),
             client_id: "c".into(),
@@ -863,6 +859,14 @@ mod tests {
             segments: 1,
             done: done.iter().map(|s| s.to_string()).collect(),
             updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn progress_merges_and_duplicates_are_seen() {
+        let mut b = Book {
+            capacity: 2,
+            ..Book::default()
         };
         b.learn(p("m1", &["e1"]));
         b.learn(p("m1", &["e2", "e1"]));
@@ -882,16 +886,6 @@ mod tests {
         let mut b = Book {
             capacity: 3,
             ..Book::default()
-        };
-        let p = |id: &str, done: &[&str]| CallbackProgress {
-            message_id: id.into(),
-            url: "u".into(),
-            client_id: "c".into(),
-            sender: "s".into(),
-            client_ref: None,
-            segments: 1,
-            done: done.iter().map(|s| s.to_string()).collect(),
-            updated_at: 0,
         };
         // Given one open message, then 100 that ended one after another.
         b.learn(p("open", &["open/MessageAccepted/0"]));
