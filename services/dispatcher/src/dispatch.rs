@@ -62,6 +62,11 @@ impl DispatchCtx {
     }
 }
 
+/// The attempts on their way; a panic elsewhere cannot leave them unusable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Why a send stopped before completing.
 #[derive(Debug)]
 enum Stop {
@@ -115,6 +120,7 @@ pub async fn run_dispatch(
         ctx,
         link,
         recovery,
+        in_flight: Arc::default(),
         kafka: kafka.clone(),
         lookback_ms: restart_lookback_ms,
         first_assignment: true,
@@ -184,6 +190,8 @@ struct DispatchWorker {
     ctx: DispatchCtx,
     link: Link,
     recovery: crate::recovery::Recovery,
+    /// Attempts on their way, and the records repeating them (reported with them).
+    in_flight: Arc<std::sync::Mutex<crate::recovery::InFlight<smsgw_kafka::RecordAt>>>,
     kafka: smsgw_kafka::KafkaConfig,
     lookback_ms: i64,
     first_assignment: bool,
@@ -212,6 +220,11 @@ impl smsgw_kafka::Worker for DispatchWorker {
                         .redelivered
                         .with_label_values(&[&ctx.carrier.name])
                         .inc();
+                    // Still on its way here: finished with the original, never before.
+                    let Some(at) = lock(&self.in_flight).repeat(&req.message_id, req.attempt, at)
+                    else {
+                        return Ok(());
+                    };
                     let Some((ids, submitted_at)) =
                         self.recovery.unsettled_submit(&req.message_id, req.attempt)
                     else {
@@ -251,11 +264,18 @@ impl smsgw_kafka::Worker for DispatchWorker {
                 }
                 let flagged = verdict == crate::recovery::Verdict::PossibleDuplicate;
                 let (ctx, link, done) = (ctx.clone(), self.link.clone(), done.clone());
+                let in_flight = self.in_flight.clone();
+                lock(&in_flight).start(&req.message_id, req.attempt);
                 tokio::spawn(async move {
-                    if submit_one(&ctx, req, link, flagged).await {
-                        done.finish(at);
-                    } else {
-                        done.abandon(at);
+                    let (id, attempt) = (req.message_id.clone(), req.attempt);
+                    let stored = submit_one(&ctx, req, link, flagged).await;
+                    let repeats = lock(&in_flight).end(&id, attempt);
+                    for at in std::iter::once(at).chain(repeats) {
+                        if stored {
+                            done.finish(at);
+                        } else {
+                            done.abandon(at);
+                        }
                     }
                 });
             }

@@ -202,6 +202,64 @@ impl Recovery {
     }
 }
 
+/// The attempts this process has on their way, and the records that repeat them while
+/// they are (a partition revoked and given back, or a router that routed an attempt
+/// twice). A repeat must not be reported finished before the original's outcome is
+/// stored: its offset would be committed, and a crash before that outcome would lose the
+/// message for good (the record is never read again). So a repeat waits, and is
+/// reported with the original. Pure; `T` is where a record came from.
+#[derive(Debug)]
+pub struct InFlight<T> {
+    waiting: HashMap<(String, i32), Vec<T>>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight {
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    /// `attempt` of `message_id` was sent on its way by this process.
+    pub fn start(&mut self, message_id: &str, attempt: i32) {
+        self.waiting
+            .entry((message_id.to_string(), attempt))
+            .or_default();
+    }
+
+    /// A record repeating `attempt` of `message_id`: kept to be reported with the
+    /// original when that is on its way (`None`), given back when it is not.
+    pub fn repeat(&mut self, message_id: &str, attempt: i32, at: T) -> Option<T> {
+        match self.waiting.get_mut(&(message_id.to_string(), attempt)) {
+            Some(w) => {
+                w.push(at);
+                None
+            }
+            None => Some(at),
+        }
+    }
+
+    /// The original ended (its outcome stored, or given up at shutdown): the records
+    /// that waited for it, to be reported the same way.
+    pub fn end(&mut self, message_id: &str, attempt: i32) -> Vec<T> {
+        self.waiting
+            .remove(&(message_id.to_string(), attempt))
+            .unwrap_or_default()
+    }
+
+    /// Attempts on their way.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// True when nothing is on its way.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +424,28 @@ mod tests {
         assert_eq!(r.unsettled_submit("m2", 1), None, "ended");
         assert_eq!(r.unsettled_submit("m3", 1), None, "parts unknown");
         assert_eq!(r.unsettled_submit("m4", 1), None, "never submitted here");
+    }
+
+    #[test]
+    fn a_repeat_of_work_on_its_way_is_reported_with_it_never_before() {
+        // Given attempt 1 of m1 on its way,
+        let mut f = InFlight::default();
+        f.start("m1", 1);
+        // when its record is read again (partition revoked and given back) twice,
+        // then both repeats wait; a repeat of another attempt, or of work not on its
+        // way, is given back at once;
+        assert_eq!(f.repeat("m1", 1, 10), None);
+        assert_eq!(f.repeat("m1", 1, 11), None);
+        assert_eq!(f.repeat("m1", 2, 12), Some(12));
+        assert_eq!(f.repeat("m2", 1, 13), Some(13));
+        // and when the original ends, the repeats are reported with it, once.
+        assert_eq!(f.end("m1", 1), vec![10, 11]);
+        assert!(f.end("m1", 1).is_empty());
+        assert!(f.is_empty());
+        assert_eq!(
+            f.repeat("m1", 1, 14),
+            Some(14),
+            "ended: nothing to wait for"
+        );
     }
 }

@@ -398,3 +398,81 @@ async fn every_part_correlation_lost_with_a_crash_is_written_again() -> anyhow::
     sim.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_read_again_while_on_the_wire_is_committed_only_with_its_outcome() -> anyhow::Result<()>
+{
+    use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["sim"]).await?;
+    // Given a carrier that answers a submit only after 20 s,
+    let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+    sc.rules = vec![Rule {
+        latency_ms: 20_000,
+        ..Rule::default()
+    }];
+    let sim = Simulator::start(sc).await?;
+    let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
+    carrier.response_timeout_ms = 60_000;
+    let group = carrier.group();
+    let config = config(&kafka, carrier)?;
+    let metrics_url = format!("http://{}/metrics", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_dispatcher::run(config, sd));
+    let topic = kafka.topics.dispatch("sim");
+    produce(&kafka, &topic, "m1", &work("m1", "+447911100001")).await?;
+    eventually(
+        "the submit is on the wire",
+        Duration::from_secs(20),
+        || async { (sim.stats().submits == 1).then_some(()) },
+    )
+    .await?;
+    // when a rebalance (another member joins the group, then leaves) has the dispatcher
+    // read the record again while its submit is unanswered,
+    let intruder: BaseConsumer = kafka
+        .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
+        .create()?;
+    intruder.subscribe(&[&topic])?;
+    let joined = std::time::Instant::now();
+    while intruder.assignment()?.count() == 0 && joined.elapsed() < Duration::from_secs(15) {
+        let _ = intruder.poll(Duration::from_millis(100));
+    }
+    drop(intruder);
+    let repeats = || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with("smsgw_dispatcher_redelivered_skipped_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|n| *n >= 1.0)
+    };
+    eventually("the record is read again", Duration::from_secs(30), repeats).await?;
+    // then its offset is not committed (auto-commit runs every 500 ms) while the
+    // submit has no outcome,
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.stats().submits, 1, "not sent again");
+    assert_eq!(
+        smsgw_testkit::group_lag(&kafka, &group, &topic)?,
+        1,
+        "a repeat of work on the wire was committed before its outcome: a crash now \
+         would lose the message"
+    );
+    // and it is, once the carrier answers and the outcome is stored.
+    let events: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(40)).await?;
+    assert!(
+        matches!(&events[0].payload, EventPayload::Submitted(_)),
+        "{events:?}"
+    );
+    eventually(
+        "committed with its outcome",
+        Duration::from_secs(20),
+        || async { (smsgw_testkit::group_lag(&kafka, &group, &topic).ok()? == 0).then_some(()) },
+    )
+    .await?;
+    assert_eq!(sim.stats().submits, 1);
+    let _ = stop.send(());
+    svc.await??;
+    sim.stop().await;
+    Ok(())
+}
