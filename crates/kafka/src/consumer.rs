@@ -341,6 +341,7 @@ pub async fn run_consumer<H: Handler>(
         service,
         handler,
         metrics,
+        unstored: crate::Unstored::default(),
     };
     let opts = crate::LoopOptions {
         max_in_flight,
@@ -351,13 +352,15 @@ pub async fn run_consumer<H: Handler>(
 }
 
 /// A [`Handler`] as a [`crate::Worker`]: handle, enqueue the outputs, report the record
-/// finished when the broker acknowledged them all.
+/// finished when the broker acknowledged them all. A record read again while its first
+/// reading's outputs are unacknowledged is not handled again ([`crate::Unstored`]).
 struct HandlerWorker<'a, H> {
     producer: &'a Producer,
     dlq_topic: &'a str,
     service: &'a str,
     handler: &'a mut H,
     metrics: &'a ConsumerMetrics,
+    unstored: crate::Unstored,
 }
 
 impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
@@ -372,6 +375,9 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
                 .lag
                 .with_label_values(&[&input.partition.to_string()])
                 .set(((now_ms() - produced).max(0) as f64) / 1000.0);
+        }
+        if self.unstored.contains(&input.at()) {
+            return Ok(()); // its first reading reports it
         }
         let outputs = match self.handler.handle(input, now_ms()).await {
             Ok(o) => o,
@@ -397,15 +403,29 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
             acks.push((self.producer.enqueue(rec).await?, rec.topic.clone()));
         }
         let (at, done, processed) = (input.at(), done.clone(), metrics.processed.clone());
-        tokio::spawn(async move {
-            for (f, t) in acks {
-                if let Err(e) = await_delivery(f, &t).await {
-                    done.fail(e);
-                    return;
-                }
-            }
+        if acks.is_empty() {
             processed.inc();
             done.finish(at);
+            return Ok(());
+        }
+        let unstored = self.unstored.clone();
+        unstored.insert(at.clone());
+        tokio::spawn(async move {
+            let mut failed = None;
+            for (f, t) in acks {
+                if let Err(e) = await_delivery(f, &t).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            unstored.remove(&at);
+            match failed {
+                Some(e) => done.fail(e),
+                None => {
+                    processed.inc();
+                    done.finish(at);
+                }
+            }
         });
         Ok(())
     }

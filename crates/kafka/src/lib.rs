@@ -34,7 +34,7 @@ pub use producer::{
 pub use rdkafka;
 pub use recent::{oldest_uncommitted_ms, read_key_back, read_recent, retry_startup};
 pub use tail::{spawn_tail, tail, TailState};
-pub use worker::{run_loop, Done, LoopOptions, Rebalanced, RecordAt, Worker};
+pub use worker::{run_loop, Done, LoopOptions, Rebalanced, RecordAt, Unstored, Worker};
 
 use thiserror::Error;
 

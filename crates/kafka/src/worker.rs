@@ -83,6 +83,43 @@ impl Done {
     }
 }
 
+/// Records whose outputs are on their way to the broker, shared with the tasks that
+/// wait for the acknowledgements.
+///
+/// A record read again while its first reading is here (a partition revoked and given
+/// back to this instance, which then reads from the last commit) must not be handled
+/// again: a worker that remembers what it did would produce nothing and report it
+/// finished at once, its offset would be committed, and a crash before the first
+/// reading's outputs were stored would lose them for good. Skip such a record: the
+/// first reading's report finishes it (the same topic, partition and offset). Insert
+/// before the wait starts; remove *before* reporting, so that a reading taken after the
+/// report is handled again and one taken before it is finished by it.
+#[derive(Debug, Clone, Default)]
+pub struct Unstored(Arc<std::sync::Mutex<std::collections::HashSet<RecordAt>>>);
+
+impl Unstored {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RecordAt>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `at`'s outputs are on their way.
+    pub fn insert(&self, at: RecordAt) {
+        self.set().insert(at);
+    }
+
+    /// `at`'s outputs are stored (or failed for good); call before reporting it.
+    pub fn remove(&self, at: &RecordAt) {
+        self.set().remove(at);
+    }
+
+    /// True when `at` was read before and its outputs are still on their way: skip it.
+    pub fn contains(&self, at: &RecordAt) -> bool {
+        self.set().contains(at)
+    }
+}
+
 /// A service's side of the loop.
 #[allow(async_fn_in_trait)]
 pub trait Worker {

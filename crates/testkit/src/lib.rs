@@ -580,3 +580,28 @@ pub async fn create_topic(kafka: &KafkaConfig, name: &str, partitions: i32) -> a
     .await?;
     Ok(())
 }
+
+/// Makes consumer group `group` rebalance twice: a second member joins on `topic`
+/// (waiting, at most 15 s, until it has partitions), then leaves without committing. An
+/// eager rebalance revokes every member's partitions and assigns them again, so the
+/// group's members read from their last commits once more: records whose work is still
+/// unfinished are read a second time while the first reading is in progress.
+pub async fn rebalance_group(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<()> {
+    use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let (kafka, group, topic) = (kafka.clone(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let member: BaseConsumer = kafka
+            .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
+            .create()?;
+        member.subscribe(&[&topic])?;
+        let joined = Instant::now();
+        while member.assignment()?.count() == 0 && joined.elapsed() < Duration::from_secs(15) {
+            let _ = member.poll(Duration::from_millis(100));
+        }
+        if member.assignment()?.count() == 0 {
+            bail!("the second member of {group} got no partition of {topic} in 15 s");
+        }
+        Ok(())
+    })
+    .await?
+}

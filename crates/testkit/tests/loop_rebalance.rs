@@ -163,3 +163,123 @@ async fn finished_records_of_a_revoked_partition_are_left_to_its_next_owner() ->
     }
     Ok(())
 }
+
+/// Remembers what it handled, as the router does: a record seen before gives nothing.
+struct Remembering {
+    out_topic: String,
+    handled: Arc<Mutex<Vec<String>>>,
+}
+
+impl smsgw_kafka::Handler for Remembering {
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        _now_ms: i64,
+    ) -> Result<Vec<smsgw_kafka::OutRecord>, smsgw_kafka::HandleError> {
+        let body = String::from_utf8_lossy(input.payload.unwrap_or_default()).to_string();
+        let mut handled = self.handled.lock().unwrap();
+        let first = !handled.contains(&body);
+        handled.push(body.clone());
+        Ok(if first {
+            vec![smsgw_kafka::OutRecord {
+                topic: self.out_topic.clone(),
+                key: None,
+                partition: Some(0),
+                payload: body.into_bytes(),
+                headers: vec![],
+            }]
+        } else {
+            vec![]
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_read_again_before_its_outputs_are_stored_is_committed_only_with_them(
+) -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let topic = format!("{}.in", kafka.topics.prefix);
+    // The output topic does not exist yet: the first reading's output waits unacknowledged
+    // (no delivery timeout) until the test creates it.
+    let out_topic = format!("{}.out", kafka.topics.prefix);
+    smsgw_testkit::create_topic(&kafka, &topic, 1).await?;
+    let producer = smsgw_kafka::Producer::new(&kafka)?;
+    let put = |body: &str| smsgw_kafka::OutRecord {
+        topic: topic.clone(),
+        key: None,
+        partition: Some(0),
+        payload: body.as_bytes().to_vec(),
+        headers: vec![],
+    };
+    smsgw_kafka::send(&producer, &put("r0")).await?;
+    // Given a handler service that took r0 and whose output is not stored yet,
+    let group = "loop-reread";
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let consumer = smsgw_kafka::consumer(&kafka, group)?;
+    smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
+    let registry = prometheus::Registry::new();
+    let metrics = smsgw_kafka::ConsumerMetrics::register(&registry, "t_records_total", "t");
+    let (stop, sd) = stopper();
+    let svc = {
+        let (kafka, handled, out_topic) = (kafka.clone(), handled.clone(), out_topic.clone());
+        let dlq = format!("{}.dlq", kafka.topics.prefix);
+        tokio::spawn(async move {
+            let producer = smsgw_kafka::Producer::new(&kafka)?;
+            let mut h = Remembering { out_topic, handled };
+            smsgw_kafka::run_consumer(consumer, &producer, &dlq, "t", &mut h, &metrics, 8, sd).await
+        })
+    };
+    let count = |b: &'static str| {
+        let handled = handled.clone();
+        move || {
+            let n = handled.lock().unwrap().iter().filter(|x| *x == b).count();
+            async move { (n >= 1).then_some(n) }
+        }
+    };
+    eventually("r0 handled", Duration::from_secs(30), count("r0")).await?;
+    // when another member joins and leaves, so that the service reads from the last
+    // commit again,
+    let mut b = Command::new(env!("CARGO_BIN_EXE_smsgw-group-member"))
+        .args([&broker.addr, &topic, group])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(b.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    tokio::task::block_in_place(|| std::io::BufRead::read_line(&mut lines, &mut line))?;
+    assert!(line.starts_with("assigned"), "{line}");
+    drop(b.stdin.take());
+    tokio::task::block_in_place(|| b.wait())?;
+    smsgw_kafka::send(&producer, &put("r1")).await?;
+    eventually("r1 handled", Duration::from_secs(30), count("r1")).await?;
+    // then r0 was not handled a second time, and nothing is committed while its output
+    // is unstored,
+    tokio::time::sleep(Duration::from_secs(1)).await; // auto-commit runs every 500 ms
+    assert_eq!(
+        smsgw_testkit::group_lag(&kafka, group, &topic)?,
+        2,
+        "a record read again was committed before its first reading's output was stored"
+    );
+    assert_eq!(
+        handled
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|x| *x == "r0")
+            .count(),
+        1
+    );
+    // and once the outputs are stored, both are committed.
+    smsgw_testkit::create_topic(&kafka, &out_topic, 1).await?;
+    eventually(
+        "committed with the outputs",
+        Duration::from_secs(60),
+        || async { (smsgw_testkit::group_lag(&kafka, group, &topic).ok()? == 0).then_some(()) },
+    )
+    .await?;
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}

@@ -402,7 +402,6 @@ async fn every_part_correlation_lost_with_a_crash_is_written_again() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_read_again_while_on_the_wire_is_committed_only_with_its_outcome() -> anyhow::Result<()>
 {
-    use smsgw_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["sim"]).await?;
@@ -430,15 +429,7 @@ async fn work_read_again_while_on_the_wire_is_committed_only_with_its_outcome() 
     .await?;
     // when a rebalance (another member joins the group, then leaves) has the dispatcher
     // read the record again while its submit is unanswered,
-    let intruder: BaseConsumer = kafka
-        .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
-        .create()?;
-    intruder.subscribe(&[&topic])?;
-    let joined = std::time::Instant::now();
-    while intruder.assignment()?.count() == 0 && joined.elapsed() < Duration::from_secs(15) {
-        let _ = intruder.poll(Duration::from_millis(100));
-    }
-    drop(intruder);
+    smsgw_testkit::rebalance_group(&kafka, &group, &topic).await?;
     let repeats = || async {
         let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
         text.lines()
