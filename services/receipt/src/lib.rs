@@ -120,11 +120,19 @@ struct ReceiptWorker {
     producer: Producer,
     correlator: Correlator,
     metrics: metrics::Metrics,
+    /// Inputs whose outputs are on their way: read again meanwhile, they are skipped.
+    unstored: smsgw_kafka::Unstored,
 }
 
 impl smsgw_kafka::Worker for ReceiptWorker {
     async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
         let (p, o) = (input.partition, input.offset);
+        if self.unstored.contains(&input.at()) {
+            // Read again (a partition given back) while the outputs its first reading
+            // caused are on their way: that reading's report finishes it. Handled
+            // again, a settled correlation would be skipped and committed early.
+            return Ok(());
+        }
         match input.payload.map(CarrierRecord::decode) {
             Some(Ok(rec)) => {
                 let a = self.correlator.on_record(p, o, rec, now_ms());
@@ -219,6 +227,16 @@ impl ReceiptWorker {
         }
         let (done, producer, topic) = (done.clone(), self.producer.clone(), self.topic.clone());
         let resent = self.metrics.outputs_resent.clone();
+        let at = move |(partition, offset): (i32, i64)| RecordAt {
+            topic: topic.clone(),
+            partition,
+            offset,
+        };
+        let finished: Vec<RecordAt> = finished.into_iter().map(at).collect();
+        for a in &finished {
+            self.unstored.insert(a.clone());
+        }
+        let unstored = self.unstored.clone();
         tokio::spawn(async move {
             // The correlator has already let go of these messages: an output that is
             // not stored now would be lost until a restart re-read its inputs. So it is
@@ -230,12 +248,9 @@ impl ReceiptWorker {
                     smsgw_kafka::send_until_stored(&producer, rec).await;
                 }
             }
-            for (partition, offset) in finished {
-                done.finish(RecordAt {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                });
+            for a in finished {
+                unstored.remove(&a);
+                done.finish(a);
             }
         });
         Ok(())
@@ -277,6 +292,7 @@ pub async fn run(
         producer: Producer::new(&config.kafka)?,
         correlator: Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms),
         metrics: metrics.clone(),
+        unstored: smsgw_kafka::Unstored::default(),
     };
     // A correlation stays unfinished until its final receipt: no bound on records in
     // flight here (the correlator's state is what they are).

@@ -136,3 +136,67 @@ async fn an_unacknowledged_final_event_is_sent_again_until_stored() -> anyhow::R
     svc.await??;
     Ok(())
 }
+
+/// A correlation and its receipt paired, their final event not yet stored (the events
+/// topic does not exist yet), and the receipts partition read again after a rebalance:
+/// neither record is committed before the event is stored. Handled again, the settled
+/// correlation would be skipped and committed at once, and a crash then would leave the
+/// receipt with nothing to pair with: a delivered message that never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_read_again_before_its_event_is_stored_is_committed_only_with_it(
+) -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let layout = smsgw_kafka::TopicLayout::default();
+    let (events, rest): (Vec<_>, Vec<_>) = layout
+        .specs(&kafka.topics, &[])
+        .into_iter()
+        .partition(|s| s.name == kafka.topics.events());
+    smsgw_kafka::bootstrap_topics(&kafka, &rest).await?;
+    let mut config = smsgw_receipt::Config::new(kafka.clone());
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    config.callbacks.enabled = false;
+    let group = config.group_id.clone();
+    let topic = kafka.topics.receipts();
+    let admin = format!("http://{}/metrics", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config, sd));
+    // Given a correlation and its final receipt, paired (the event on its way),
+    let (c, r) = (corr("7y", "m7"), dlr("7y", "DELIVRD"));
+    produce(&kafka, &topic, &c.key(), &c).await?;
+    produce(&kafka, &topic, &r.key(), &r).await?;
+    smsgw_testkit::eventually("paired", Duration::from_secs(30), || async {
+        let text = reqwest::get(&admin).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("smsgw_receipt_events_total{") && l.contains("MessageDelivered"))
+            .then_some(())
+    })
+    .await?;
+    // when the group rebalances, so that both are read again from the last commit,
+    smsgw_testkit::rebalance_group(&kafka, &group, &topic).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await; // assigned again; auto-commit 500 ms
+                                                      // then neither is committed while the event is not stored,
+    assert_eq!(
+        smsgw_testkit::group_lag(&kafka, &group, &topic)?,
+        2,
+        "a record read again was committed before the event its first reading caused"
+    );
+    // and once the event log exists, the event is stored once and both are committed.
+    smsgw_kafka::bootstrap_topics(&kafka, &events).await?;
+    let got: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(90)).await?;
+    assert!(
+        matches!(got[0].payload, EventPayload::Delivered(_)),
+        "{got:?}"
+    );
+    smsgw_testkit::eventually("committed", Duration::from_secs(60), || async {
+        (smsgw_testkit::group_lag(&kafka, &group, &topic).ok()? == 0).then_some(())
+    })
+    .await?;
+    let all =
+        smsgw_testkit::read_to_end(&kafka, &kafka.topics.events(), Duration::from_secs(30)).await?;
+    assert_eq!(all.len(), 1, "one final event");
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
