@@ -379,6 +379,9 @@ struct Worker {
     /// The events topic, whose records the calls finish.
     topic: String,
     slots: Arc<Semaphore>,
+    /// Events queued and not yet called and recorded: read again meanwhile (a partition
+    /// given back), they are skipped, since their first reading finishes them.
+    unstored: smsgw_kafka::Unstored,
 }
 
 fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
@@ -389,11 +392,13 @@ impl Worker {
     /// Works through one message's queue, in order, until it is empty.
     async fn drain(self: Arc<Self>, id: String, done: Done) {
         let finish = |(partition, offset): (i32, i64)| {
-            done.finish(RecordAt {
+            let at = RecordAt {
                 topic: self.topic.clone(),
                 partition,
                 offset,
-            })
+            };
+            self.unstored.remove(&at);
+            done.finish(at)
         };
         let _slot = self.slots.clone().acquire_owned().await;
         loop {
@@ -570,6 +575,7 @@ pub async fn run(
         metrics: metrics.clone(),
         topic,
         slots: Arc::new(Semaphore::new(config.max_concurrent)),
+        unstored: smsgw_kafka::Unstored::default(),
     });
     tracing::info!("status callbacks consuming");
     let opts = smsgw_kafka::LoopOptions {
@@ -599,6 +605,9 @@ struct EventWorker {
 
 impl smsgw_kafka::Worker for EventWorker {
     async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
+        if self.caller.unstored.contains(&input.at()) {
+            return Ok(()); // still queued from its first reading, which finishes it
+        }
         match enqueue(
             &self.config,
             &self.book,
@@ -606,9 +615,10 @@ impl smsgw_kafka::Worker for EventWorker {
             (input.partition, input.offset),
         ) {
             Enqueued::Started(id) => {
+                self.caller.unstored.insert(input.at());
                 tokio::spawn(self.caller.clone().drain(id, done.clone()));
             }
-            Enqueued::Queued => {}
+            Enqueued::Queued => self.caller.unstored.insert(input.at()),
             Enqueued::Nothing(why) => {
                 if why == "duplicate" {
                     self.metrics

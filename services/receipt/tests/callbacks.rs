@@ -249,3 +249,84 @@ async fn callbacks_are_ordered_signed_once_and_dead_lettered_when_refused() -> a
     assert_eq!(s.requests, requests, "no call after the restart");
     Ok(())
 }
+
+/// The calls a receiver saw, and whether it may answer them yet.
+type Held = (Arc<Mutex<Vec<String>>>, tokio::sync::watch::Receiver<bool>);
+
+/// Calls queued while a rebalance has the events partition read again are not committed
+/// before they are made: the records read again are neither called twice nor skipped as
+/// duplicates (which would commit them, and a crash then would never call them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_again_while_their_calls_wait_are_committed_only_once_called(
+) -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a"]).await?;
+    // Given a receiver that holds every call until the test releases it,
+    let (release, released) = tokio::sync::watch::channel(false);
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new()
+        .route(
+            "/cb",
+            post(
+                |State((calls, mut released)): State<Held>, body: String| async move {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push(v["status"].as_str().unwrap().to_string());
+                    let _ = released.wait_for(|r| *r).await;
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state((calls.clone(), released));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://127.0.0.1:{port}/cb");
+    let group = "cb-reread";
+    let mut c = config(&kafka, group)?;
+    c.callbacks.retry.timeout_ms = 60_000;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(c, sd));
+    // and a message's accepted and delivered events, the first call held,
+    let events = kafka.topics.events();
+    let delivered = Event::new(
+        "m1",
+        EventPayload::Delivered(MessageDelivered {
+            carrier: "a".into(),
+            carrier_message_id: "c1".into(),
+            stat: "DELIVRD".into(),
+        }),
+        1,
+        3_000,
+    );
+    produce(&kafka, &events, "m1", &accepted("m1", Some(url))).await?;
+    produce(&kafka, &events, "m1", &delivered).await?;
+    eventually(
+        "the first call is held",
+        Duration::from_secs(30),
+        || async { (!calls.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await?;
+    // when the callbacks group rebalances and both events are read again,
+    smsgw_testkit::rebalance_group(&kafka, group, &events).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await; // assigned again; auto-commit 500 ms
+                                                      // then neither is committed while its call waits,
+    assert_eq!(
+        smsgw_testkit::group_lag(&kafka, group, &events)?,
+        2,
+        "an event read again was committed before its call was made"
+    );
+    // and once the receiver answers, each status is called once and both are committed.
+    release.send(true)?;
+    eventually("committed", Duration::from_secs(60), || async {
+        (smsgw_testkit::group_lag(&kafka, group, &events).ok()? == 0).then_some(())
+    })
+    .await?;
+    assert_eq!(*calls.lock().unwrap(), vec!["accepted", "delivered"]);
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
