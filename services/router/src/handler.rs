@@ -71,6 +71,8 @@ enum Plan {
     Decide(Box<Decision>),
     /// Quiet hours: hold the message (its `MessageAccepted`, `send_at` set) until then.
     Hold(Box<Event>),
+    /// Dispatch work an earlier life may not have stored: written again, alone.
+    Redispatch(Box<DispatchRequested>),
 }
 
 struct Decision {
@@ -139,7 +141,21 @@ impl RouterHandler {
             return decide(snapshot, command, None, "context_lost");
         };
         if p.attempt_routed > attempt {
-            return Plan::Nothing; // duplicate input: this attempt was already routed
+            // Duplicate input: this attempt was already routed.
+            let next = attempt + 1;
+            if next == p.attempt_routed && p.routed_here < next && p.outcome_attempt < next {
+                // Routed by an earlier life (the log shows its `CarrierSelected`), and
+                // nothing of the attempt since. Its dispatch record is written beside
+                // that event, not with it, so it may have died with that life: sent
+                // again (the dispatcher takes an attempt once).
+                if let Some(carrier) = p.tried.get(attempt as usize) {
+                    let tried = p.tried[..next as usize].to_vec();
+                    return Plan::Redispatch(Box::new(dispatch_request(
+                        id, &p, carrier, next, tried,
+                    )));
+                }
+            }
+            return Plan::Nothing;
         }
         // The failure names the carriers its writer knew of; the router knows them all.
         let mut tried = tried;
@@ -255,26 +271,11 @@ impl RouterHandler {
         };
         let carrier = choice.carrier.clone();
         st.note_routed(id, attempt + 1);
+        st.note_routed_here(id, attempt + 1);
         st.note_tried(id, attempt + 1, &carrier);
         let mut carriers_tried = tried;
         carriers_tried.push(carrier.clone());
-        let a = &p.accepted;
-        let dispatch = DispatchRequested {
-            message_id: id.clone(),
-            carrier: carrier.clone(),
-            attempt: attempt + 1,
-            carriers_tried,
-            destination: a.destination.clone(),
-            sender: a.sender.clone(),
-            body: a.body.clone(),
-            encoding: a.encoding.clone(),
-            segments: a.segments,
-            accepted_at: p.accepted_at,
-            registered_delivery: a.registered_delivery,
-            expires_at: a.expires_at,
-            schedule_delivery_at: a.schedule_delivery_at,
-            client_id: Some(a.client_id.clone()),
-        };
+        let dispatch = dispatch_request(id, &p, &carrier, attempt + 1, carriers_tried);
         let decision = if attempt == 0 { "routed" } else { "rerouted" };
         decide(
             snapshot,
@@ -286,6 +287,33 @@ impl RouterHandler {
             Some(dispatch),
             decision,
         )
+    }
+}
+
+/// The dispatch work for `attempt` of message `id` on `carrier`.
+fn dispatch_request(
+    id: &str,
+    p: &crate::state::Pending,
+    carrier: &str,
+    attempt: i32,
+    carriers_tried: Vec<String>,
+) -> DispatchRequested {
+    let a = &p.accepted;
+    DispatchRequested {
+        message_id: id.to_string(),
+        carrier: carrier.to_string(),
+        attempt,
+        carriers_tried,
+        destination: a.destination.clone(),
+        sender: a.sender.clone(),
+        body: a.body.clone(),
+        encoding: a.encoding.clone(),
+        segments: a.segments,
+        accepted_at: p.accepted_at,
+        registered_delivery: a.registered_delivery,
+        expires_at: a.expires_at,
+        schedule_delivery_at: a.schedule_delivery_at,
+        client_id: Some(a.client_id.clone()),
     }
 }
 
@@ -494,6 +522,17 @@ impl RouterHandler {
                     .map_err(|x| HandleError::DeadLetter(x.to_string()))?;
                 return Ok(vec![rec]);
             }
+            Plan::Redispatch(d) => {
+                self.metrics
+                    .decisions
+                    .with_label_values(&["redispatched"])
+                    .inc();
+                tracing::info!(message_id = %d.message_id, attempt = d.attempt, carrier = %d.carrier, "routed by an earlier life with no outcome since: its dispatch work is written again");
+                let rec =
+                    OutRecord::avro(self.topics.dispatch(&d.carrier), d.message_id.clone(), &*d)
+                        .map_err(|x| HandleError::DeadLetter(x.to_string()))?;
+                return Ok(vec![rec]);
+            }
             Plan::Decide(d) => d,
         };
         let Decision {
@@ -595,18 +634,22 @@ mod tests {
         )
     }
 
-    fn handle(h: &mut RouterHandler, e: &Event) -> Vec<(String, Option<Event>)> {
-        let bytes = e.encode().unwrap();
-        let input = Incoming {
+    /// `e` as a record of the events topic (leaked: tests only).
+    fn input_of(e: &Event) -> Incoming<'static> {
+        let bytes: &'static [u8] = Box::leak(e.encode().unwrap().into_boxed_slice());
+        Incoming {
             topic: "t.events",
             partition: 0,
             offset: 0,
             key: None,
-            payload: Some(&bytes),
+            payload: Some(bytes),
             headers: vec![],
             timestamp_ms: None,
-        };
-        block_on(h.handle(&input, 10))
+        }
+    }
+
+    fn handle(h: &mut RouterHandler, e: &Event) -> Vec<(String, Option<Event>)> {
+        block_on(h.handle(&input_of(e), 10))
             .unwrap()
             .into_iter()
             .map(|r| {
@@ -660,6 +703,71 @@ mod tests {
         let mut h = handler();
         assert_eq!(handle(&mut h, &accepted("m1", "+447911123456")).len(), 2);
         assert!(handle(&mut h, &accepted("m1", "+447911123456")).is_empty());
+    }
+
+    #[test]
+    fn a_routing_an_earlier_life_logged_without_an_outcome_is_dispatched_again_alone() {
+        // Given a router warmed up from a log that shows m1 accepted and routed to b
+        // (attempt 1) by an earlier life, and m2 the same but also submitted,
+        let mut h = handler();
+        let selected = |id: &str| {
+            Event::new(
+                id,
+                EventPayload::CarrierSelected(smsgw_domain::CarrierSelected {
+                    carrier: "b".into(),
+                    attempt: 1,
+                    strategy: STRATEGY.into(),
+                    score: None,
+                    factors: vec![],
+                    alternatives: vec![],
+                }),
+                1,
+                2,
+            )
+        };
+        let submitted = Event::new(
+            "m2",
+            EventPayload::Submitted(smsgw_domain::MessageSubmitted {
+                carrier: "b".into(),
+                attempt: 1,
+                carrier_message_id: "x".into(),
+                segments: 1,
+                possible_duplicate: false,
+                later_part_ids: vec![],
+            }),
+            1,
+            3,
+        );
+        {
+            let mut st = h.state.lock().unwrap();
+            for e in [
+                accepted("m1", "+447911123456"),
+                selected("m1"),
+                accepted("m2", "+447911123457"),
+                selected("m2"),
+                submitted,
+            ] {
+                observe(&mut st, &e);
+            }
+        }
+        // when their accepted events are read again (uncommitted inputs after a restart),
+        // then m1's dispatch work, which may have died with that life, is written again
+        // to the same carrier for the same attempt, with no second CarrierSelected;
+        let out = block_on(h.handle(&input_of(&accepted("m1", "+447911123456")), 10)).unwrap();
+        assert_eq!(
+            out.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
+            ["t.dispatch.b"]
+        );
+        let d = DispatchRequested::decode(&out[0].payload).unwrap();
+        assert_eq!(
+            (d.attempt, d.carriers_tried.clone()),
+            (1, vec!["b".to_string()])
+        );
+        // m2's attempt has an outcome in the log: nothing;
+        assert!(handle(&mut h, &accepted("m2", "+447911123457")).is_empty());
+        // and a work item this life wrote itself is not written again.
+        assert_eq!(handle(&mut h, &accepted("m3", "+447911123458")).len(), 2);
+        assert!(handle(&mut h, &accepted("m3", "+447911123458")).is_empty());
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct Pending {
     /// The last attempt whose failure (`DeliveryFailed`) the scorer has learned: the
     /// router's own `MessageUndeliverable` that follows it must not count it again.
     pub failure_learned: i32,
+    /// Highest attempt this process routed itself (not only read of in the log).
+    pub routed_here: i32,
+    /// Highest attempt the log shows an outcome of (submitted, or failed).
+    pub outcome_attempt: i32,
 }
 
 /// Router memory, folded from the event log, the opt-out log and carrier status.
@@ -162,6 +166,8 @@ impl RouterState {
                 submitted_at: None,
                 submitted_attempt: 0,
                 failure_learned: 0,
+                routed_here: 0,
+                outcome_attempt: 0,
                 tried: Vec::new(),
                 partition: None,
             },
@@ -178,6 +184,13 @@ impl RouterState {
                 true
             }
             None => true,
+        }
+    }
+
+    /// Notes that this process routed `attempt` (its outputs are its own to store).
+    pub fn note_routed_here(&mut self, id: &str, attempt: i32) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.routed_here = p.routed_here.max(attempt);
         }
     }
 
@@ -210,6 +223,15 @@ impl RouterState {
             }
         }
         let t = e.occurred_at_ms;
+        let outcome = match &e.payload {
+            P::Submitted(x) => Some(x.attempt),
+            P::SubmitFailed(x) => Some(x.attempt),
+            P::DeliveryFailed(x) => Some(x.attempt),
+            _ => None,
+        };
+        if let (Some(a), Some(p)) = (outcome, self.pending.get_mut(&e.message_id)) {
+            p.outcome_attempt = p.outcome_attempt.max(a);
+        }
         let ctx = self.pending.get(&e.message_id).map(|p| {
             (
                 self.table.prefix_of(&p.accepted.destination).to_string(),

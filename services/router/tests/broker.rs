@@ -573,3 +573,64 @@ async fn a_forgotten_message_is_re_routed_from_its_context_in_the_log() -> anyho
     svc.await??;
     Ok(())
 }
+
+/// A router killed after its `CarrierSelected` was stored but before its dispatch work
+/// was: the next life reads the routing back in its warm-up, reads the uncommitted
+/// `MessageAccepted` again, and writes the dispatch work (only that) once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_work_that_died_with_the_last_router_is_written_again() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &["a", "b"]).await?;
+    let events = kafka.topics.events();
+    // Given the log of a dead router: m1 accepted and routed to b, no dispatch work,
+    // nothing committed;
+    let m1 = accepted("m1", "+447911100001");
+    produce(&kafka, &events, "m1", &m1).await?;
+    let mut dead = Message::new("m1");
+    dead.apply(&m1)?;
+    let selected = dead
+        .decide(
+            Command::Route {
+                carrier: "b".into(),
+                strategy: "scored".into(),
+                explain: Default::default(),
+            },
+            smsgw_kafka::now_ms(),
+        )?
+        .remove(0);
+    produce(&kafka, &events, "m1", &selected).await?;
+    // when a router starts,
+    let mut config = Config::new(
+        kafka.clone(),
+        vec![Route {
+            prefix: "+44".into(),
+            carriers: vec!["a".into(), "b".into()],
+        }],
+    );
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_router::run(config, sd));
+    // then m1's attempt 1 is dispatched to b, and no second routing is logged.
+    let work: Vec<DispatchRequested> = read_records(
+        &kafka,
+        &kafka.topics.dispatch("b"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!((work[0].message_id.as_str(), work[0].attempt), ("m1", 1));
+    let _ = stop.send(());
+    svc.await??;
+    let log = smsgw_testkit::read_to_end(&kafka, &events, Duration::from_secs(30)).await?;
+    assert_eq!(
+        log.len(),
+        2,
+        "only the two events of the dead router's life"
+    );
+    let nothing_for_a =
+        smsgw_testkit::read_to_end(&kafka, &kafka.topics.dispatch("a"), Duration::from_secs(30))
+            .await?;
+    assert!(nothing_for_a.is_empty());
+    Ok(())
+}
