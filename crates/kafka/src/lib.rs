@@ -32,7 +32,9 @@ pub use producer::{
     DEAD_LETTER_HEADERS_MAX, DEAD_LETTER_PAYLOAD_MAX,
 };
 pub use rdkafka;
-pub use recent::{oldest_uncommitted_ms, read_key_back, read_recent, retry_startup};
+pub use recent::{
+    high_watermarks, oldest_uncommitted_ms, read_key_back, read_recent, retry_startup,
+};
 pub use tail::{spawn_tail, tail, TailState};
 pub use worker::{run_loop, Done, LoopOptions, Rebalanced, RecordAt, Unstored, Worker};
 

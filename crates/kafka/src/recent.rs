@@ -103,6 +103,27 @@ fn read_window(
     Ok(read)
 }
 
+/// The high watermark (the offset the next record will get) of each of `partitions` of
+/// `topic`, asked of the broker now, each within `timeout`. Records stored before the
+/// call are below it. Runs on a blocking thread.
+pub async fn high_watermarks(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let (kafka, topic, partitions) = (kafka.clone(), topic.to_string(), partitions.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let c = reader(&kafka, "smsgw-watermarks")?;
+        partitions
+            .iter()
+            .map(|p| Ok((*p, c.fetch_watermarks(&topic, *p, timeout)?.1)))
+            .collect()
+    })
+    .await
+    .map_err(|e| KafkaError::Config(format!("watermark task: {e}")))?
+}
+
 /// When the oldest record of `topic` that `group` has not committed was produced: the
 /// record at each partition's committed offset (or its first record, with no commit),
 /// over the partitions that have one. `None` when every partition is committed to its

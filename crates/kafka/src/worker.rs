@@ -141,6 +141,10 @@ pub trait Worker {
     /// Partitions taken away: drop their in-flight state. What was finished is
     /// committed; the rest is the next owner's to read again.
     async fn on_revoked(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// Reading failed (the broker is unreachable or failing): records stored now may
+    /// be read late. Called at every consume error.
+    fn on_read_error(&mut self, _now_ms: i64) {}
 }
 
 /// How long the loop may stay full before it pauses its partitions and polls again.
@@ -239,6 +243,7 @@ pub async fn run_loop<W: Worker>(
                         Ok(m) => m,
                         Err(e) => {
                             tracing::warn!(error = %e, "consume error; continuing");
+                            worker.on_read_error(crate::now_ms());
                             continue;
                         }
                     };

@@ -35,9 +35,23 @@ struct Correlation {
     parts: i32,
     partition: i32,
     offset: i64,
-    expires_at: i64,
+    /// When it expires, in wall time and in the partition's log time ([`Deadline`]).
+    expires: Deadline,
     /// When the carrier accepted the submit (the correlation's `received_at`).
     submitted_at: i64,
+}
+
+/// When a wait ends: in wall time (read time plus the timeout) and in log time (the
+/// record's own time plus the timeout). A wait ends only on evidence that what it waits
+/// for is not in the log: the partition's log has moved past `log` (a later record was
+/// read), or the partition was confirmed read to its end at a time past `wall`
+/// ([`Correlator::read_to_end`]). Wall time alone is not evidence: while the broker is
+/// down or slow the records that would end the wait are stored but not read, and giving
+/// up then ends a message the carrier delivered.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    wall: i64,
+    log: i64,
 }
 
 /// The final receipts of a concatenated message's parts, gathered until all are in.
@@ -55,7 +69,7 @@ struct Orphan {
     carrier_message_id: String,
     partition: i32,
     offset: i64,
-    give_up_at: i64,
+    give_up: Deadline,
 }
 
 /// Correlation state of the partitions this instance reads.
@@ -70,6 +84,10 @@ pub struct Correlator {
     /// was already settled is ignored instead of waiting to expire a finished message.
     settled: HashMap<String, (String, i32)>,
     settled_order: std::collections::VecDeque<String>,
+    /// Per partition, the latest record time read (`received_at`): its log time.
+    log_clock: HashMap<i32, i64>,
+    /// Per partition, the latest wall time at which it was confirmed read to its end.
+    read_to_end_at: HashMap<i32, i64>,
     receipt_timeout_ms: i64,
     orphan_timeout_ms: i64,
 }
@@ -88,6 +106,8 @@ impl Correlator {
             orphans: HashMap::new(),
             settled: HashMap::new(),
             settled_order: std::collections::VecDeque::new(),
+            log_clock: HashMap::new(),
+            read_to_end_at: HashMap::new(),
             receipt_timeout_ms,
             orphan_timeout_ms,
         }
@@ -105,6 +125,47 @@ impl Correlator {
         for g in self.groups.values_mut() {
             g.held.retain(|(p, _)| *p != partition);
         }
+        self.log_clock.remove(&partition);
+        self.read_to_end_at.remove(&partition);
+    }
+
+    /// `partition` was confirmed read to its end at wall time `at`: every record stored
+    /// before `at` has been read, so a wait whose wall deadline is at or before `at`
+    /// waits for something that is not in the log.
+    pub fn read_to_end(&mut self, partition: i32, at: i64) {
+        let e = self.read_to_end_at.entry(partition).or_insert(at);
+        *e = (*e).max(at);
+    }
+
+    /// Partitions with a wait past its wall deadline at `now` and no evidence yet to end
+    /// it: the loop should confirm they were read to their end.
+    pub fn needs_end_check(&self, now_ms: i64) -> Vec<i32> {
+        let waits = self
+            .correlations
+            .values()
+            .map(|c| (c.partition, c.expires))
+            .chain(
+                self.orphans
+                    .values()
+                    .flatten()
+                    .map(|o| (o.partition, o.give_up)),
+            );
+        let mut ps: Vec<i32> = waits
+            .filter(|(p, d)| d.wall <= now_ms && !self.is_over(*p, *d))
+            .map(|(p, _)| p)
+            .collect();
+        ps.sort_unstable();
+        ps.dedup();
+        ps
+    }
+
+    /// True when the evidence says the wait ending at `d` on `partition` is over.
+    fn is_over(&self, partition: i32, d: Deadline) -> bool {
+        self.log_clock.get(&partition).is_some_and(|t| *t >= d.log)
+            || self
+                .read_to_end_at
+                .get(&partition)
+                .is_some_and(|t| *t >= d.wall)
     }
 
     /// Records waiting for their counterpart.
@@ -125,6 +186,8 @@ impl Correlator {
     ) -> Actions {
         let key = rec.key();
         let mut a = Actions::default();
+        let clock = self.log_clock.entry(partition).or_insert(rec.received_at);
+        *clock = (*clock).max(rec.received_at);
         match rec.kind {
             CarrierRecordKind::SubmitCorrelated(c) => {
                 if self.settled.get(&key) == Some(&(c.message_id.clone(), c.attempt)) {
@@ -145,7 +208,10 @@ impl Correlator {
                     parts: c.parts,
                     partition,
                     offset,
-                    expires_at: now_ms + self.receipt_timeout_ms,
+                    expires: Deadline {
+                        wall: now_ms + self.receipt_timeout_ms,
+                        log: rec.received_at + self.receipt_timeout_ms,
+                    },
                     submitted_at: rec.received_at,
                 });
                 for o in self.orphans.remove(&key).unwrap_or_default() {
@@ -171,7 +237,10 @@ impl Correlator {
                     carrier_message_id: rec.carrier_message_id,
                     partition,
                     offset,
-                    give_up_at: now_ms + self.orphan_timeout_ms,
+                    give_up: Deadline {
+                        wall: now_ms + self.orphan_timeout_ms,
+                        log: rec.received_at + self.orphan_timeout_ms,
+                    },
                 }),
             },
         }
@@ -246,7 +315,7 @@ impl Correlator {
         let expired: Vec<String> = self
             .correlations
             .iter()
-            .filter(|(_, c)| c.expires_at <= now_ms)
+            .filter(|(_, c)| self.is_over(c.partition, c.expires))
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
@@ -269,9 +338,10 @@ impl Correlator {
                 a.done.extend(g.held);
             }
         }
-        for list in self.orphans.values_mut() {
+        let mut orphans = std::mem::take(&mut self.orphans);
+        for list in orphans.values_mut() {
             list.retain(|o| {
-                if o.give_up_at > now_ms {
+                if !self.is_over(o.partition, o.give_up) {
                     return true;
                 }
                 let reason = format!(
@@ -283,7 +353,8 @@ impl Correlator {
                 false
             });
         }
-        self.orphans.retain(|_, l| !l.is_empty());
+        orphans.retain(|_, l| !l.is_empty());
+        self.orphans = orphans;
         a
     }
 }
@@ -399,17 +470,67 @@ mod tests {
     }
 
     #[test]
-    fn silence_expires_and_orphans_are_given_up() {
+    fn silence_expires_and_orphans_are_given_up_once_the_partition_is_read_to_its_end() {
+        // Given a correlation x and a receipt y nobody claims, read at 0,
         let mut c = Correlator::new(1000, 100);
         c.on_record(0, 1, corr("x"), 0);
         c.on_record(0, 2, dlr("y", "DELIVRD"), 0);
-        assert_eq!(c.on_tick(50), Actions::default());
-        let a = c.on_tick(100);
+        // when the wall clock passes their timeouts, nothing ends on that alone: the
+        // loop is asked to confirm the partition was read to its end;
+        assert_eq!(c.on_tick(5_000), Actions::default());
+        assert_eq!(c.needs_end_check(5_000), vec![0]);
+        assert!(c.needs_end_check(50).is_empty(), "before the deadline");
+        // a confirmation from before a deadline ends nothing,
+        c.read_to_end(0, 50);
+        assert_eq!(c.on_tick(5_000), Actions::default());
+        // one past the orphan's gives it up,
+        c.read_to_end(0, 100);
+        let a = c.on_tick(5_000);
         assert_eq!(a.orphans.len(), 1);
         assert_eq!(a.done, vec![(0, 2)]);
-        let a = c.on_tick(1000);
+        // and one past the correlation's expires it.
+        c.read_to_end(1, 5_000); // another partition's says nothing of this one
+        assert_eq!(c.on_tick(5_000), Actions::default());
+        c.read_to_end(0, 1_000);
+        let a = c.on_tick(5_000);
         assert!(matches!(a.events[0].payload, EventPayload::Expired(_)));
         assert_eq!(a.done, vec![(0, 1)]);
+        assert!(c.needs_end_check(5_000).is_empty());
+    }
+
+    #[test]
+    fn an_orphan_outlives_an_outage_and_meets_its_correlation() {
+        // Given a receipt read at 0 whose correlation the broker stored only after an
+        // outage far longer than the orphan timeout (nothing read, nothing confirmed),
+        let mut c = Correlator::new(1000, 100);
+        c.on_record(0, 1, dlr("x", "DELIVRD"), 0);
+        assert_eq!(c.on_tick(60_000), Actions::default());
+        // when the correlation is read at last, then the message is delivered.
+        let a = c.on_record(0, 2, corr("x"), 60_000);
+        assert!(matches!(a.events[0].payload, EventPayload::Delivered(_)));
+        assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
+    }
+
+    #[test]
+    fn the_log_moving_past_a_deadline_ends_the_wait() {
+        // Given an orphan y (carrier time 1_000) and a correlation x (carrier time 1_000),
+        let mut c = Correlator::new(1000, 100);
+        let at = |mut r: CarrierRecord, t: i64| {
+            r.received_at = t;
+            r
+        };
+        c.on_record(0, 1, at(dlr("y", "DELIVRD"), 1_000), 0);
+        c.on_record(0, 2, at(corr("x"), 1_000), 0);
+        // when a later record of the partition shows the log 100 ms on, the orphan is
+        // given up without any confirmation; the correlation waits on;
+        c.on_record(0, 3, at(corr("z"), 1_100), 0);
+        let a = c.on_tick(0);
+        assert_eq!((a.orphans.len(), a.events.len()), (1, 0));
+        // and a record 1 s on expires x (z is younger).
+        c.on_record(0, 4, at(dlr("w", "DELIVRD"), 2_000), 0);
+        let a = c.on_tick(0);
+        assert_eq!(a.events.len(), 1);
+        assert_eq!(a.events[0].message_id, "m-x");
     }
 
     fn sorted(v: &[(i32, i64)]) -> Vec<(i32, i64)> {

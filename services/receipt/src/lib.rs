@@ -8,8 +8,12 @@
 //! `DeliveryFailed` (the router then re-routes or ends the message) or `MessageExpired` to
 //! the event log. A message with no final
 //! receipt within `receipt_timeout_ms` is expired; a receipt nobody claims within
-//! `orphan_timeout_ms` is dead-lettered. Offsets are stored only up to the oldest record
-//! still needed, so a restart rebuilds the pairing state by re-reading.
+//! `orphan_timeout_ms` is dead-lettered. Both timeouts end a wait only on evidence that
+//! its counterpart is not in the log: a later record of the partition shows the log that
+//! far on, or the broker confirms the partition was read to its end after the timeout
+//! (and after a grace since the last read error); a broker outage is not such evidence.
+//! Offsets are stored only up to the oldest record still needed, so a restart rebuilds
+//! the pairing state by re-reading.
 //!
 //! The same service makes the status callbacks to upstream applications, from its own
 //! consumer group on the event log ([`callbacks`]).
@@ -43,10 +47,13 @@ pub struct Config {
     /// Consumer group on the receipts topic.
     #[serde(default = "default_group")]
     pub group_id: String,
-    /// How long a submitted message waits for a final receipt before it expires (ms).
+    /// How long a submitted message waits for a final receipt before it expires (ms), in
+    /// the receipts log's time: an outage does not count (see the crate docs).
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_ms: i64,
-    /// How long a receipt waits for its submission to be correlated (ms).
+    /// How long a receipt waits for its submission to be correlated (ms), in the
+    /// receipts log's time; also the grace after a read error before the broker's "read
+    /// to the end" counts (at most 30 s).
     #[serde(default = "default_orphan_timeout")]
     pub orphan_timeout_ms: i64,
     /// How often timeouts are checked (ms).
@@ -122,11 +129,63 @@ struct ReceiptWorker {
     metrics: metrics::Metrics,
     /// Inputs whose outputs are on their way: read again meanwhile, they are skipped.
     unstored: smsgw_kafka::Unstored,
+    /// Confirms, for waits past their wall deadline, that their partitions were read to
+    /// their end (the correlator's evidence for ending them).
+    ends: EndCheck,
+}
+
+/// A question to the broker in flight: each partition's high watermark.
+type Asking = tokio::task::JoinHandle<Result<Vec<(i32, i64)>, KafkaError>>;
+
+/// Asks the broker, at most once a second and off the loop, whether partitions with
+/// overdue waits were read to their end, and tells the correlator when they were, at a
+/// time at least `grace` after the last read error (a producer that retried through an
+/// outage may store records late).
+struct EndCheck {
+    kafka: KafkaConfig,
+    /// The next offset to read, per partition (what was read so far).
+    read_to: std::collections::HashMap<i32, i64>,
+    /// The broker's high watermarks, asked at the given wall time.
+    asking: Option<(i64, Asking)>,
+    last_asked: i64,
+    last_error: i64,
+    grace_ms: i64,
+}
+
+impl EndCheck {
+    /// Runs at each tick: takes a finished answer in, then asks again if needed.
+    async fn tick(&mut self, topic: &str, now_ms: i64, correlator: &mut Correlator) {
+        if self.asking.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+            let (asked_at, h) = self.asking.take().expect("checked");
+            match h.await {
+                Ok(Ok(highs)) if asked_at - self.last_error >= self.grace_ms => {
+                    for (p, high) in highs {
+                        if self.read_to.get(&p).copied().unwrap_or(0) >= high {
+                            correlator.read_to_end(p, asked_at);
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                _ => self.last_error = now_ms,
+            }
+        }
+        let due = correlator.needs_end_check(now_ms);
+        if self.asking.is_none() && !due.is_empty() && now_ms - self.last_asked >= 1_000 {
+            self.last_asked = now_ms;
+            let (kafka, topic) = (self.kafka.clone(), topic.to_string());
+            let ask = tokio::spawn(async move {
+                smsgw_kafka::high_watermarks(&kafka, &topic, &due, Duration::from_secs(5)).await
+            });
+            self.asking = Some((now_ms, ask));
+        }
+    }
 }
 
 impl smsgw_kafka::Worker for ReceiptWorker {
     async fn on_record(&mut self, input: &Incoming<'_>, done: &Done) -> Result<(), KafkaError> {
         let (p, o) = (input.partition, input.offset);
+        let next = self.ends.read_to.entry(p).or_default();
+        *next = (*next).max(o + 1);
         if self.unstored.contains(&input.at()) {
             // Read again (a partition given back) while the outputs its first reading
             // caused are on their way: that reading's report finishes it. Handled
@@ -157,6 +216,9 @@ impl smsgw_kafka::Worker for ReceiptWorker {
     }
 
     async fn on_tick(&mut self, now_ms: i64, done: &Done) -> Result<(), KafkaError> {
+        self.ends
+            .tick(&self.topic, now_ms, &mut self.correlator)
+            .await;
         let a = self.correlator.on_tick(now_ms);
         self.act(a, done).await?;
         let (c, o) = self.correlator.waiting();
@@ -169,7 +231,12 @@ impl smsgw_kafka::Worker for ReceiptWorker {
     async fn on_revoked(&mut self, partitions: &[(String, i32)]) {
         for (_, p) in partitions {
             self.correlator.revoke(*p);
+            self.ends.read_to.remove(p);
         }
+    }
+
+    fn on_read_error(&mut self, now_ms: i64) {
+        self.ends.last_error = now_ms;
     }
 }
 
@@ -293,6 +360,14 @@ pub async fn run(
         correlator: Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms),
         metrics: metrics.clone(),
         unstored: smsgw_kafka::Unstored::default(),
+        ends: EndCheck {
+            kafka: config.kafka.clone(),
+            read_to: Default::default(),
+            asking: None,
+            last_asked: 0,
+            last_error: 0,
+            grace_ms: config.orphan_timeout_ms.min(30_000),
+        },
     };
     // A correlation stays unfinished until its final receipt: no bound on records in
     // flight here (the correlator's state is what they are).

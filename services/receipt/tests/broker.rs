@@ -200,3 +200,60 @@ async fn a_pair_read_again_before_its_event_is_stored_is_committed_only_with_it(
     svc.await??;
     Ok(())
 }
+
+/// A receipt read just before the broker went down, whose correlation the broker stores
+/// only after it is back (a dispatcher's producer retrying through the outage), is
+/// matched: the orphan timeout ends a wait only on evidence that the correlation is not
+/// in the log, and an outage longer than the timeout is no such evidence. Before, the
+/// receipt was dead-lettered during the outage and the message, delivered by the
+/// carrier, never ended delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_outlives_a_broker_outage_longer_than_the_orphan_timeout() -> anyhow::Result<()> {
+    let mut broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let mut config = smsgw_receipt::Config::new(kafka.clone());
+    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    config.callbacks.enabled = false;
+    config.tick_ms = 50;
+    config.orphan_timeout_ms = 4_000;
+    let admin = format!("http://{}/metrics", config.admin_listen);
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config, sd));
+    // Given a receipt waiting for its correlation,
+    let r = dlr("5q", "DELIVRD");
+    produce(&kafka, &kafka.topics.receipts(), &r.key(), &r).await?;
+    smsgw_testkit::eventually("the receipt waits", Duration::from_secs(30), || async {
+        let text = reqwest::get(&admin).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| {
+                l.starts_with("smsgw_receipt_waiting_records{")
+                    && l.contains("receipt")
+                    && l.ends_with(" 1")
+            })
+            .then_some(())
+    })
+    .await?;
+    // when the broker is down for twice the orphan timeout and the correlation is
+    // stored as soon as it is back,
+    broker.kill9();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    broker.restart()?;
+    let c = corr("5q", "m5");
+    produce(&kafka, &kafka.topics.receipts(), &c.key(), &c).await?;
+    // then the message is delivered and nothing was dead-lettered.
+    let got: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(got[0].message_id, "m5");
+    assert!(
+        matches!(got[0].payload, EventPayload::Delivered(_)),
+        "{got:?}"
+    );
+    let dead =
+        smsgw_testkit::read_to_end(&kafka, &kafka.topics.dead_letter(), Duration::from_secs(30))
+            .await?;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
