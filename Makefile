@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: soak openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: bench-tansu soak openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -118,6 +118,11 @@ bench-pipeline: tansu
 	RUST_LOG=error ./target/release/smsgw-bench-pipeline
 
 ## Micro-benchmarks (criterion): router decision, Avro, SMPP PDUs, GSM-7.
+## Tansu's sqlite engine reading back 30,000 records with and without the header index
+## deploy/local/tansu-index.py adds (N=... for another count).
+bench-tansu: tansu
+	$(CARGO) test --release -p smsgw-testkit --test tansu_fetch_cost -- --ignored --nocapture
+
 micro:
 	$(CARGO) bench -p smsgw-bench --bench micro -- --warm-up-time 1 --measurement-time 3
 
