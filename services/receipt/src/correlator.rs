@@ -23,6 +23,8 @@ pub struct Actions {
     pub done: Vec<(i32, i64)>,
     /// Submit-to-final-receipt times (ms) of the messages settled, for the histogram.
     pub receipt_latencies_ms: Vec<i64>,
+    /// Correlations paired with a receipt given up earlier as an orphan.
+    pub late_pairs: u64,
 }
 
 #[derive(Debug)]
@@ -84,6 +86,13 @@ pub struct Correlator {
     /// was already settled is ignored instead of waiting to expire a finished message.
     settled: HashMap<String, (String, i32)>,
     settled_order: std::collections::VecDeque<String>,
+    /// Receipts given up as orphans lately, key → receipt, oldest first, at most
+    /// [`SETTLED_MEMORY`]: a correlation that comes after all (the dispatcher that wrote
+    /// the submit died before its correlation was stored, and its next life writes it
+    /// again once it has restarted) still pairs with its receipt, so the message ends
+    /// as the carrier reported instead of expiring.
+    given_up: HashMap<String, ReceiptReceived>,
+    given_up_order: std::collections::VecDeque<String>,
     /// Per partition, the latest record time read (`received_at`): its log time.
     log_clock: HashMap<i32, i64>,
     /// Per partition, the latest wall time at which it was confirmed read to its end.
@@ -106,6 +115,8 @@ impl Correlator {
             orphans: HashMap::new(),
             settled: HashMap::new(),
             settled_order: std::collections::VecDeque::new(),
+            given_up: HashMap::new(),
+            given_up_order: std::collections::VecDeque::new(),
             log_clock: HashMap::new(),
             read_to_end_at: HashMap::new(),
             receipt_timeout_ms,
@@ -221,6 +232,14 @@ impl Correlator {
                         a.done.push((o.partition, o.offset));
                     }
                 }
+                if let Some(c) = corr.take_if(|_| self.given_up.contains_key(&key)) {
+                    // Its receipt was given up before it came (see `given_up`); the
+                    // receipt's record is done already.
+                    let r = self.given_up.remove(&key).expect("checked");
+                    let own = (c.partition, c.offset);
+                    corr = self.settle(c, &r, own, now_ms, &mut a);
+                    a.late_pairs += 1;
+                }
                 if let Some(c) = corr {
                     self.correlations.insert(key, c);
                 }
@@ -293,6 +312,17 @@ impl Correlator {
         None
     }
 
+    fn remember_given_up(&mut self, key: String, receipt: ReceiptReceived) {
+        if self.given_up.insert(key.clone(), receipt).is_none() {
+            self.given_up_order.push_back(key);
+        }
+        while self.given_up_order.len() > SETTLED_MEMORY {
+            if let Some(old) = self.given_up_order.pop_front() {
+                self.given_up.remove(&old);
+            }
+        }
+    }
+
     fn remember_settled(&mut self, c: &Correlation) {
         let key = format!("{}:{}", c.carrier, c.carrier_message_id);
         if self
@@ -339,6 +369,7 @@ impl Correlator {
             }
         }
         let mut orphans = std::mem::take(&mut self.orphans);
+        let mut given_up = Vec::new();
         for list in orphans.values_mut() {
             list.retain(|o| {
                 if !self.is_over(o.partition, o.give_up) {
@@ -350,8 +381,15 @@ impl Correlator {
                 );
                 a.orphans.push((o.partition, o.offset, reason));
                 a.done.push((o.partition, o.offset));
+                given_up.push((
+                    format!("{}:{}", o.carrier, o.carrier_message_id),
+                    o.receipt.clone(),
+                ));
                 false
             });
+        }
+        for (key, receipt) in given_up {
+            self.remember_given_up(key, receipt);
         }
         orphans.retain(|_, l| !l.is_empty());
         self.orphans = orphans;
@@ -509,6 +547,33 @@ mod tests {
         let a = c.on_record(0, 2, corr("x"), 60_000);
         assert!(matches!(a.events[0].payload, EventPayload::Delivered(_)));
         assert_eq!(sorted(&a.done), vec![(0, 1), (0, 2)]);
+    }
+
+    #[test]
+    fn a_correlation_written_again_after_its_receipt_was_given_up_still_pairs_with_it() {
+        // Given a receipt x given up as an orphan (the dispatcher that submitted x died
+        // before storing its correlation),
+        let mut c = Correlator::new(1000, 100);
+        let at = |mut r: CarrierRecord, t: i64| {
+            r.received_at = t;
+            r
+        };
+        c.on_record(0, 1, at(dlr("x", "DELIVRD"), 1_000), 0);
+        c.on_record(0, 2, at(corr("other"), 1_200), 0);
+        let a = c.on_tick(0);
+        assert_eq!((a.orphans.len(), a.done.clone()), (1, vec![(0, 1)]));
+        // when its next life writes the correlation again (with the submit's time),
+        let a = c.on_record(0, 3, at(corr("x"), 990), 0);
+        // then the message ends as the carrier reported, the correlation is done, and
+        // the pairing is counted as late.
+        assert!(
+            matches!(a.events[0].payload, EventPayload::Delivered(_)),
+            "{a:?}"
+        );
+        assert_eq!(a.events[0].message_id, "m-x");
+        assert!(a.done.contains(&(0, 3)));
+        assert_eq!(a.late_pairs, 1);
+        assert_eq!(c.waiting(), (1, 0), "only `other` waits");
     }
 
     #[test]

@@ -244,6 +244,7 @@ impl ReceiptWorker {
     /// Enqueues the outputs in order, then completes the offsets once all are acknowledged.
     async fn act(&mut self, a: Actions, done: &Done) -> Result<(), KafkaError> {
         let mut out = Vec::new();
+        self.metrics.late_pairs.inc_by(a.late_pairs);
         for ms in &a.receipt_latencies_ms {
             self.metrics
                 .submit_to_receipt

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Receipts never claimed, dead-lettered.
     pub orphans: IntCounter,
+    /// Correlations that came after their receipt was given up, paired with it still.
+    pub late_pairs: IntCounter,
     /// Undecodable records, dead-lettered.
     pub dead_lettered: IntCounter,
     /// Outputs the broker did not acknowledge, sent again until stored.
@@ -51,6 +53,14 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(events.clone())).expect("unique");
+        let late_pairs = IntCounter::new(
+            "smsgw_receipt_late_pairs_total",
+            "Correlations paired with a receipt given up earlier as an orphan",
+        )
+        .expect("valid");
+        registry
+            .register(Box::new(late_pairs.clone()))
+            .expect("unique");
         registry
             .register(Box::new(orphans.clone()))
             .expect("unique");
@@ -112,6 +122,7 @@ impl Metrics {
             .register(Box::new(callback_queue.clone()))
             .expect("unique");
         Metrics {
+            late_pairs,
             callbacks,
             callback_seconds,
             callback_queue,
