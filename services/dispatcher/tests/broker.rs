@@ -405,15 +405,16 @@ async fn work_read_again_while_on_the_wire_is_committed_only_with_its_outcome() 
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["sim"]).await?;
-    // Given a carrier that answers a submit only after 20 s,
+    // Given a carrier that answers a submit only after 45 s (the rebalance below takes
+    // seconds on Tansu; the submit must still be unanswered when it is done),
     let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
     sc.rules = vec![Rule {
-        latency_ms: 20_000,
+        latency_ms: 45_000,
         ..Rule::default()
     }];
     let sim = Simulator::start(sc).await?;
     let mut carrier = CarrierConfig::new("sim", &format!("smpp://{}", sim.smpp_addr), "gw", "pw");
-    carrier.response_timeout_ms = 60_000;
+    carrier.response_timeout_ms = 120_000;
     let group = carrier.group();
     let config = config(&kafka, carrier)?;
     let metrics_url = format!("http://{}/metrics", config.admin_listen);
@@ -450,7 +451,7 @@ async fn work_read_again_while_on_the_wire_is_committed_only_with_its_outcome() 
     );
     // and it is, once the carrier answers and the outcome is stored.
     let events: Vec<Event> =
-        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(40)).await?;
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(90)).await?;
     assert!(
         matches!(&events[0].payload, EventPayload::Submitted(_)),
         "{events:?}"
