@@ -376,7 +376,8 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
                 .with_label_values(&[&input.partition.to_string()])
                 .set(((now_ms() - produced).max(0) as f64) / 1000.0);
         }
-        if self.unstored.contains(&input.at()) {
+        let at = input.at();
+        if self.unstored.contains(&at) {
             return Ok(()); // its first reading reports it
         }
         let outputs = match self.handler.handle(input, now_ms()).await {
@@ -402,7 +403,7 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
         for rec in &outputs {
             acks.push((self.producer.enqueue(rec).await?, rec.topic.clone()));
         }
-        let (at, done, processed) = (input.at(), done.clone(), metrics.processed.clone());
+        let (done, processed) = (done.clone(), metrics.processed.clone());
         if acks.is_empty() {
             processed.inc();
             done.finish(at);

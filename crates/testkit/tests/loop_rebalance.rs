@@ -240,18 +240,7 @@ async fn a_record_read_again_before_its_outputs_are_stored_is_committed_only_wit
     eventually("r0 handled", Duration::from_secs(30), count("r0")).await?;
     // when another member joins and leaves, so that the service reads from the last
     // commit again,
-    let mut b = Command::new(env!("CARGO_BIN_EXE_smsgw-group-member"))
-        .args([&broker.addr, &topic, group])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = std::io::BufReader::new(b.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    tokio::task::block_in_place(|| std::io::BufRead::read_line(&mut lines, &mut line))?;
-    assert!(line.starts_with("assigned"), "{line}");
-    drop(b.stdin.take());
-    tokio::task::block_in_place(|| b.wait())?;
+    smsgw_testkit::rebalance_group(&kafka, group, &topic).await?;
     smsgw_kafka::send(&producer, &put("r1")).await?;
     eventually("r1 handled", Duration::from_secs(30), count("r1")).await?;
     // then r0 was not handled a second time, and nothing is committed while its output

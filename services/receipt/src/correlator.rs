@@ -84,21 +84,49 @@ pub struct Correlator {
     /// [`SETTLED_MEMORY`]: a dispatcher that restarts writes the correlation of a submit
     /// again when it cannot tell whether the first one was stored; a copy of one that
     /// was already settled is ignored instead of waiting to expire a finished message.
-    settled: HashMap<String, (String, i32)>,
-    settled_order: std::collections::VecDeque<String>,
+    settled: Recent<(String, i32)>,
     /// Receipts given up as orphans lately, key → receipt, oldest first, at most
     /// [`SETTLED_MEMORY`]: a correlation that comes after all (the dispatcher that wrote
     /// the submit died before its correlation was stored, and its next life writes it
     /// again once it has restarted) still pairs with its receipt, so the message ends
     /// as the carrier reported instead of expiring.
-    given_up: HashMap<String, ReceiptReceived>,
-    given_up_order: std::collections::VecDeque<String>,
+    given_up: Recent<ReceiptReceived>,
     /// Per partition, the latest record time read (`received_at`): its log time.
     log_clock: HashMap<i32, i64>,
     /// Per partition, the latest wall time at which it was confirmed read to its end.
     read_to_end_at: HashMap<i32, i64>,
     receipt_timeout_ms: i64,
     orphan_timeout_ms: i64,
+}
+
+/// A bounded memory of recent keys: at most [`SETTLED_MEMORY`], the oldest forgotten
+/// first.
+#[derive(Debug)]
+struct Recent<V> {
+    map: HashMap<String, V>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    fn insert(&mut self, key: String, value: V) {
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > SETTLED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
 }
 
 /// How many settled correlations are remembered (a copy comes within seconds).
@@ -113,10 +141,8 @@ impl Correlator {
             correlations: HashMap::new(),
             groups: HashMap::new(),
             orphans: HashMap::new(),
-            settled: HashMap::new(),
-            settled_order: std::collections::VecDeque::new(),
-            given_up: HashMap::new(),
-            given_up_order: std::collections::VecDeque::new(),
+            settled: Recent::default(),
+            given_up: Recent::default(),
             log_clock: HashMap::new(),
             read_to_end_at: HashMap::new(),
             receipt_timeout_ms,
@@ -201,7 +227,7 @@ impl Correlator {
         *clock = (*clock).max(rec.received_at);
         match rec.kind {
             CarrierRecordKind::SubmitCorrelated(c) => {
-                if self.settled.get(&key) == Some(&(c.message_id.clone(), c.attempt)) {
+                if self.settled.map.get(&key) == Some(&(c.message_id.clone(), c.attempt)) {
                     // A copy of a correlation already settled (see `settled`).
                     a.done.push((partition, offset));
                     return a;
@@ -232,10 +258,10 @@ impl Correlator {
                         a.done.push((o.partition, o.offset));
                     }
                 }
-                if let Some(c) = corr.take_if(|_| self.given_up.contains_key(&key)) {
+                if let Some(c) = corr.take_if(|_| self.given_up.map.contains_key(&key)) {
                     // Its receipt was given up before it came (see `given_up`); the
                     // receipt's record is done already.
-                    let r = self.given_up.remove(&key).expect("checked");
+                    let r = self.given_up.map.remove(&key).expect("checked");
                     let own = (c.partition, c.offset);
                     corr = self.settle(c, &r, own, now_ms, &mut a);
                     a.late_pairs += 1;
@@ -312,31 +338,9 @@ impl Correlator {
         None
     }
 
-    fn remember_given_up(&mut self, key: String, receipt: ReceiptReceived) {
-        if self.given_up.insert(key.clone(), receipt).is_none() {
-            self.given_up_order.push_back(key);
-        }
-        while self.given_up_order.len() > SETTLED_MEMORY {
-            if let Some(old) = self.given_up_order.pop_front() {
-                self.given_up.remove(&old);
-            }
-        }
-    }
-
     fn remember_settled(&mut self, c: &Correlation) {
         let key = format!("{}:{}", c.carrier, c.carrier_message_id);
-        if self
-            .settled
-            .insert(key.clone(), (c.message_id.clone(), c.attempt))
-            .is_none()
-        {
-            self.settled_order.push_back(key);
-        }
-        while self.settled_order.len() > SETTLED_MEMORY {
-            if let Some(old) = self.settled_order.pop_front() {
-                self.settled.remove(&old);
-            }
-        }
+        self.settled.insert(key, (c.message_id.clone(), c.attempt));
     }
 
     /// Expires what waited too long.
@@ -370,7 +374,7 @@ impl Correlator {
         }
         let mut orphans = std::mem::take(&mut self.orphans);
         let mut given_up = Vec::new();
-        for list in orphans.values_mut() {
+        for (key, list) in orphans.iter_mut() {
             list.retain(|o| {
                 if !self.is_over(o.partition, o.give_up) {
                     return true;
@@ -381,15 +385,12 @@ impl Correlator {
                 );
                 a.orphans.push((o.partition, o.offset, reason));
                 a.done.push((o.partition, o.offset));
-                given_up.push((
-                    format!("{}:{}", o.carrier, o.carrier_message_id),
-                    o.receipt.clone(),
-                ));
+                given_up.push((key.clone(), o.receipt.clone()));
                 false
             });
         }
         for (key, receipt) in given_up {
-            self.remember_given_up(key, receipt);
+            self.given_up.insert(key, receipt);
         }
         orphans.retain(|_, l| !l.is_empty());
         self.orphans = orphans;
@@ -554,10 +555,6 @@ mod tests {
         // Given a receipt x given up as an orphan (the dispatcher that submitted x died
         // before storing its correlation),
         let mut c = Correlator::new(1000, 100);
-        let at = |mut r: CarrierRecord, t: i64| {
-            r.received_at = t;
-            r
-        };
         c.on_record(0, 1, at(dlr("x", "DELIVRD"), 1_000), 0);
         c.on_record(0, 2, at(corr("other"), 1_200), 0);
         let a = c.on_tick(0);
@@ -580,10 +577,6 @@ mod tests {
     fn the_log_moving_past_a_deadline_ends_the_wait() {
         // Given an orphan y (carrier time 1_000) and a correlation x (carrier time 1_000),
         let mut c = Correlator::new(1000, 100);
-        let at = |mut r: CarrierRecord, t: i64| {
-            r.received_at = t;
-            r
-        };
         c.on_record(0, 1, at(dlr("y", "DELIVRD"), 1_000), 0);
         c.on_record(0, 2, at(corr("x"), 1_000), 0);
         // when a later record of the partition shows the log 100 ms on, the orphan is
@@ -596,6 +589,12 @@ mod tests {
         let a = c.on_tick(0);
         assert_eq!(a.events.len(), 1);
         assert_eq!(a.events[0].message_id, "m-x");
+    }
+
+    /// `r` as written at carrier time `t`.
+    fn at(mut r: CarrierRecord, t: i64) -> CarrierRecord {
+        r.received_at = t;
+        r
     }
 
     fn sorted(v: &[(i32, i64)]) -> Vec<(i32, i64)> {

@@ -732,10 +732,7 @@ async fn soak(messages: usize, pace: Duration, every: (u64, u64), seed: u64) -> 
 /// locally). `make soak` runs the long form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_short_every_fault_at_once_and_the_ledger_balances() -> anyhow::Result<()> {
-    let seed = std::env::var("SMSGW_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let seed = env_or("SMSGW_SOAK_SEED", 15);
     soak(1_500, Duration::from_millis(12), (2_000, 4_000), seed).await
 }
 
@@ -744,14 +741,16 @@ async fn soak_short_every_fault_at_once_and_the_ledger_balances() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: make soak"]
 async fn soak_long() -> anyhow::Result<()> {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let messages = env("SMSGW_SOAK_MESSAGES", 100_000) as usize;
-    let seed = env("SMSGW_SOAK_SEED", smsgw_kafka::now_ms() as u64 % 1_000);
-    let pace = Duration::from_micros(env("SMSGW_SOAK_PACE_US", 2_500));
+    let messages = env_or("SMSGW_SOAK_MESSAGES", 100_000) as usize;
+    let seed = env_or("SMSGW_SOAK_SEED", smsgw_kafka::now_ms() as u64 % 1_000);
+    let pace = Duration::from_micros(env_or("SMSGW_SOAK_PACE_US", 2_500));
     soak(messages, pace, (20_000, 40_000), seed).await
+}
+
+/// The number in environment variable `k`, or `default`.
+fn env_or(k: &str, default: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
