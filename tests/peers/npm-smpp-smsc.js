@@ -19,7 +19,9 @@
 //   drop_at: N           never answer; close the connection once N are outstanding
 // --bind-fail N refuses the first N binds with ESME_RBINDFAIL. --tls-key FILE and
 // --tls-cert FILE (PEM) make it an SMPP-over-TLS server (the package's own TLS mode). A transmitter's receipts
-// go to a receiver bind, as real SMSCs do.
+// go to a receiver bind, as real SMSCs do. Receipts are stored and forwarded as real SMSCs
+// do: one with no open receiver bind waits for the next, and one sent on a session that
+// closes before its deliver_sm_resp is sent again on another.
 // An HTTP control port injects MO messages (POST /mo {from,to,body}) and reports
 // counters (GET /stats). --log FILE appends every bind, unbind, submit (with the text as the
 // npm package decoded it), receipt and drop as one JSON object per line.
@@ -94,10 +96,48 @@ function yymmddhhmm() {
   return p(d.getUTCFullYear() % 100) + p(d.getUTCMonth() + 1) + p(d.getUTCDate()) + p(d.getUTCHours()) + p(d.getUTCMinutes());
 }
 
-function receiptSession(session) {
-  if (session.receives) return session;
-  for (const s of receivers) return s;
-  return null;
+function open(s) {
+  return s && s.receives && receivers.has(s) && s.socket.writable;
+}
+
+// Receipts no open receiver can take yet, oldest first.
+const waiting = [];
+
+// Sends a receipt to `preferred` (the submitting session) if it receives, else to any
+// open receiver, else keeps it for the next bind. Until the ESME answers, the receipt
+// stays on the session's `unanswered` list: a close puts it back in the queue.
+function sendReceipt(r, preferred) {
+  let to = open(preferred) ? preferred : null;
+  if (!to) for (const s of receivers) if (open(s)) { to = s; break; }
+  if (!to) {
+    waiting.push(r);
+    note({ ev: 'dlr_queued', id: r.id });
+    return;
+  }
+  to.unanswered = to.unanswered || new Map();
+  const pdu = new smpp.PDU('deliver_sm', r.pdu);
+  const sent = to.send(pdu, () => to.unanswered.delete(pdu.sequence_number));
+  if (!sent) {
+    waiting.push(r);
+    return;
+  }
+  to.unanswered.set(pdu.sequence_number, r);
+  if (!r.sent) stats.receipts++;
+  note({ ev: 'dlr', id: r.id, before_resp: r.beforeResp, conn: to.conn, resent: !!r.sent });
+  r.sent = true;
+}
+
+function flushWaiting() {
+  const queued = waiting.splice(0, waiting.length);
+  for (const r of queued) sendReceipt(r, null);
+}
+
+// A receiver session has gone: what it did not answer goes out again elsewhere.
+function lost(session) {
+  receivers.delete(session);
+  const unanswered = session.unanswered;
+  session.unanswered = new Map();
+  for (const r of (unanswered || new Map()).values()) sendReceipt(r, null);
 }
 
 const server = smpp.createServer(serverOptions, function (session) {
@@ -117,7 +157,10 @@ const server = smpp.createServer(serverOptions, function (session) {
     note({ ev: 'bind', mode, ok: true, conn });
     session.receives = pdu.command !== 'bind_transmitter';
     session.conn = conn;
-    if (session.receives) receivers.add(session);
+    if (session.receives) {
+      receivers.add(session);
+      flushWaiting();
+    }
   };
   session.on('bind_transceiver', bind);
   session.on('bind_receiver', bind);
@@ -126,11 +169,11 @@ const server = smpp.createServer(serverOptions, function (session) {
   session.on('unbind', (pdu) => {
     note({ ev: 'unbind', conn: session.conn });
     session.send(pdu.response());
-    receivers.delete(session);
+    lost(session);
     session.close();
   });
-  session.on('close', () => receivers.delete(session));
-  session.on('error', () => receivers.delete(session));
+  session.on('close', () => lost(session));
+  session.on('error', () => lost(session));
   session.on('submit_sm', function (pdu) {
     stats.submits++;
     const dest = pdu.destination_addr;
@@ -179,21 +222,21 @@ const server = smpp.createServer(serverOptions, function (session) {
       const wants = pdu.registered_delivery & 0x03;
       const stat = rule.stat || 'DELIVRD';
       const dlr = function (beforeResp) {
-        const to = receiptSession(session);
-        if (!to) return;
         const state = stat === 'DELIVRD' ? 2 : 5;
         const date = yymmddhhmm();
-        to.deliver_sm({
-          source_addr: dest,
-          destination_addr: pdu.source_addr,
-          esm_class: 0x04,
-          short_message: 'id:' + id + ' sub:001 dlvrd:' + (state === 2 ? '001' : '000') + ' submit date:' + date +
-            ' done date:' + date + ' stat:' + stat + ' err:000 text:',
-          receipted_message_id: id,
-          message_state: state,
-        });
-        stats.receipts++;
-        note({ ev: 'dlr', id, before_resp: beforeResp, conn: to.conn });
+        sendReceipt({
+          id,
+          beforeResp,
+          pdu: {
+            source_addr: dest,
+            destination_addr: pdu.source_addr,
+            esm_class: 0x04,
+            short_message: 'id:' + id + ' sub:001 dlvrd:' + (state === 2 ? '001' : '000') + ' submit date:' + date +
+              ' done date:' + date + ' stat:' + stat + ' err:000 text:',
+            receipted_message_id: id,
+            message_state: state,
+          },
+        }, session);
       };
       if (wants && rule.dlr_first) dlr(true);
       session.send(pdu.response({ message_id: id }));
