@@ -269,6 +269,16 @@ pub trait Handler {
         input: &Incoming<'_>,
         now_ms: i64,
     ) -> Result<Vec<OutRecord>, HandleError>;
+
+    /// Whether one record's outputs are written one after another, each only once the
+    /// broker holds the one before (`true`), instead of all at once. A handler whose
+    /// later outputs act on its earlier ones says so: the router's dispatch work carries
+    /// out the decision written before it, and written together either may be stored
+    /// without the other when the service dies (work done with no decision in the log
+    /// leaves a message whose events do not fold).
+    fn ordered_outputs(&self) -> bool {
+        false
+    }
 }
 
 /// Counters the loop keeps; each service registers them under its own names.
@@ -399,10 +409,19 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
                 vec![]
             }
         };
-        let mut acks = Vec::with_capacity(outputs.len());
-        for rec in &outputs {
-            acks.push((self.producer.enqueue(rec).await?, rec.topic.clone()));
+        // Enqueued now, in order: all of them, or only the first when they are written
+        // one after another (the rest follow its acknowledgement).
+        let mut outputs = outputs.into_iter();
+        let now_count = if self.handler.ordered_outputs() {
+            1
+        } else {
+            usize::MAX
+        };
+        let mut acks = Vec::new();
+        for rec in outputs.by_ref().take(now_count) {
+            acks.push((self.producer.enqueue(&rec).await?, rec.topic));
         }
+        let later: Vec<OutRecord> = outputs.collect();
         let (done, processed) = (done.clone(), metrics.processed.clone());
         if acks.is_empty() {
             processed.inc();
@@ -411,6 +430,7 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
         }
         let unstored = self.unstored.clone();
         unstored.insert(at.clone());
+        let producer = self.producer.clone();
         tokio::spawn(async move {
             let mut failed = None;
             for (f, t) in acks {
@@ -418,6 +438,11 @@ impl<H: Handler> crate::Worker for HandlerWorker<'_, H> {
                     failed = Some(e);
                     break;
                 }
+            }
+            if failed.is_none() {
+                failed = crate::producer::send_in_order(&producer, &later)
+                    .await
+                    .err();
             }
             unstored.remove(&at);
             match failed {

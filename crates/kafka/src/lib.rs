@@ -28,8 +28,8 @@ pub use consumer::{
     Handler, Incoming, Owned, OwningContext, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
-    dead_letter, send, send_all, send_until_stored, OutRecord, Producer, DEAD_LETTER_FIELD_MAX,
-    DEAD_LETTER_HEADERS_MAX, DEAD_LETTER_PAYLOAD_MAX,
+    dead_letter, send, send_all, send_in_order, send_until_stored, OutRecord, Producer,
+    DEAD_LETTER_FIELD_MAX, DEAD_LETTER_HEADERS_MAX, DEAD_LETTER_PAYLOAD_MAX,
 };
 pub use rdkafka;
 pub use recent::{

@@ -114,6 +114,15 @@ pub async fn send_all(producer: &Producer, records: &[OutRecord]) -> Result<(), 
     Ok(())
 }
 
+/// Sends `records` one after another, each only once the broker holds the one before:
+/// a crash can leave a later record unwritten, never an earlier one.
+pub async fn send_in_order(producer: &Producer, records: &[OutRecord]) -> Result<(), KafkaError> {
+    for r in records {
+        send(producer, r).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn await_delivery(f: DeliveryFuture, topic: &str) -> Result<(), KafkaError> {
     match f.await {
         Ok(Ok(_)) => Ok(()),

@@ -272,3 +272,124 @@ async fn a_record_read_again_before_its_outputs_are_stored_is_committed_only_wit
     svc.await??;
     Ok(())
 }
+
+/// Writes two outputs per record, the second acting on the first (as the router's
+/// dispatch work carries out its decision), and asks for them in order.
+struct Ordered {
+    first_topic: String,
+    second_topic: String,
+    taken: Arc<Mutex<usize>>,
+}
+
+impl smsgw_kafka::Handler for Ordered {
+    async fn handle(
+        &mut self,
+        input: &Incoming<'_>,
+        _now_ms: i64,
+    ) -> Result<Vec<smsgw_kafka::OutRecord>, smsgw_kafka::HandleError> {
+        *self.taken.lock().unwrap() += 1;
+        let body = input.payload.unwrap_or_default().to_vec();
+        let to = |topic: &String| smsgw_kafka::OutRecord {
+            topic: topic.clone(),
+            key: None,
+            partition: Some(0),
+            payload: body.clone(),
+            headers: vec![],
+        };
+        Ok(vec![to(&self.first_topic), to(&self.second_topic)])
+    }
+
+    fn ordered_outputs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_outputs_are_written_only_after_the_ones_before_are_stored() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let topic = format!("{}.in", kafka.topics.prefix);
+    // The first output's topic does not exist yet: it waits unacknowledged (no delivery
+    // timeout) until the test creates it, as a write does while its batch is in flight.
+    let first_topic = format!("{}.decisions", kafka.topics.prefix);
+    let second_topic = format!("{}.work", kafka.topics.prefix);
+    smsgw_testkit::create_topic(&kafka, &topic, 1).await?;
+    smsgw_testkit::create_topic(&kafka, &second_topic, 1).await?;
+    let producer = smsgw_kafka::Producer::new(&kafka)?;
+    smsgw_kafka::send(
+        &producer,
+        &smsgw_kafka::OutRecord {
+            topic: topic.clone(),
+            key: None,
+            partition: Some(0),
+            payload: b"r0".to_vec(),
+            headers: vec![],
+        },
+    )
+    .await?;
+    // Given a service whose handler writes a decision and then the work it implies,
+    let group = "loop-ordered";
+    let consumer = smsgw_kafka::consumer(&kafka, group)?;
+    smsgw_kafka::join(&consumer, &kafka, &[&topic])?;
+    let registry = prometheus::Registry::new();
+    let metrics = smsgw_kafka::ConsumerMetrics::register(&registry, "t_records_total", "t");
+    let (stop, sd) = stopper();
+    let taken = Arc::new(Mutex::new(0));
+    let svc = {
+        let (kafka, first_topic, second_topic, taken) = (
+            kafka.clone(),
+            first_topic.clone(),
+            second_topic.clone(),
+            taken.clone(),
+        );
+        let dlq = format!("{}.dlq", kafka.topics.prefix);
+        tokio::spawn(async move {
+            let producer = smsgw_kafka::Producer::new(&kafka)?;
+            let mut h = Ordered {
+                first_topic,
+                second_topic,
+                taken,
+            };
+            smsgw_kafka::run_consumer(consumer, &producer, &dlq, "t", &mut h, &metrics, 8, sd).await
+        })
+    };
+    let stored = |t: &str| {
+        let (kafka, t) = (kafka.clone(), t.to_string());
+        async move {
+            smsgw_kafka::high_watermarks(&kafka, &t, &[0], Duration::from_secs(10))
+                .await
+                .map(|w| w[0].1)
+        }
+    };
+    // when the record is taken and its decision cannot be stored yet,
+    eventually("r0 taken", Duration::from_secs(30), || {
+        let n = *taken.lock().unwrap();
+        async move { (n == 1).then_some(()) }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // then the work is not written either (written together, it would be stored now and
+    // a crash would leave it without its decision), and the record is not committed;
+    assert_eq!(
+        stored(&second_topic).await?,
+        0,
+        "work written before its decision"
+    );
+    assert_eq!(smsgw_testkit::group_lag(&kafka, group, &topic)?, 1);
+    // once the decision can be stored, both are, and the record is committed.
+    smsgw_testkit::create_topic(&kafka, &first_topic, 1).await?;
+    eventually(
+        "both stored and committed",
+        Duration::from_secs(60),
+        || async {
+            let both =
+                stored(&first_topic).await.ok()? == 1 && stored(&second_topic).await.ok()? == 1;
+            let committed = smsgw_testkit::group_lag(&kafka, group, &topic).ok()? == 0;
+            (both && committed).then_some(())
+        },
+    )
+    .await?;
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}

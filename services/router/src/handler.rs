@@ -388,6 +388,14 @@ impl Handler for RouterHandler {
         self.lock().note_partition(&e.message_id, input.partition);
         Ok(out)
     }
+
+    /// The decision (`CarrierSelected`) is stored before the dispatch work that carries
+    /// it out: killed in between, the next life finds the decision with no outcome and
+    /// writes the work again ([`Plan::Redispatch`]). The other way round, the carrier
+    /// could deliver a message whose log lacks the decision, so its events do not fold.
+    fn ordered_outputs(&self) -> bool {
+        true
+    }
 }
 
 impl RouterHandler {
@@ -689,10 +697,12 @@ mod tests {
     fn accepted_message_is_routed_to_the_first_carrier() {
         let mut h = handler();
         let out = handle(&mut h, &accepted("m1", "+447911123456"));
+        // The decision first, written before its dispatch work (ordered outputs).
         assert_eq!(
             shape(&out),
             [("t.events", "CarrierSelected"), ("t.dispatch.a", "-")]
         );
+        assert!(h.ordered_outputs());
         assert!(
             matches!(&out[0].1.as_ref().unwrap().payload, EventPayload::CarrierSelected(c) if c.carrier == "a" && c.attempt == 1)
         );

@@ -204,7 +204,8 @@ pub async fn run(
             // Held again (quiet hours): still the same partition's.
             stamp_owner(&mut out, &topic, partition);
             out.push(OutRecord::tombstone(topic.clone(), id.clone()));
-            match smsgw_kafka::send_all(&producer, &out).await {
+            // In order: the decision, its dispatch work, then the held copy's removal.
+            match smsgw_kafka::send_in_order(&producer, &out).await {
                 Ok(()) => schedule
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
