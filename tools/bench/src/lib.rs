@@ -101,6 +101,8 @@ pub struct DlrSink {
 struct DlrSeen {
     delivered: HashMap<String, Instant>,
     failed: HashMap<String, String>,
+    /// Every report per id, in arrival order (`true`: delivered).
+    reports: HashMap<String, Vec<bool>>,
 }
 
 impl DlrSink {
@@ -141,7 +143,9 @@ impl DlrSink {
             status.cloned().unwrap_or_default(),
         );
         let mut seen = self.inner.lock().unwrap();
-        if status == "1" || status.eq_ignore_ascii_case("DELIVRD") {
+        let ok = status == "1" || status.eq_ignore_ascii_case("DELIVRD");
+        seen.reports.entry(id.clone()).or_default().push(ok);
+        if ok {
             seen.delivered.entry(id).or_insert_with(Instant::now);
         } else {
             seen.failed.insert(id, status);
@@ -153,6 +157,11 @@ impl DlrSink {
     pub fn counts(&self) -> (usize, usize) {
         let s = self.inner.lock().unwrap();
         (s.delivered.len(), s.failed.len())
+    }
+
+    /// Every report received per id, in arrival order (`true`: delivered).
+    pub fn reports(&self) -> HashMap<String, Vec<bool>> {
+        self.inner.lock().unwrap().reports.clone()
     }
 
     /// When the last delivered receipt arrived.

@@ -23,6 +23,12 @@
 //! contradicted, unflagged duplicates); `smsgw-admin ledger` exits non-zero on any. The
 //! check is pure: the caller reads the log and the file. Carrier ids are compared as
 //! the gateway stores them (`smsgw_smpp::normalize_message_id`).
+//!
+//! [`client`] counts the same for a gateway with no event log (Kannel), from what its
+//! client was told: accepted requests and delivery reports.
+
+pub mod client;
+pub use client::{check_client, ClientMessage, ClientReport};
 
 use serde::Deserialize;
 use smsgw_domain::{Event, EventPayload, Message};
@@ -257,6 +263,8 @@ struct Carrier {
     live: HashMap<String, usize>,
     /// First parts per destination whose receipt said delivered.
     delivered_firsts: HashMap<String, Vec<String>>,
+    /// First parts taken per destination.
+    firsts: HashMap<String, Vec<String>>,
     submits: usize,
 }
 
@@ -268,6 +276,7 @@ impl Carrier {
             taken: HashSet::new(),
             live: HashMap::new(),
             delivered_firsts: HashMap::new(),
+            firsts: HashMap::new(),
             submits: 0,
         };
         let mut firsts: HashMap<&str, Vec<String>> = HashMap::new();
@@ -296,10 +305,12 @@ impl Carrier {
                 .count();
             c.live.insert(dest.to_string(), live);
             let done: Vec<String> = ids
-                .into_iter()
+                .iter()
+                .cloned()
                 .filter(|id| c.stat.get(id).is_some_and(|s| delivered(s)))
                 .collect();
             c.delivered_firsts.insert(dest.to_string(), done);
+            c.firsts.insert(dest.to_string(), ids);
         }
         c
     }

@@ -57,6 +57,25 @@ impl Procs {
         }
         pids
     }
+    /// Kills `name` with SIGKILL (its last life) and forgets it.
+    fn kill(&mut self, name: &str) {
+        if let Some(i) = self.0.iter().rposition(|(n, _)| n == name) {
+            let (_, mut c) = self.0.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// Whether `name`'s last life has exited (forgotten if so).
+    fn exited(&mut self, name: &str) -> bool {
+        let Some(i) = self.0.iter().rposition(|(n, _)| n == name) else {
+            return true;
+        };
+        let gone = !matches!(self.0[i].1.try_wait(), Ok(None));
+        if gone {
+            self.0.remove(i);
+        }
+        gone
+    }
     /// Summed CPU seconds and peak RSS (kB) of every process and descendant.
     fn usage(&self) -> (f64, u64) {
         self.pids()
@@ -334,6 +353,214 @@ async fn kannel(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
         "max_pending_submits": 50, "throughput": "unlimited",
         "ingestion": "smsbox sendsms HTTP, dlr-mask=3, 32 requests in flight",
     })))
+}
+
+/// An env knob, or its default.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `smsgw-bench-peers kannel-faults` (issue 15, docs/reliability.md): Kannel under the
+/// faults smsgw's soak survives, counted by the same ledger. `KANNEL_FAULTS_MESSAGES`
+/// (30,000) requests at one every `KANNEL_FAULTS_PACE_US` (6,667: 150/s) go through
+/// smsbox's sendsms, each retried until Kannel accepts it (as a producer retries), with
+/// a delivery-report URL; bearerbox, with its file store, is killed with SIGKILL every
+/// 20–40 s (`KANNEL_FAULTS_SEED`) and started again 300 ms later (smsbox too, when it
+/// went away with it). Then, once nothing has moved for 60 s, what the client was told
+/// is held against the carrier simulator's ledger ([`smsgw_ledger::check_client`]).
+/// Writes `bench-results/kannel-faults.json`; exits non-zero when the ledger fails.
+async fn kannel_faults(dir: &Path) -> anyhow::Result<()> {
+    let n = env_or("KANNEL_FAULTS_MESSAGES", 30_000) as usize;
+    let pace = Duration::from_micros(env_or("KANNEL_FAULTS_PACE_US", 6_667));
+    let first_seed = env_or("KANNEL_FAULTS_SEED", smsgw_kafka::now_ms() as u64 % 1_000);
+    let mut seed = first_seed;
+    let which = |b: &str| {
+        ["/usr/sbin/", "/usr/bin/"]
+            .iter()
+            .map(|p| PathBuf::from(format!("{p}{b}")))
+            .find(|p| p.exists())
+    };
+    let (Some(bearerbox), Some(smsbox)) = (which("bearerbox"), which("smsbox")) else {
+        bail!("Kannel is not installed (make peers-bench installs the Debian package kannel)");
+    };
+    // The soak's carrier: 5 ms to answer a submit, receipts 200 ms later, a ledger.
+    let ledger = dir.join("carrier.jsonl");
+    let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
+    sc.rules = vec![Rule {
+        latency_ms: 5,
+        dlr_delay_ms: 200,
+        ..Rule::default()
+    }];
+    sc.ledger = Some(ledger.clone());
+    let sim = Simulator::start(sc).await?;
+    let sink = DlrSink::default();
+    let dlr_base = sink.serve().await?;
+    let (admin, boxp, sendsms) = (free_port()?, free_port()?, free_port()?);
+    let conf = dir.join("kannel.conf");
+    std::fs::write(
+        &conf,
+        kannel_conf(dir, sim.smpp_addr.port(), admin, boxp, sendsms),
+    )?;
+    let status = format!("http://127.0.0.1:{admin}/status.txt?password=bench");
+    let sendsms_url = format!("http://127.0.0.1:{sendsms}/cgi-bin/sendsms");
+    let mut lives = 0;
+    let mut start = |procs: &mut Procs, name: &str, bin: &Path| {
+        lives += 1;
+        procs.spawn(
+            name,
+            Command::new(bin).arg(&conf).stdin(Stdio::null()),
+            &dir.join(format!("{name}.{lives}.out")),
+        )
+    };
+    let mut procs = Procs(Vec::new());
+    start(&mut procs, "bearerbox", &bearerbox)?;
+    wait_http(&status, "bearerbox", 30).await?;
+    start(&mut procs, "smsbox", &smsbox)?;
+    wait_http(&sendsms_url, "smsbox", 30).await?;
+
+    // The load: every request retried until Kannel accepts it.
+    let accepted = Arc::new(std::sync::Mutex::new(vec![false; n]));
+    let load = {
+        let (accepted, client, url) = (accepted.clone(), reqwest::Client::new(), sendsms_url);
+        let dlr_base = dlr_base.clone();
+        tokio::spawn(async move {
+            let sem = Arc::new(Semaphore::new(256));
+            let mut tasks = Vec::with_capacity(n);
+            for i in 0..n {
+                let permit = sem.clone().acquire_owned().await?;
+                let (accepted, client, url) = (accepted.clone(), client.clone(), url.clone());
+                let dlr = format!("{dlr_base}/dlr?id={i}&s=%d");
+                tasks.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    loop {
+                        let sent = client
+                            .get(&url)
+                            .timeout(Duration::from_secs(10))
+                            .query(&[
+                                ("username", "bench"),
+                                ("password", "bench"),
+                                ("smsc", "sim"),
+                                ("from", "BENCH"),
+                                ("to", &to(i)),
+                                ("text", TEXT),
+                                ("dlr-mask", "3"),
+                                ("dlr-url", &dlr),
+                            ])
+                            .send()
+                            .await;
+                        if let Ok(r) = sent {
+                            if r.status().as_u16() == 202 {
+                                accepted.lock().unwrap()[i] = true;
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }));
+                tokio::time::sleep(pace).await;
+            }
+            for t in tasks {
+                t.await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    // The faults: bearerbox killed every 20-40 s while the load runs.
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut smsbox_restarts = 0;
+    while !load.is_finished() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wait = Duration::from_millis(20_000 + (seed >> 33) % 20_001);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = async { while !load.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await } } => break,
+        }
+        println!("{:>7.1?} kill -9 bearerbox", started.elapsed());
+        procs.kill("bearerbox");
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        start(&mut procs, "bearerbox", &bearerbox)?;
+        wait_http(&status, "bearerbox", 30).await?;
+        // smsbox may leave when its bearerbox does: started again if it did.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if procs.exited("smsbox") {
+            println!(
+                "{:>7.1?} smsbox went away with it: started again",
+                started.elapsed()
+            );
+            smsbox_restarts += 1;
+            start(&mut procs, "smsbox", &smsbox)?;
+        }
+    }
+    load.await??;
+    println!(
+        "{n} requests accepted in {:.1?} with {kills} kills of bearerbox",
+        started.elapsed()
+    );
+    // Settled: neither the carrier's ledger nor the reports moved for 60 s (15 min at most).
+    let moved = || {
+        let size = std::fs::metadata(&ledger).map_or(0, |m| m.len());
+        let reports: usize = sink.reports().values().map(Vec::len).sum();
+        (size, reports)
+    };
+    let (mut last, mut since) = (moved(), Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while since.elapsed() < Duration::from_secs(60) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = moved();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    drop(procs);
+    sim.stop().await;
+    let carrier = smsgw_ledger::parse_carrier(&std::fs::read_to_string(&ledger)?)?;
+    let reports = sink.reports();
+    let accepted = accepted.lock().unwrap().clone();
+    let messages: Vec<smsgw_ledger::ClientMessage> = (0..n)
+        .filter(|i| accepted[*i])
+        .map(|i| smsgw_ledger::ClientMessage {
+            dest: to(i),
+            reports: reports.get(&i.to_string()).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let report = smsgw_ledger::check_client(&messages, &carrier);
+    println!(
+        "kannel under kill -9 of bearerbox ({kills} kills, seed {}):\n{report}",
+        first_seed
+    );
+    let failures = report.failures();
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "kannel_faults".into(),
+        serde_json::json!({
+            "messages": n, "pace_us": pace.as_micros() as u64, "seed": first_seed,
+            "bearerbox_kills": kills,
+            "smsbox_restarts": smsbox_restarts,
+            "accepted": report.accepted, "finals": report.finals,
+            "never_submitted": report.never_submitted.len(), "no_report": report.no_report.len(),
+            "several_reports": report.several_reports.len(),
+            "contradicted": report.contradicted.len(), "carrier_submits": report.carrier_submits,
+            "texted_twice_unflagged": report.texted_twice.len(),
+            "failures": failures,
+        }),
+    );
+    out.insert(
+        "when".into(),
+        smsgw_smpp::rfc3339(smsgw_kafka::now_ms()).into(),
+    );
+    smsgw_bench::write_results("kannel-faults", &out.into())?;
+    if !failures.is_empty() {
+        bail!("Kannel's ledger under kill -9: {}", failures.join("; "));
+    }
+    Ok(())
 }
 
 /// Jasmin's configuration file (ports on 127.0.0.1, quiet logs).
@@ -630,6 +857,13 @@ async fn run() -> anyhow::Result<()> {
         let d = dir.join("kannel");
         std::fs::create_dir_all(&d)?;
         out.insert("kannel".into(), kannel(messages(20_000), &d).await?);
+    }
+    if which == "kannel-faults" {
+        let d = dir.join("kannel-faults");
+        std::fs::create_dir_all(&d)?;
+        let r = kannel_faults(&d).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return r;
     }
     if which == "jasmin" || which == "all" {
         println!("jasmin 0.11.0: {} messages", messages(2_000));
