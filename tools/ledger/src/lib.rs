@@ -306,8 +306,8 @@ impl Carrier {
             c.live.insert(dest.to_string(), live);
             let done: Vec<String> = ids
                 .iter()
+                .filter(|id| c.stat.get(*id).is_some_and(|s| delivered(s)))
                 .cloned()
-                .filter(|id| c.stat.get(id).is_some_and(|s| delivered(s)))
                 .collect();
             c.delivered_firsts.insert(dest.to_string(), done);
             c.firsts.insert(dest.to_string(), ids);
