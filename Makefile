@@ -5,7 +5,7 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: bench-tansu soak openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: bench-tansu soak kannel-faults openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
@@ -78,6 +78,13 @@ helm-test: .venv-helm/bin/python
 soak: tansu
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p smsgw-e2e --test faults soak_long -- --ignored --nocapture
+
+## Kannel under the same faults, in the same ledger (docs/reliability.md): the soak's
+## load through smsbox while bearerbox (file store) is killed with SIGKILL every 20-40 s.
+## KANNEL_FAULTS_MESSAGES (30,000), _PACE_US (6,667), _SEED. Exits non-zero on a loss.
+kannel-faults: bench-peers-deps
+	$(CARGO) build --release -p smsgw-bench --bin smsgw-bench-peers
+	RUST_LOG=error ./target/release/smsgw-bench-peers kannel-faults
 
 analytics-test: .venv/bin/python
 	.venv/bin/python tests/analytics/decode_event_log.py
