@@ -17,8 +17,10 @@ use std::collections::HashMap;
 pub struct Actions {
     /// Events to write to the event log.
     pub events: Vec<Event>,
-    /// Receipts nobody claimed in time: `(partition, offset, reason)` to dead-letter.
-    pub orphans: Vec<(i32, i64, String)>,
+    /// Receipts nobody claimed in time: `(partition, offset, reason, record)` to
+    /// dead-letter, the record kept whole so that a later life can remember it
+    /// ([`Correlator::remember_given_up`]).
+    pub orphans: Vec<(i32, i64, String, CarrierRecord)>,
     /// `(partition, offset)` of records no longer needed, once the above are stored.
     pub done: Vec<(i32, i64)>,
     /// Submit-to-final-receipt times (ms) of the messages settled, for the histogram.
@@ -69,6 +71,7 @@ struct Orphan {
     receipt: ReceiptReceived,
     carrier: String,
     carrier_message_id: String,
+    received_at: i64,
     partition: i32,
     offset: i64,
     give_up: Deadline,
@@ -205,6 +208,17 @@ impl Correlator {
                 .is_some_and(|t| *t >= d.wall)
     }
 
+    /// Remembers a receipt an earlier life gave up as an orphan (read back from the
+    /// dead-letter topic at start, [`crate::given_up_receipt`]), as if this life had
+    /// given it up: the dispatcher's next life may write its correlation again only
+    /// after this service restarted too. Anything but a receipt is ignored.
+    pub fn remember_given_up(&mut self, rec: CarrierRecord) {
+        let key = rec.key();
+        if let CarrierRecordKind::ReceiptReceived(r) = rec.kind {
+            self.given_up.insert(key, r);
+        }
+    }
+
     /// Records waiting for their counterpart.
     pub fn waiting(&self) -> (usize, usize) {
         (
@@ -280,6 +294,7 @@ impl Correlator {
                     receipt: r,
                     carrier: rec.carrier,
                     carrier_message_id: rec.carrier_message_id,
+                    received_at: rec.received_at,
                     partition,
                     offset,
                     give_up: Deadline {
@@ -383,7 +398,13 @@ impl Correlator {
                     "receipt for unknown carrier message id {} of {} (stat {})",
                     o.carrier_message_id, o.carrier, o.receipt.stat
                 );
-                a.orphans.push((o.partition, o.offset, reason));
+                let record = CarrierRecord {
+                    carrier: o.carrier.clone(),
+                    carrier_message_id: o.carrier_message_id.clone(),
+                    received_at: o.received_at,
+                    kind: CarrierRecordKind::ReceiptReceived(o.receipt.clone()),
+                };
+                a.orphans.push((o.partition, o.offset, reason, record));
                 a.done.push((o.partition, o.offset));
                 given_up.push((key.clone(), o.receipt.clone()));
                 false
@@ -571,6 +592,26 @@ mod tests {
         assert!(a.done.contains(&(0, 3)));
         assert_eq!(a.late_pairs, 1);
         assert_eq!(c.waiting(), (1, 0), "only `other` waits");
+    }
+
+    #[test]
+    fn a_receipt_an_earlier_life_gave_up_pairs_with_a_correlation_after_a_restart() {
+        // Given the record of a receipt x given up as an orphan by the last life, as its
+        // dead letter keeps it,
+        let mut first = Correlator::new(1000, 100);
+        first.on_record(0, 1, at(dlr("x", "DELIVRD"), 1_000), 0);
+        first.on_record(0, 2, at(corr("other"), 1_200), 0);
+        let (_, _, _, given_up) = first.on_tick(0).orphans.remove(0);
+        // when a new life remembers it and then reads x's correlation,
+        let mut c = Correlator::new(1000, 100);
+        c.remember_given_up(given_up);
+        let a = c.on_record(0, 3, at(corr("x"), 990), 0);
+        // then the message ends as the carrier reported.
+        assert!(
+            matches!(a.events[0].payload, EventPayload::Delivered(_)),
+            "{a:?}"
+        );
+        assert_eq!((a.late_pairs, c.waiting()), (1, (0, 0)));
     }
 
     #[test]

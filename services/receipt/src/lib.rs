@@ -8,7 +8,9 @@
 //! `DeliveryFailed` (the router then re-routes or ends the message) or `MessageExpired` to
 //! the event log. A message with no final
 //! receipt within `receipt_timeout_ms` is expired; a receipt nobody claims within
-//! `orphan_timeout_ms` is dead-lettered. Both timeouts end a wait only on evidence that
+//! `orphan_timeout_ms` is dead-lettered whole, and remembered (also across a restart,
+//! read back from the dead-letter topic at start) so that a correlation a restarted
+//! dispatcher writes late still pairs with it. Both timeouts end a wait only on evidence that
 //! its counterpart is not in the log: a later record of the partition shows the log that
 //! far on, or the broker confirms the partition was read to its end after the timeout
 //! (and after a grace since the last read error); a broker outage is not such evidence.
@@ -24,7 +26,7 @@ pub mod metrics;
 
 use correlator::{Actions, Correlator};
 use serde::Deserialize;
-use smsgw_codec::{AvroRecord, CarrierRecord, DeadLetter};
+use smsgw_codec::{AvroRecord, CarrierRecord, CarrierRecordKind, DeadLetter};
 use smsgw_kafka::{
     consumer, dead_letter, now_ms, Done, Incoming, KafkaConfig, KafkaError, OutRecord, Producer,
     RecordAt, Topics,
@@ -261,16 +263,18 @@ impl ReceiptWorker {
                 e,
             )?);
         }
-        for (p, o, reason) in &a.orphans {
+        for (p, o, reason, record) in &a.orphans {
             self.metrics.orphans.inc();
+            // The receipt kept whole: an operator can replay it, and this service's
+            // next life remembers it (see `given_up_receipt`).
             let dl = DeadLetter {
                 service: "receipt".into(),
                 reason: reason.clone(),
                 topic: self.topic.clone(),
                 partition: *p,
                 offset: *o,
-                key: None,
-                payload: None,
+                key: Some(record.key().into_bytes()),
+                payload: Some(record.encode()?),
                 headers: Default::default(),
                 failed_at: now_ms(),
             };
@@ -325,6 +329,48 @@ impl ReceiptWorker {
     }
 }
 
+/// How far back the dead-letter topic is read at start for receipts an earlier life
+/// gave up (1 h: a dispatcher writes a lost correlation again within minutes of its
+/// restart).
+pub const GIVEN_UP_LOOKBACK_MS: i64 = 3_600_000;
+
+/// The reason [`Correlator`] gives a receipt it gave up, up to the carrier message id.
+const GIVEN_UP_REASON: &str = "receipt for unknown carrier message id";
+
+/// The receipt inside a dead letter this service wrote when it gave the receipt up as an
+/// orphan (read from `receipts_topic`); `None` for any other dead letter.
+pub fn given_up_receipt(dead_letter: &[u8], receipts_topic: &str) -> Option<CarrierRecord> {
+    let dl = DeadLetter::decode(dead_letter).ok()?;
+    if dl.service != "receipt"
+        || dl.topic != receipts_topic
+        || !dl.reason.starts_with(GIVEN_UP_REASON)
+    {
+        return None;
+    }
+    let rec = CarrierRecord::decode(dl.payload.as_deref()?).ok()?;
+    matches!(rec.kind, CarrierRecordKind::ReceiptReceived(_)).then_some(rec)
+}
+
+/// Receipts given up by earlier lives within [`GIVEN_UP_LOOKBACK_MS`], from the
+/// dead-letter topic.
+async fn given_up_before(kafka: &KafkaConfig) -> Result<Vec<CarrierRecord>, KafkaError> {
+    let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (into, receipts) = (found.clone(), kafka.topics.receipts());
+    smsgw_kafka::read_recent(
+        kafka,
+        kafka.topics.dead_letter(),
+        GIVEN_UP_LOOKBACK_MS,
+        move |_, v| {
+            if let Some(rec) = given_up_receipt(v, &receipts) {
+                into.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+            }
+        },
+    )
+    .await?;
+    let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(found)
+}
+
 /// Runs the receipt service until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -354,11 +400,23 @@ pub async fn run(
     let topic = topics.receipts();
     let consumer = consumer(&config.kafka, &config.group_id)?;
     smsgw_kafka::join(&consumer, &config.kafka, &[&topic])?;
+    let mut correlator = Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms);
+    let given_up = smsgw_kafka::retry_startup("receipts given up earlier", || {
+        given_up_before(&config.kafka)
+    })
+    .await?;
+    tracing::info!(
+        receipts = given_up.len(),
+        "receipts given up by earlier lives remembered"
+    );
+    for rec in given_up {
+        correlator.remember_given_up(rec);
+    }
     let mut worker = ReceiptWorker {
         topics,
         topic,
         producer: Producer::new(&config.kafka)?,
-        correlator: Correlator::new(config.receipt_timeout_ms, config.orphan_timeout_ms),
+        correlator,
         metrics: metrics.clone(),
         unstored: smsgw_kafka::Unstored::default(),
         ends: EndCheck {
@@ -387,4 +445,61 @@ pub async fn run(
     }
     let _ = admin.await;
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_codec::ReceiptReceived;
+
+    fn receipt() -> CarrierRecord {
+        CarrierRecord {
+            carrier: "a".into(),
+            carrier_message_id: "7z".into(),
+            received_at: 5,
+            kind: CarrierRecordKind::ReceiptReceived(ReceiptReceived {
+                stat: "DELIVRD".into(),
+                error_code: None,
+                raw_text: None,
+            }),
+        }
+    }
+
+    fn dead_letter(service: &str, reason: &str, payload: Option<Vec<u8>>) -> Vec<u8> {
+        DeadLetter {
+            service: service.into(),
+            reason: reason.into(),
+            topic: "smsgw.receipts".into(),
+            partition: 0,
+            offset: 3,
+            key: Some(b"a:7z".to_vec()),
+            payload,
+            headers: Default::default(),
+            failed_at: 9,
+        }
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_receipt_given_up_is_read_back_from_its_dead_letter() {
+        // Given the dead letter this service writes for an orphan receipt,
+        let reason = format!("{GIVEN_UP_REASON} 7z of a (stat DELIVRD)");
+        let dl = dead_letter("receipt", &reason, Some(receipt().encode().unwrap()));
+        // when it is read back at start, then the receipt is what was given up.
+        assert_eq!(given_up_receipt(&dl, "smsgw.receipts"), Some(receipt()));
+        // Another topic's, another service's, or a poison record's dead letter is not.
+        assert_eq!(given_up_receipt(&dl, "other.receipts"), None);
+        let other = dead_letter("router", &reason, Some(receipt().encode().unwrap()));
+        assert_eq!(given_up_receipt(&other, "smsgw.receipts"), None);
+        let poison = dead_letter(
+            "receipt",
+            "undecodable record",
+            Some(b"\xC3\x01junk".to_vec()),
+        );
+        assert_eq!(given_up_receipt(&poison, "smsgw.receipts"), None);
+        let old = dead_letter("receipt", &reason, None);
+        assert_eq!(given_up_receipt(&old, "smsgw.receipts"), None);
+        assert_eq!(given_up_receipt(b"garbage", "smsgw.receipts"), None);
+    }
 }

@@ -257,3 +257,56 @@ async fn a_receipt_outlives_a_broker_outage_longer_than_the_orphan_timeout() -> 
     svc.await??;
     Ok(())
 }
+
+/// A receipt given up as an orphan by one life still pairs with a correlation that comes
+/// only after the service restarted (issue 15): a dispatcher killed between its submit
+/// event and its correlation writes the correlation again in its next life, which can
+/// be after this service's own restart. The given-up receipt is kept whole in its dead
+/// letter and remembered at start; before, the restart forgot it and the delivered
+/// message then expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_given_up_before_a_restart_pairs_with_a_late_correlation() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let config = || {
+        let mut c = smsgw_receipt::Config::new(kafka.clone());
+        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        c.callbacks.enabled = false;
+        c.tick_ms = 50;
+        c.orphan_timeout_ms = 1_000;
+        c
+    };
+    // Given a receipt given up as an orphan (dead-lettered) by the first life,
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config(), sd));
+    let r = dlr("7z", "DELIVRD");
+    produce(&kafka, &kafka.topics.receipts(), &r.key(), &r).await?;
+    let dead: Vec<smsgw_codec::DeadLetter> = read_records(
+        &kafka,
+        &kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(dead[0].reason.contains("7z"), "{dead:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let an auto-commit happen
+    let _ = stop.send(());
+    svc.await??;
+    // when the service starts again and only then the correlation comes,
+    let (stop, sd) = stopper();
+    let svc = tokio::spawn(smsgw_receipt::run(config(), sd));
+    let c = corr("7z", "m7");
+    produce(&kafka, &kafka.topics.receipts(), &c.key(), &c).await?;
+    // then the message ends as the carrier reported, not expired.
+    let got: Vec<Event> =
+        read_records(&kafka, &kafka.topics.events(), 1, Duration::from_secs(30)).await?;
+    assert_eq!(got[0].message_id, "m7");
+    assert!(
+        matches!(got[0].payload, EventPayload::Delivered(_)),
+        "{got:?}"
+    );
+    let _ = stop.send(());
+    svc.await??;
+    Ok(())
+}
