@@ -154,6 +154,10 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<Arc<GroupConsumer>, 
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
+            // What librdkafka fetches ahead while the loop is full (not paused under
+            // static assignment, see `run_loop`): 8 MB, not its default 64 MB, so that
+            // a consumer's memory stays within the per-service budget.
+            ("queued.max.messages.kbytes", "8192"),
         ])
         .create_with_context(OwningContext::default())
         .map(Arc::new)

@@ -181,6 +181,13 @@ pub async fn run_loop<W: Worker>(
     // must be, or rebalances (served from the poll) stall the whole group and librdkafka
     // leaves it after `max.poll.interval.ms`. Not at once: a pause drops what was
     // fetched and a resume fetches again, too slow to do at every full window.
+    //
+    // Only a group member needs that. Under static assignment there is no rebalance to
+    // serve, so a full loop simply stops taking records: pausing would only drop the
+    // prefetched records and fetch them again at every resume, and on Tansu each fetch
+    // reads from its offset to the end of the partition, so a consumer with a backlog
+    // (the dispatcher behind its carrier window) paid for the backlog twice a second.
+    let may_pause = consumer.subscription().map_or(true, |s| s.count() > 0);
     let mut paused = false;
     let mut full_since: Option<tokio::time::Instant> = None;
     let result: Result<(), KafkaError> = async {
@@ -196,11 +203,15 @@ pub async fn run_loop<W: Worker>(
                 None
             };
             let pause_at = full_since.map(|t| t + PAUSE_AFTER);
-            if full && !paused && pause_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            if full
+                && may_pause
+                && !paused
+                && pause_at.is_some_and(|t| t <= tokio::time::Instant::now())
+            {
                 consumer.pause(&consumer.assignment()?)?;
                 paused = true;
             }
-            let waiting_to_pause = full && !paused;
+            let waiting_to_pause = full && may_pause && !paused;
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
