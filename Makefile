@@ -70,7 +70,7 @@ helm-test: .venv-helm/bin/python
 	ADMIN_BIN=target/debug/smsgw-admin .venv-helm/bin/python tests/helm/test_chart.py
 	.venv-helm/bin/python tests/deploy/test_deploy_kit.py
 
-## The soak with faults (issue 15, docs/reliability.md): 100,000 messages on sqlite
+## The soak with faults (issue 15, docs/reliability.md): 100,000 messages at 150/s on sqlite
 ## storage, kill -9 of a random service every 20-40 s, the broker killed twice, carrier
 ## links cut under load, a throttling storm, poison on every topic; then the ledger check
 ## (0 lost, 0 contradicted, 0 unflagged duplicates). SMSGW_SOAK_MESSAGES, _SEED, _PACE_US.
