@@ -7,6 +7,19 @@ use smsgw_router::{Config, Route};
 use smsgw_testkit::{free_port, produce, read_records, stopper, Broker};
 use std::time::Duration;
 
+/// A router routing `+44` over `carriers`, its admin endpoint on a free port.
+fn uk_config(kafka: &smsgw_kafka::KafkaConfig, carriers: &[&str]) -> anyhow::Result<Config> {
+    let mut c = Config::new(
+        kafka.clone(),
+        vec![Route {
+            prefix: "+44".into(),
+            carriers: carriers.iter().map(|c| c.to_string()).collect(),
+        }],
+    );
+    c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    Ok(c)
+}
+
 fn accepted(id: &str, to: &str) -> Event {
     let a = MessageAccepted {
         client_id: "c".into(),
@@ -54,14 +67,7 @@ async fn routes_blocks_and_skips_down_carriers() -> anyhow::Result<()> {
     };
     produce(&kafka, &kafka.topics.optout(), &optout.key(), &optout).await?;
 
-    let mut config = Config::new(
-        kafka.clone(),
-        vec![Route {
-            prefix: "+44".into(),
-            carriers: vec!["a".into(), "b".into()],
-        }],
-    );
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = uk_config(&kafka, &["a", "b"])?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(config, sd));
     let events = kafka.topics.events();
@@ -101,17 +107,7 @@ async fn held_messages_survive_a_restart_and_go_out_on_time() -> anyhow::Result<
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["a"]).await?;
-    let config = || -> anyhow::Result<Config> {
-        let mut c = Config::new(
-            kafka.clone(),
-            vec![Route {
-                prefix: "+44".into(),
-                carriers: vec!["a".into()],
-            }],
-        );
-        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
-        Ok(c)
-    };
+    let config = || uk_config(&kafka, &["a"]);
     let events = kafka.topics.events();
     let send_at = smsgw_kafka::now_ms() + 8_000;
     let mut due = accepted("due", "+447911100001");
@@ -205,15 +201,7 @@ async fn two_routers_release_each_held_message_exactly_once() -> anyhow::Result<
         let mut k = kafka.clone();
         k.assignment = smsgw_kafka::Assignment::Static;
         (k.instances, k.instance) = (2, instance);
-        let mut c = Config::new(
-            k,
-            vec![Route {
-                prefix: "+44".into(),
-                carriers: vec!["a".into()],
-            }],
-        );
-        c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
-        Ok(c)
+        uk_config(&k, &["a"])
     };
     let (stop0, sd0) = stopper();
     let (stop1, sd1) = stopper();
@@ -262,14 +250,7 @@ async fn two_routers_release_each_held_message_exactly_once() -> anyhow::Result<
 
 /// A router for `+44` over carriers a (cheaper, so chosen first without evidence) and b.
 fn learning_config(kafka: &smsgw_kafka::KafkaConfig) -> anyhow::Result<Config> {
-    let mut c = Config::new(
-        kafka.clone(),
-        vec![Route {
-            prefix: "+44".into(),
-            carriers: vec!["a".into(), "b".into()],
-        }],
-    );
-    c.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let mut c = uk_config(kafka, &["a", "b"])?;
     c.scoring.exploration = 0.0;
     for (name, price) in [("a", 0.005), ("b", 0.01)] {
         c.scoring.carriers.insert(
@@ -483,14 +464,7 @@ async fn a_forgotten_message_is_re_routed_from_its_context_in_the_log() -> anyho
     let broker = Broker::start()?;
     let kafka = broker.kafka();
     broker.bootstrap(&kafka, &["a", "b"]).await?;
-    let mut config = Config::new(
-        kafka.clone(),
-        vec![Route {
-            prefix: "+44".into(),
-            carriers: vec!["a".into(), "b".into()],
-        }],
-    );
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let mut config = uk_config(&kafka, &["a", "b"])?;
     config.pending_capacity = 2;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(config, sd));
@@ -601,14 +575,7 @@ async fn dispatch_work_that_died_with_the_last_router_is_written_again() -> anyh
         .remove(0);
     produce(&kafka, &events, "m1", &selected).await?;
     // when a router starts,
-    let mut config = Config::new(
-        kafka.clone(),
-        vec![Route {
-            prefix: "+44".into(),
-            carriers: vec!["a".into(), "b".into()],
-        }],
-    );
-    config.admin_listen = format!("127.0.0.1:{}", free_port()).parse()?;
+    let config = uk_config(&kafka, &["a", "b"])?;
     let (stop, sd) = stopper();
     let svc = tokio::spawn(smsgw_router::run(config, sd));
     // then m1's attempt 1 is dispatched to b, and no second routing is logged.
