@@ -278,7 +278,8 @@ enquire-link-interval = 30
     )
 }
 
-async fn kannel(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
+/// Kannel's two boxes as Debian installs them.
+fn kannel_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
     let which = |b: &str| {
         ["/usr/sbin/", "/usr/bin/"]
             .iter()
@@ -288,6 +289,11 @@ async fn kannel(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
     let (Some(bearerbox), Some(smsbox)) = (which("bearerbox"), which("smsbox")) else {
         bail!("Kannel is not installed (make peers-bench installs the Debian package kannel)");
     };
+    Ok((bearerbox, smsbox))
+}
+
+async fn kannel(n: usize, dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let (bearerbox, smsbox) = kannel_bins()?;
     let sim = simulator().await?;
     let sink = DlrSink::default();
     let dlr_base = sink.serve().await?;
@@ -377,15 +383,7 @@ async fn kannel_faults(dir: &Path) -> anyhow::Result<()> {
     let pace = Duration::from_micros(env_or("KANNEL_FAULTS_PACE_US", 6_667));
     let first_seed = env_or("KANNEL_FAULTS_SEED", smsgw_kafka::now_ms() as u64 % 1_000);
     let mut seed = first_seed;
-    let which = |b: &str| {
-        ["/usr/sbin/", "/usr/bin/"]
-            .iter()
-            .map(|p| PathBuf::from(format!("{p}{b}")))
-            .find(|p| p.exists())
-    };
-    let (Some(bearerbox), Some(smsbox)) = (which("bearerbox"), which("smsbox")) else {
-        bail!("Kannel is not installed (make peers-bench installs the Debian package kannel)");
-    };
+    let (bearerbox, smsbox) = kannel_bins()?;
     // The soak's carrier: 5 ms to answer a submit, receipts 200 ms later, a ledger.
     let ledger = dir.join("carrier.jsonl");
     let mut sc = SimConfig::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?);
