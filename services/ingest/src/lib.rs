@@ -17,7 +17,7 @@ pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod quota;
-pub mod validate;
+pub use smsgw_admission as validate;
 pub mod view;
 
 pub use config::Config;

@@ -1,8 +1,94 @@
-//! Request validation: pure, so every rule is unit-tested.
+//! Admission: what a submitted message must be to be accepted, as pure functions.
+//!
+//! Data flow: every way a message comes in (ingest's topic reader and HTTP API, the
+//! SMPP server) builds a `SubmitRequest` and calls [`validate`] with the configured
+//! [`Limits`] and the clock; the answer is the `MessageAccepted` it becomes or a
+//! [`Rejection`] with a stable code, which each front end maps to its own status (HTTP
+//! 422, an SMPP `command_status`) and ingest records as `MessageRejected`. Nothing here
+//! does I/O, so every rule is unit-tested.
 
-use crate::config::Limits;
+use serde::Deserialize;
 use smsgw_codec::SubmitRequest;
 use smsgw_domain::{MessageAccepted, MessageRejected};
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest body, in characters.
+    #[serde(default = "default_max_chars")]
+    pub max_body_chars: usize,
+    /// Most SMS parts one message may take.
+    #[serde(default = "default_max_segments")]
+    pub max_segments: usize,
+    /// Longest client id / idempotency key / client ref.
+    #[serde(default = "default_max_id")]
+    pub max_id_len: usize,
+    /// Largest HTTP request body, in bytes (a batch of 1,000 messages of 1,000
+    /// characters fits the default, 2 MiB); a larger one is refused with 413 before it
+    /// is read whole.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Validity given to requests that set none (seconds; unset: none, the message is
+    /// chased until a final receipt or the receipt timeout).
+    #[serde(default)]
+    pub default_validity_s: Option<i32>,
+    /// Longest `validity_period_s` a request may ask for.
+    #[serde(default = "default_max_validity")]
+    pub max_validity_s: i32,
+    /// How far ahead `schedule_delivery_at` may be (s).
+    #[serde(default = "default_max_schedule")]
+    pub max_schedule_ahead_s: i64,
+    /// Earliest a gateway-held `send_at` may be, seconds from now.
+    #[serde(default = "default_min_send_at")]
+    pub min_send_at_ahead_s: i64,
+    /// Latest a gateway-held `send_at` may be, seconds from now.
+    #[serde(default = "default_max_schedule")]
+    pub max_send_at_ahead_s: i64,
+    /// Allow `http://` callback URLs (only for loopback receivers in tests and demos);
+    /// otherwise callback URLs must be `https://`.
+    #[serde(default)]
+    pub allow_http_callbacks: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_chars: default_max_chars(),
+            max_segments: default_max_segments(),
+            max_id_len: default_max_id(),
+            max_request_bytes: default_max_request_bytes(),
+            default_validity_s: None,
+            max_validity_s: default_max_validity(),
+            max_schedule_ahead_s: default_max_schedule(),
+            min_send_at_ahead_s: default_min_send_at(),
+            max_send_at_ahead_s: default_max_schedule(),
+            allow_http_callbacks: false,
+        }
+    }
+}
+
+fn default_max_chars() -> usize {
+    1_600
+}
+fn default_max_segments() -> usize {
+    10
+}
+fn default_max_id() -> usize {
+    128
+}
+fn default_max_request_bytes() -> usize {
+    2 * 1024 * 1024
+}
+fn default_max_validity() -> i32 {
+    7 * 24 * 3600
+}
+fn default_min_send_at() -> i64 {
+    60
+}
+fn default_max_schedule() -> i64 {
+    35 * 24 * 3600
+}
 
 /// Why a request was refused: a stable code and a sentence for humans.
 #[derive(Debug, Clone, PartialEq, Eq)]
