@@ -210,6 +210,76 @@ pub fn smpp_absolute_time(unix_ms: i64) -> String {
     )
 }
 
+/// Unix days of a proleptic Gregorian date (the inverse of the calendar step in [`utc`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Why an SMPP time field could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("SMPP time {value:?}: {why}")]
+pub struct TimeError {
+    /// The field as sent (cut to 16 characters).
+    pub value: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// Reads an SMPP 3.4 time field (section 7.1.1) as a Unix time in milliseconds:
+/// absolute `YYMMDDhhmmsstnn+`/`-` (local time `nn` quarter hours ahead of or behind
+/// UTC; years 00-99 are 2000-2099) or relative `YYMMDDhhmmss000R` (added to `now_ms`;
+/// a year is 365 days and a month 30, as SMSCs count them). Empty is `None`.
+pub fn parse_smpp_time(s: &str, now_ms: i64) -> Result<Option<i64>, TimeError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why| TimeError {
+        value: s.chars().take(16).collect(),
+        why,
+    };
+    let b = s.as_bytes();
+    if b.len() != 16 {
+        return Err(bad("must be 16 characters"));
+    }
+    if !b[..15].iter().all(u8::is_ascii_digit) {
+        return Err(bad("must be 15 digits and a sign"));
+    }
+    let n = |i: usize| i64::from(b[i] - b'0') * 10 + i64::from(b[i + 1] - b'0');
+    let (yy, mo, dd, hh, mi, ss) = (n(0), n(2), n(4), n(6), n(8), n(10));
+    let tenths = i64::from(b[12] - b'0');
+    let quarters = n(13);
+    match b[15] {
+        b'R' => {
+            let secs = ((yy * 365 + mo * 30 + dd) * 24 + hh) * 3600 + mi * 60 + ss;
+            Ok(Some(now_ms + secs * 1000))
+        }
+        sign @ (b'+' | b'-') => {
+            if !(1..=12).contains(&mo) || !(1..=31).contains(&dd) {
+                return Err(bad("month or day out of range"));
+            }
+            if hh > 23 || mi > 59 || ss > 59 || quarters > 48 {
+                return Err(bad("time of day or UTC offset out of range"));
+            }
+            let local = (days_from_civil(2000 + yy, mo, dd) * 86_400 + hh * 3600 + mi * 60 + ss)
+                * 1000
+                + tenths * 100;
+            let offset = quarters * 15 * 60 * 1000;
+            Ok(Some(if sign == b'+' {
+                local - offset
+            } else {
+                local + offset
+            }))
+        }
+        _ => Err(bad("must end in +, - or R")),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, for example `2026-11-26T19:51:04.123Z`.
 pub fn rfc3339(unix_ms: i64) -> String {
     let t = utc(unix_ms);
@@ -313,5 +383,44 @@ mod tests {
         // 2000-02-29 23:59:59 UTC (leap day)
         assert_eq!(smpp_absolute_time(951_868_799_000), "000229235959000+");
         assert_eq!(smpp_absolute_time(1_795_696_496_789).len(), 16);
+    }
+
+    #[test]
+    fn smpp_times_read_back_what_we_write() {
+        for t in [
+            946_684_800_000_i64,
+            1_764_000_000_000,
+            1_764_000_000_300,
+            4_102_444_799_900,
+        ] {
+            assert_eq!(parse_smpp_time(&smpp_absolute_time(t), 0), Ok(Some(t)));
+        }
+    }
+
+    #[test]
+    fn smpp_times_apply_the_offset_and_the_relative_form() {
+        // 2026-11-30 12:00:00 local, one hour (4 quarters) ahead of UTC: 11:00 UTC.
+        let utc11 = days_from_civil(2026, 11, 30) * 86_400_000 + 11 * 3_600_000;
+        assert_eq!(parse_smpp_time("261130120000004+", 0), Ok(Some(utc11)));
+        assert_eq!(
+            parse_smpp_time("261130100000004-", 0),
+            Ok(Some(utc11)),
+            "one hour behind UTC"
+        );
+        // 1 day, 2 hours, 3 minutes, 4 seconds from now.
+        assert_eq!(
+            parse_smpp_time("000001020304000R", 1_000),
+            Ok(Some(1_000 + (86_400 + 7_200 + 180 + 4) * 1000))
+        );
+        assert_eq!(parse_smpp_time("", 5), Ok(None));
+        for bad in [
+            "2611301200000",
+            "26113012000000+4",
+            "261330120000000+",
+            "26113012000000X+",
+            "261130120000000Z",
+        ] {
+            assert!(parse_smpp_time(bad, 0).is_err(), "{bad}");
+        }
     }
 }

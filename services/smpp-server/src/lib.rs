@@ -1,0 +1,276 @@
+//! smsgw SMPP server: customers' ESMEs bind to smsgw over SMPP 3.4, as they bind to an
+//! SMSC.
+//!
+//! Data flow: an ESME connects to `listen` and binds (transmitter, receiver or
+//! transceiver) with a `system_id` and password from [`accounts`]; the account says
+//! whom its messages are for, which source addresses and networks it may use, how many
+//! binds it may hold and how fast it may send. Each `submit_sm` is read by
+//! [`submit::read`] (text in GSM-7, IA5, Latin-1 or UCS-2; `message_payload`; the parts
+//! of a long message by UDH or SAR, joined by [`reassembly`] before anything is
+//! accepted; receipt request, validity and schedule), checked by the same admission
+//! rules as the HTTP API (`smsgw_admission`), and written to the ingest topic as a
+//! `SubmitRequest` carrying the gateway's message id. The `submit_sm_resp` carries that
+//! id and goes out only once the broker holds the request. From there the message
+//! travels like any other (ingest, router, dispatcher, receipt).
+//!
+//! The server talks to the rest of smsgw only through Kafka. Hostile input is bounded
+//! everywhere: connections, PDU size, submits in flight per session (the window),
+//! incomplete long messages, garbage PDUs, password checks at once, and each account's
+//! rate (`ESME_RTHROTTLED`).
+
+pub mod accounts;
+pub mod config;
+pub mod frame;
+pub mod metrics;
+pub mod reassembly;
+pub mod session;
+pub mod submit;
+
+pub use config::Config;
+
+use accounts::{Account, Accounts, Refusal};
+use smsgw_kafka::{KafkaError, OutRecord, Producer, Topics};
+use smsgw_runtime::Shutdown;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use thiserror::Error;
+
+/// Why the SMPP server stopped.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Invalid configuration: fix it and restart.
+    #[error("config: {0}")]
+    Config(String),
+    /// The Kafka producer could not be created.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The SMPP listener could not bind.
+    #[error("smpp listener: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A token bucket of messages per second: burst equal to one second's rate.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let burst = self.rate.max(1.0);
+        self.tokens = (self.tokens
+            + now.saturating_duration_since(self.at).as_secs_f64() * self.rate)
+            .min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Server {
+    /// Configuration.
+    pub config: Config,
+    /// Topic names.
+    pub topics: Topics,
+    /// Producer for the ingest and dead-letter topics.
+    pub producer: Producer,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    /// Default country for national numbers.
+    pub country: Option<phonenumber::country::Id>,
+    accounts: Accounts,
+    auth: tokio::sync::Semaphore,
+    binds: Mutex<HashMap<String, u32>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Server {
+    /// The shared state of a server with this (validated) config.
+    pub fn new(
+        config: Config,
+        producer: Producer,
+        metrics: metrics::Metrics,
+    ) -> Result<Self, String> {
+        let accounts = config.accounts()?;
+        let country = config
+            .default_country
+            .as_deref()
+            .and_then(|c| c.parse().ok());
+        Ok(Server {
+            topics: config.kafka.topics.clone(),
+            auth: tokio::sync::Semaphore::new(config.auth_concurrency),
+            config,
+            producer,
+            metrics,
+            country,
+            accounts,
+            binds: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This replica's share of a fleet-wide count (at least one).
+    fn share(&self, n: f64) -> f64 {
+        (n / f64::from(self.config.kafka.instances.max(1))).max(1.0)
+    }
+
+    /// Checks a bind's credentials off the async threads, a few at a time.
+    async fn authenticate(
+        self: &Arc<Self>,
+        system_id: String,
+        password: String,
+        peer: IpAddr,
+    ) -> Result<Account, Refusal> {
+        let Ok(_permit) = self.auth.acquire().await else {
+            return Err(Refusal::Credentials);
+        };
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.accounts.authenticate(&system_id, &password, peer))
+            .await
+            .unwrap_or(Err(Refusal::Credentials))
+    }
+
+    /// Counts a new session of `account` unless it already holds its share of binds.
+    fn try_bind(&self, account: &Account) -> bool {
+        let limit = self.share(f64::from(account.max_binds)) as u32;
+        let mut binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
+        let n = binds.entry(account.system_id.clone()).or_default();
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        self.metrics.sessions.inc();
+        true
+    }
+
+    fn unbind(&self, system_id: &str) {
+        let mut binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = binds.get_mut(system_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                binds.remove(system_id);
+            }
+            self.metrics.sessions.dec();
+        }
+    }
+
+    /// Takes one message from the account's rate (its share on this replica).
+    fn take_token(&self, account: &Account) -> bool {
+        let rate = self.share(account.rate);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .entry(account.system_id.clone())
+            .or_insert_with(|| Bucket {
+                rate,
+                tokens: rate.max(1.0),
+                at: now,
+            })
+            .take(now)
+    }
+
+    /// The dead letter of a long message given up incomplete: its parts' text octets
+    /// in part order, the addresses and the id it would have had.
+    fn incomplete_dead_letter(&self, system_id: &str, p: &reassembly::Pending) -> OutRecord {
+        let payload: Vec<u8> = p.parts.values().flatten().copied().collect();
+        let headers = vec![
+            (
+                "smsgw-smpp-system-id".to_string(),
+                system_id.as_bytes().to_vec(),
+            ),
+            (
+                "smsgw-smpp-parts".to_string(),
+                format!("{:?}", p.parts.keys().collect::<Vec<_>>()).into_bytes(),
+            ),
+            (
+                "smsgw-smpp-data-coding".to_string(),
+                p.envelope.data_coding.to_string().into_bytes(),
+            ),
+        ];
+        let input = smsgw_kafka::Incoming {
+            topic: "smpp",
+            partition: -1,
+            offset: -1,
+            key: Some(p.message_id.as_bytes()),
+            payload: Some(&payload),
+            headers,
+            timestamp_ms: Some(p.started_ms),
+        };
+        smsgw_kafka::dead_letter(
+            &self.topics.dead_letter(),
+            "smpp-server",
+            "concatenated message incomplete: not every part arrived before the reassembly timeout or the session's end",
+            &input,
+            smsgw_kafka::now_ms(),
+        )
+    }
+}
+
+/// Runs the SMPP server until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let shutdown = Shutdown::new(shutdown);
+    let metrics = metrics::Metrics::new();
+    let producer = Producer::new(&config.kafka)?;
+    let health = smsgw_runtime::Health::default();
+    let _probe = smsgw_kafka::spawn_probe(&config.kafka, health.clone(), shutdown.clone().wait())?;
+    let _admin = smsgw_runtime::serve_admin(
+        config.admin_listen,
+        metrics.registry.clone(),
+        health.clone(),
+        shutdown.clone().wait(),
+    )
+    .await
+    .map_err(|e| ServerError::Config(e.to_string()))?;
+    let listen = config.listen;
+    let server = Arc::new(Server::new(config, producer, metrics).map_err(ServerError::Config)?);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listen, "SMPP server listening");
+    let connections = Arc::new(tokio::sync::Semaphore::new(server.config.max_connections));
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.clone().wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            server
+                .metrics
+                .binds
+                .with_label_values(&["max_connections"])
+                .inc();
+            drop(stream);
+            continue;
+        };
+        let (server, stop) = (server.clone(), shutdown.clone());
+        sessions.spawn(async move {
+            session::serve(server, stream, peer, stop).await;
+            drop(permit);
+        });
+        while sessions.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+    Ok(())
+}
