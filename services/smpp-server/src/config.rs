@@ -75,6 +75,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// A config with every default, for `kafka` and these `accounts` (tests, tools).
+    pub fn new(kafka: KafkaConfig, accounts: impl Into<String>) -> Self {
+        Config {
+            kafka,
+            listen: default_listen(),
+            admin_listen: default_admin(),
+            accounts: Some(accounts.into()),
+            default_rate: default_rate(),
+            system_id: default_system_id(),
+            limits: Limits::default(),
+            default_country: None,
+            max_connections: default_max_connections(),
+            window: default_window(),
+            max_pdu_bytes: default_max_pdu(),
+            bind_timeout_ms: default_bind_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            enquire_link_ms: default_enquire_link(),
+            response_timeout_ms: default_response_timeout(),
+            max_partial_messages: default_max_partial(),
+            reassembly_timeout_ms: default_reassembly_timeout(),
+            max_garbage_pdus: default_max_garbage(),
+            auth_concurrency: default_auth_concurrency(),
+        }
+    }
+
     /// The parsed accounts.
     pub fn accounts(&self) -> Result<crate::accounts::Accounts, String> {
         let text = self
