@@ -9,8 +9,8 @@ CARGO ?= cargo
 
 all: build
 
-## Install what is missing: Tansu (the broker, ~15 min the first time) and the two
-## third-party SMPP peers (npm `smpp`, Perl Net::SMPP from Debian).
+## Install what is missing: Tansu (the broker, ~15 min the first time) and the
+## third-party SMPP peers (npm `smpp`, Perl Net::SMPP from Debian, PyPI `smpplib`).
 deps: tansu peers openssl
 
 tansu:
@@ -21,7 +21,12 @@ tansu:
 	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
-peers: tests/peers/node_modules/smpp/package.json perl-smpp
+peers: tests/peers/node_modules/smpp/package.json perl-smpp .venv-smpplib/bin/python
+
+## PyPI smpplib, an ESME for the SMPP server's interop test.
+.venv-smpplib/bin/python:
+	python3 -m venv .venv-smpplib
+	.venv-smpplib/bin/pip install --quiet smpplib==2.2.4
 
 ## The smpps:// test makes its CA and certificates with the openssl command line.
 openssl:

@@ -1,8 +1,8 @@
 //! Ingest configuration.
 
 use serde::Deserialize;
-use smsgw_kafka::KafkaConfig;
 pub use smsgw_admission::Limits;
+use smsgw_kafka::KafkaConfig;
 use std::net::SocketAddr;
 
 /// Everything ingest needs. Loaded from TOML with `SMSGW_` environment overrides.
@@ -75,8 +75,6 @@ impl Config {
 fn default_rate() -> f64 {
     100.0
 }
-
-
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9100))

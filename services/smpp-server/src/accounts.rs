@@ -46,6 +46,8 @@ pub struct Account {
     pub max_binds: u32,
     /// Messages per second, fleet-wide.
     pub rate: f64,
+    /// `data_coding` 1 carries GSM-7.
+    pub ia5_is_gsm7: bool,
     hash: PasswordHash,
 }
 
@@ -223,6 +225,7 @@ fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
         networks: None,
         max_binds: 4,
         rate: default_rate,
+        ia5_is_gsm7: false,
         hash,
     };
     for attr in fields {
@@ -266,6 +269,13 @@ fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
                     .ok()
                     .filter(|r: &f64| r.is_finite() && *r > 0.0)
                     .ok_or_else(|| format!("rate {v:?} must be a number > 0"))?
+            }
+            "ia5" => {
+                a.ia5_is_gsm7 = match v.trim() {
+                    "gsm7" => true,
+                    "ascii" => false,
+                    _ => return Err(format!("ia5 {v:?} must be gsm7 or ascii")),
+                }
             }
             other => return Err(format!("unknown attribute {other:?}")),
         }

@@ -369,8 +369,11 @@ impl Session {
             return self.write(r).await.err().map(|_| End::Peer("write failed"));
         }
         let now = now_ms();
-        let national = self.server.config.default_country.is_some();
-        let whole = match submit::read(&sm, national, now) {
+        let how = submit::Reading {
+            national_default: self.server.country.is_some(),
+            ia5_is_gsm7: account.ia5_is_gsm7,
+        };
+        let whole = match submit::read(&sm, how, now) {
             Err(r) => Err(r),
             Ok(Submitted::Whole(env, body)) => Ok((env, body, uuid::Uuid::new_v4().to_string())),
             Ok(Submitted::Part(env, c, octets)) => {

@@ -22,7 +22,8 @@ pub struct Envelope {
     pub expires_at: Option<i64>,
     /// `schedule_delivery_time`, as Unix ms.
     pub deliver_at: Option<i64>,
-    /// `data_coding` as sent.
+    /// `data_coding` the text is decoded with: as sent, except IA5 (1) from an account
+    /// whose clients mean GSM-7 by it (0).
     pub data_coding: u8,
 }
 
@@ -115,9 +116,20 @@ pub fn decode_text(octets: &[u8], data_coding: u8) -> Result<String, Refused> {
     })
 }
 
-/// Reads a `submit_sm` received at `now_ms`. `national_default`: the gateway has a
-/// default country for numbers given without their country code.
-pub fn read(sm: &SubmitSm, national_default: bool, now_ms: i64) -> Result<Submitted, Refused> {
+/// How a session's submits are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// The gateway has a default country for numbers given without their country code.
+    pub national_default: bool,
+    /// `data_coding` 1 (IA5) carries GSM-7 from this account: the npm `smpp` client and
+    /// some Kannel setups send the GSM default alphabet under 1, so `@` arrives as 0x00
+    /// and `€` as ESC 0x65.
+    pub ia5_is_gsm7: bool,
+}
+
+/// Reads a `submit_sm` received at `now_ms`.
+pub fn read(sm: &SubmitSm, how: Reading, now_ms: i64) -> Result<Submitted, Refused> {
+    let national_default = how.national_default;
     let short = sm.short_message().as_ref();
     let mut payload = None;
     let (mut sar_ref, mut sar_total, mut sar_seq) = (None, None, None);
@@ -167,7 +179,10 @@ pub fn read(sm: &SubmitSm, national_default: bool, now_ms: i64) -> Result<Submit
             sm.schedule_delivery_time.as_str(),
             CommandStatus::EsmeRinvsched,
         )?,
-        data_coding: u8::from(sm.data_coding),
+        data_coding: match u8::from(sm.data_coding) {
+            0x01 if how.ia5_is_gsm7 => 0x00,
+            dc => dc,
+        },
     };
     if env.expires_at.is_some_and(|e| e <= now_ms) {
         return Err(Refused::new(
@@ -238,7 +253,7 @@ mod tests {
     }
 
     fn whole(s: &SubmitSm) -> (Envelope, String) {
-        match read(s, false, NOW).unwrap() {
+        match read(s, Reading::default(), NOW).unwrap() {
             Submitted::Whole(e, t) => (e, t),
             other => panic!("not whole: {other:?}"),
         }
@@ -258,15 +273,31 @@ mod tests {
         );
         assert_eq!(whole(&sm(8, 0, &[0x04, 0x1F, 0x00, 0x21]).build()).1, "П!");
         assert_eq!(whole(&sm(0xF1, 0, b"class 1").build()).1, "class 1");
+        // IA5 is ASCII, unless the account says its clients mean GSM-7 by it.
+        let gsm_under_ia5 = sm(1, 0, &[0x02, 0x35, 0x20, 0x00, 0x1B, 0x65]).build();
+        assert_eq!(whole(&gsm_under_ia5).1, "\u{2}5 \u{0}\u{1b}e");
+        let how = Reading {
+            ia5_is_gsm7: true,
+            ..Reading::default()
+        };
+        let Submitted::Whole(_, t) = read(&gsm_under_ia5, how, NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t, "$5 @€");
     }
 
     #[test]
     fn binary_and_broken_text_are_refused_with_the_smpp_status() {
-        let e = read(&sm(4, 0, &[1, 2, 3]).build(), false, NOW).unwrap_err();
+        let e = read(&sm(4, 0, &[1, 2, 3]).build(), Reading::default(), NOW).unwrap_err();
         assert_eq!(e.status, CommandStatus::EsmeRinvdcs);
-        let e = read(&sm(8, 0, &[0x04, 0x1F, 0x00]).build(), false, NOW).unwrap_err();
+        let e = read(
+            &sm(8, 0, &[0x04, 0x1F, 0x00]).build(),
+            Reading::default(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(e.status, CommandStatus::EsmeRinvmsglen);
-        let e = read(&sm(0, 0, &[0x48, 0x80]).build(), false, NOW).unwrap_err();
+        let e = read(&sm(0, 0, &[0x48, 0x80]).build(), Reading::default(), NOW).unwrap_err();
         assert_eq!(e.status, CommandStatus::EsmeRinvdcs);
     }
 
@@ -285,7 +316,7 @@ mod tests {
             ))
             .build();
         assert_eq!(
-            read(&both, false, NOW).unwrap_err().status,
+            read(&both, Reading::default(), NOW).unwrap_err().status,
             CommandStatus::EsmeRinvtlvval
         );
     }
@@ -294,7 +325,7 @@ mod tests {
     fn udh_parts_of_8_and_16_bit_reference_are_parts() {
         let mut p8 = vec![0x05, 0x00, 0x03, 0x2A, 0x02, 0x01];
         p8.extend_from_slice(b"Hello ");
-        match read(&sm(0, 0x40, &p8).build(), false, NOW).unwrap() {
+        match read(&sm(0, 0x40, &p8).build(), Reading::default(), NOW).unwrap() {
             Submitted::Part(_, c, text) => {
                 assert_eq!((c.reference, c.total, c.seq), (0x2A, 2, 1));
                 assert_eq!(text, b"Hello ");
@@ -303,11 +334,11 @@ mod tests {
         }
         let mut p16 = vec![0x06, 0x08, 0x04, 0x12, 0x34, 0x03, 0x03];
         p16.extend_from_slice(b"end");
-        match read(&sm(0, 0x40, &p16).build(), false, NOW).unwrap() {
+        match read(&sm(0, 0x40, &p16).build(), Reading::default(), NOW).unwrap() {
             Submitted::Part(_, c, _) => assert_eq!((c.reference, c.total, c.seq), (0x1234, 3, 3)),
             other => panic!("{other:?}"),
         }
-        let e = read(&sm(0, 0x40, &[0x09, 0x00]).build(), false, NOW).unwrap_err();
+        let e = read(&sm(0, 0x40, &[0x09, 0x00]).build(), Reading::default(), NOW).unwrap_err();
         assert_eq!(e.status, CommandStatus::EsmeRinvesmclass);
     }
 
@@ -320,17 +351,19 @@ mod tests {
                 .push_tlv(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(seq))
                 .build()
         };
-        match read(&part(2, 2), false, NOW).unwrap() {
+        match read(&part(2, 2), Reading::default(), NOW).unwrap() {
             Submitted::Part(_, c, _) => assert_eq!((c.reference, c.total, c.seq), (7, 2, 2)),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            read(&part(2, 3), false, NOW).unwrap_err().status,
+            read(&part(2, 3), Reading::default(), NOW)
+                .unwrap_err()
+                .status,
             CommandStatus::EsmeRinvtlvval
         );
         // A "concatenated" message of one part is a whole message.
         assert!(matches!(
-            read(&part(1, 1), false, NOW).unwrap(),
+            read(&part(1, 1), Reading::default(), NOW).unwrap(),
             Submitted::Whole(..)
         ));
     }
@@ -351,14 +384,14 @@ mod tests {
             .validity_period(t("010101000000000+"))
             .build();
         assert_eq!(
-            read(&past, false, NOW).unwrap_err().status,
+            read(&past, Reading::default(), NOW).unwrap_err().status,
             CommandStatus::EsmeRinvexpiry
         );
         let garbled = sm(0, 0, b"hi")
             .schedule_delivery_time(t("0000000100000000"))
             .build();
         assert_eq!(
-            read(&garbled, false, NOW).unwrap_err().status,
+            read(&garbled, Reading::default(), NOW).unwrap_err().status,
             CommandStatus::EsmeRinvsched
         );
     }
@@ -371,14 +404,22 @@ mod tests {
             .dest_addr_ton(Ton::National)
             .short_message(OctetString::from_slice(b"hi").unwrap())
             .build();
-        let Submitted::Whole(env, _) = read(&s, true, NOW).unwrap() else {
+        let Submitted::Whole(env, _) = read(
+            &s,
+            Reading {
+                national_default: true,
+                ..Reading::default()
+            },
+            NOW,
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(
             (env.from.as_str(), env.to.as_str()),
             ("447700900001", "07700900123")
         );
-        let Submitted::Whole(env, _) = read(&s, false, NOW).unwrap() else {
+        let Submitted::Whole(env, _) = read(&s, Reading::default(), NOW).unwrap() else {
             panic!()
         };
         assert_eq!(env.from, "+447700900001", "unknown TON, no default country");
