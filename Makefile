@@ -5,12 +5,13 @@ TANSU_VERSION := 0.6.0
 TANSU := $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 CARGO ?= cargo
 
-.PHONY: bench-tansu soak kannel-faults openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
+.PHONY: kannel bench-tansu soak kannel-faults openssl routesim micro bench-pipeline bench-binds bench-peers-deps all deps tansu peers perl-smpp helm-test build run test analytics-test lint fmt bench clean
 
 all: build
 
 ## Install what is missing: Tansu (the broker, ~15 min the first time) and the
-## third-party SMPP peers (npm `smpp`, Perl Net::SMPP from Debian, PyPI `smpplib`).
+## third-party SMPP peers (npm `smpp`, Perl Net::SMPP and Kannel from Debian, PyPI
+## `smpplib`).
 deps: tansu peers openssl
 
 tansu:
@@ -21,7 +22,15 @@ tansu:
 	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
-peers: tests/peers/node_modules/smpp/package.json perl-smpp .venv-smpplib/bin/python
+peers: tests/peers/node_modules/smpp/package.json perl-smpp .venv-smpplib/bin/python kannel
+
+## Kannel (Debian), an ESME binding to the SMPP server in its interop test.
+kannel:
+	@if [ -x /usr/sbin/bearerbox ] || [ -x /usr/bin/bearerbox ]; then echo "kannel present"; else \
+	  echo "installing kannel"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kannel || { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y kannel; }; \
+	fi
 
 ## PyPI smpplib, an ESME for the SMPP server's interop test.
 .venv-smpplib/bin/python:
