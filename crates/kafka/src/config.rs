@@ -193,6 +193,10 @@ impl Topics {
     pub fn callbacks(&self) -> String {
         self.name("callbacks")
     }
+    /// Delivery receipts owed to one SMPP account (one partition, so they stay in order).
+    pub fn smpp_receipts(&self, system_id: &str) -> String {
+        self.name(&format!("smpp.receipts.{system_id}"))
+    }
 
     fn validate(&self) -> Result<(), String> {
         let ok = !self.prefix.is_empty()

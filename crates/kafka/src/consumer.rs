@@ -470,7 +470,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// records that idempotent handlers absorb. With the brokers unreachable, librdkafka's
 /// synchronous commit and its close can wait for ever, so both run on a thread of their
 /// own ([`crate::off_runtime`]), which also drops the last reference to the consumer.
-pub(crate) async fn close(consumer: Arc<GroupConsumer>) {
+pub async fn close(consumer: Arc<GroupConsumer>) {
     let closing = crate::off_runtime(move || {
         let r = consumer.commit_consumer_state(CommitMode::Sync);
         drop(consumer);

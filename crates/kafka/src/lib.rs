@@ -24,8 +24,8 @@ mod worker;
 pub use admin::{bootstrap_topics, TopicLayout, TopicSpec};
 pub use config::{owner_of, Assignment, KafkaConfig, Topics};
 pub use consumer::{
-    consumer, join, now_ms, owned, run_consumer, ConsumerMetrics, GroupConsumer, HandleError,
-    Handler, Incoming, Owned, OwningContext, FETCH_WAIT_MAX_MS,
+    close as close_consumer, consumer, join, now_ms, owned, run_consumer, ConsumerMetrics,
+    GroupConsumer, HandleError, Handler, Incoming, Owned, OwningContext, FETCH_WAIT_MAX_MS,
 };
 pub use producer::{
     dead_letter, send, send_all, send_in_order, send_until_stored, OutRecord, Producer,
@@ -62,6 +62,22 @@ pub enum KafkaError {
     /// Encoding an output record failed: a bug, dead-lettered with the input.
     #[error("encode: {0}")]
     Codec(#[from] smsgw_codec::CodecError),
+}
+
+impl KafkaError {
+    /// A write refused because its topic does not exist (smsgw never auto-creates
+    /// topics): retrying cannot help.
+    pub fn is_unknown_topic(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        matches!(
+            self,
+            KafkaError::Produce { source, .. } | KafkaError::Client(source)
+                if matches!(
+                    source.rdkafka_error_code(),
+                    Some(C::UnknownTopicOrPartition | C::UnknownTopic)
+                )
+        )
+    }
 }
 
 /// Keeps the `kafka` check of `health` current: every 5 s it asks the brokers for

@@ -200,6 +200,20 @@ fn prepare(
     ) {
         return Err((StatusCode::UNPROCESSABLE_ENTITY, r.code, r.reason));
     }
+    // Only the SMPP server marks messages as an SMPP account's (their receipts go there).
+    if p.client_ref
+        .as_deref()
+        .is_some_and(|r| r.starts_with(smsgw_codec::SMPP_CLIENT_REF_PREFIX))
+    {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reserved_client_ref",
+            format!(
+                "client_ref may not start with {:?}: it is reserved for messages submitted over SMPP",
+                smsgw_codec::SMPP_CLIENT_REF_PREFIX
+            ),
+        ));
+    }
     let message_id = match &idempotency_key {
         Some(k) => id_for_key(&client_id, k),
         None => uuid::Uuid::new_v4().to_string(),

@@ -80,6 +80,17 @@ async fn http_and_kafka_requests_become_events_and_poison_is_dead_lettered() -> 
         reserved.json::<serde_json::Value>().await?["error"],
         "reserved_client"
     );
+    // Nor can an HTTP caller mark a message as an SMPP account's (its receipts go there).
+    let smpp_ref = http
+        .post(format!("{base}/v1/messages"))
+        .json(&serde_json::json!({"to": "+447911123456", "from": "SHOP", "body": "x", "client_ref": "smpp:victim"}))
+        .send()
+        .await?;
+    assert_eq!(smpp_ref.status(), 422);
+    assert_eq!(
+        smpp_ref.json::<serde_json::Value>().await?["error"],
+        "reserved_client_ref"
+    );
 
     // Three events: the JSON record accepted, the HTTP message accepted once, the bad one rejected.
     let events: Vec<Event> =

@@ -23,6 +23,7 @@
 
 use crate::metrics::Metrics;
 use serde::Deserialize;
+use smsgw_codec::SMPP_CLIENT_REF_PREFIX as SMPP_PREFIX;
 use smsgw_codec::{AvroRecord, CallbackProgress, DeadLetter};
 use smsgw_domain::{Event, EventPayload, MessageAccepted};
 use smsgw_kafka::{
@@ -239,10 +240,29 @@ pub fn body(e: &Event, st: &Status, ctx: &CallbackProgress) -> Vec<u8> {
 }
 
 /// One call waiting in a message's queue.
+#[derive(Clone)]
 struct Job {
     event_id: String,
     body: Vec<u8>,
     offset: (i32, i64),
+    /// The status it reports, its error code, and when (for SMPP receipts).
+    status: Status,
+    occurred_at: i64,
+}
+
+/// The target of an SMPP account's delivery receipts (`smpp:<system_id>`), for a message
+/// submitted over SMPP (the SMPP server sets its `client_ref` so) that asked for one.
+pub fn smpp_target(a: &MessageAccepted) -> Option<String> {
+    a.client_ref
+        .as_deref()
+        .filter(|r| r.len() > SMPP_PREFIX.len() && r.starts_with(SMPP_PREFIX))
+        .filter(|_| a.registered_delivery == Some(true))
+        .map(str::to_string)
+}
+
+/// The statuses an SMPP receipt reports: the final ones.
+fn is_final_status(status: &str) -> bool {
+    !matches!(status, "accepted" | "submitted")
 }
 
 /// Callback state of the messages that have a callback target.
@@ -404,23 +424,13 @@ impl Worker {
         loop {
             let (job, ctx) = {
                 let mut b = lock(&self.book);
-                let next = b.queues.get_mut(&id).and_then(|q| {
-                    q.front()
-                        .map(|j| (j.event_id.clone(), j.body.clone(), j.offset))
-                });
-                let Some((event_id, body, offset)) = next else {
+                let next = b.queues.get_mut(&id).and_then(|q| q.front().cloned());
+                let Some(job) = next else {
                     b.queues.remove(&id);
                     return;
                 };
                 let ctx = b.progress.get(&id).cloned();
-                (
-                    Job {
-                        event_id,
-                        body,
-                        offset,
-                    },
-                    ctx,
-                )
+                (job, ctx)
             };
             let Some(mut ctx) = ctx else {
                 // Cannot happen: a job is queued only for a known message.
@@ -464,8 +474,89 @@ impl Worker {
         }
     }
 
+    /// Writes an SMPP account's receipt to its topic for the SMPP server; retried until
+    /// stored, or dead-lettered when the account has no topic (it was removed).
+    async fn smpp_receipt(&self, ctx: &CallbackProgress, job: &Job) {
+        let system_id = &ctx.url[SMPP_PREFIX.len()..];
+        if !is_final_status(job.status.status) {
+            return;
+        }
+        let receipt = smsgw_codec::SmppReceipt {
+            message_id: ctx.message_id.clone(),
+            event_id: job.event_id.clone(),
+            system_id: system_id.to_string(),
+            client_id: ctx.client_id.clone(),
+            status: job.status.status.to_string(),
+            error_code: job.status.error_code.clone(),
+            source: ctx.sender.clone(),
+            destination: ctx.destination.clone().unwrap_or_default(),
+            submitted_at: ctx.accepted_at.unwrap_or(ctx.updated_at),
+            done_at: job.occurred_at,
+        };
+        let topic = self.topics.smpp_receipts(system_id);
+        let rec = match OutRecord::avro(topic.clone(), ctx.message_id.clone(), &receipt) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "SMPP receipt cannot be encoded");
+                return;
+            }
+        };
+        loop {
+            match smsgw_kafka::send(&self.producer, &rec).await {
+                Ok(()) => {
+                    self.metrics
+                        .callbacks
+                        .with_label_values(&["smpp_receipt"])
+                        .inc();
+                    return;
+                }
+                Err(e) if e.is_unknown_topic() => {
+                    self.metrics
+                        .callbacks
+                        .with_label_values(&["dead_lettered"])
+                        .inc();
+                    let dl = DeadLetter {
+                        service: "receipt-callbacks".into(),
+                        reason: format!(
+                            "SMPP receipt: no topic {topic} (is the account configured?)"
+                        ),
+                        topic: self.topics.events(),
+                        partition: job.offset.0,
+                        offset: job.offset.1,
+                        key: Some(ctx.message_id.clone().into_bytes()),
+                        payload: Some(rec.payload.clone()),
+                        headers: HashMap::new(),
+                        failed_at: now_ms(),
+                    };
+                    self.dead_letter(&ctx.message_id, &dl).await;
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "SMPP receipt not stored; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Writes a dead letter, retrying until stored.
+    async fn dead_letter(&self, key: &str, dl: &DeadLetter) {
+        loop {
+            let sent = match OutRecord::avro(self.topics.dead_letter(), key.to_string(), dl) {
+                Ok(rec) => smsgw_kafka::send(&self.producer, &rec).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "dead letter not stored; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Makes one call with retries; dead-letters it after the last attempt.
     async fn call(&self, ctx: &CallbackProgress, job: &Job) {
+        if ctx.url.starts_with(SMPP_PREFIX) {
+            return self.smpp_receipt(ctx, job).await;
+        }
         let secret = self.config.secret_for(&ctx.client_id, &ctx.sender);
         let call = Call {
             url: &ctx.url,
@@ -510,23 +601,7 @@ impl Worker {
                     headers: HashMap::new(),
                     failed_at: now_ms(),
                 };
-                loop {
-                    let sent = match OutRecord::avro(
-                        self.topics.dead_letter(),
-                        ctx.message_id.clone(),
-                        &dl,
-                    ) {
-                        Ok(rec) => smsgw_kafka::send(&self.producer, &rec).await,
-                        Err(e) => Err(e),
-                    };
-                    match sent {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "callback dead letter not stored; retrying")
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                self.dead_letter(&ctx.message_id, &dl).await;
             }
         }
     }
@@ -671,7 +746,14 @@ fn enqueue(
     };
     let mut b = lock(book);
     if let EventPayload::Accepted(a) = &e.payload {
-        match config.url_for(a) {
+        // An SMPP receipt also needs the recipient and the acceptance time, after a
+        // restart too: they are kept in the progress record.
+        let smpp = smpp_target(a);
+        let (destination, accepted_at) = match smpp {
+            Some(_) => (Some(a.destination.clone()), Some(e.occurred_at_ms)),
+            None => (None, None),
+        };
+        match smpp.or_else(|| config.url_for(a)) {
             Some(url) => b.learn(CallbackProgress {
                 message_id: e.message_id.clone(),
                 url,
@@ -679,6 +761,8 @@ fn enqueue(
                 sender: a.sender.clone(),
                 client_ref: a.client_ref.clone(),
                 segments: a.segments,
+                destination,
+                accepted_at,
                 done: vec![],
                 updated_at: e.occurred_at_ms,
             }),
@@ -691,10 +775,17 @@ fn enqueue(
     let Some(ctx) = b.progress.get(&e.message_id) else {
         return Enqueued::Nothing("no_target");
     };
+    // An SMPP account is told final states only; its accepted event is still a (silent)
+    // job, so that the progress record keeps the receipt's context over a restart.
+    if ctx.url.starts_with(SMPP_PREFIX) && status.status == "submitted" {
+        return Enqueued::Nothing("internal");
+    }
     let job = Job {
         event_id: e.event_id.clone(),
         body: body(&e, &status, ctx),
         offset,
+        status,
+        occurred_at: e.occurred_at_ms,
     };
     // A queue that exists, even empty, has a drain loop that will look at it again
     // under this lock: only a new queue needs one started.
@@ -844,6 +935,8 @@ mod tests {
             sender: "S".into(),
             client_ref: Some("order-7".into()),
             segments: 3,
+            destination: None,
+            accepted_at: None,
             done: vec![],
             updated_at: 0,
         };
@@ -867,6 +960,8 @@ mod tests {
             sender: "s".into(),
             client_ref: None,
             segments: 1,
+            destination: None,
+            accepted_at: None,
             done: done.iter().map(|s| s.to_string()).collect(),
             updated_at: 0,
         }
@@ -921,5 +1016,91 @@ mod tests {
         assert!(
             is_final_event("a/b/MessageCancelled/0") && !is_final_event("x/MessageSubmitted/1")
         );
+    }
+    /// An SMPP account's message: only its final state becomes a receipt (its accepted
+    /// event a silent job that keeps the context), carrying the recipient and times.
+    #[test]
+    fn an_smpp_message_that_asked_for_a_receipt_gets_one_for_its_final_state() {
+        let config = config();
+        let book = Mutex::new(Book {
+            capacity: 10,
+            ..Book::default()
+        });
+        let mut a = accepted(None, "Shop", "acme");
+        a.client_ref = Some("smpp:shop".into());
+        a.registered_delivery = Some(true);
+        let events = [
+            Event::new("m1", EventPayload::Accepted(a.clone()), 0, 1_000),
+            Event::new(
+                "m1",
+                EventPayload::Submitted(MessageSubmitted {
+                    carrier: "c".into(),
+                    attempt: 1,
+                    carrier_message_id: "x".into(),
+                    segments: 1,
+                    possible_duplicate: false,
+                    later_part_ids: vec![],
+                }),
+                1,
+                2_000,
+            ),
+            Event::new(
+                "m1",
+                EventPayload::Undeliverable(MessageUndeliverable {
+                    carrier: Some("c".into()),
+                    reason: "r".into(),
+                    stat: Some("UNDELIV".into()),
+                    error_code: Some("34".into()),
+                }),
+                1,
+                3_000,
+            ),
+        ];
+        let outcomes: Vec<&'static str> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let bytes = e.encode().unwrap();
+                let input = Incoming {
+                    topic: "events",
+                    partition: 0,
+                    offset: i as i64,
+                    key: None,
+                    payload: Some(&bytes),
+                    headers: vec![],
+                    timestamp_ms: None,
+                };
+                match enqueue(&config, &book, &input, (0, i as i64)) {
+                    Enqueued::Started(_) => "started",
+                    Enqueued::Queued => "queued",
+                    Enqueued::Nothing(why) => why,
+                }
+            })
+            .collect();
+        assert_eq!(outcomes, ["started", "internal", "queued"]);
+        let b = lock(&book);
+        let ctx = &b.progress["m1"];
+        assert_eq!(ctx.url, "smpp:shop");
+        assert_eq!(ctx.destination.as_deref(), Some("+447911123456"));
+        assert_eq!(ctx.accepted_at, Some(1_000));
+        let jobs: Vec<_> = b.queues["m1"]
+            .iter()
+            .map(|j| (j.status.status, j.occurred_at))
+            .collect();
+        assert_eq!(jobs, [("accepted", 1_000), ("undelivered", 3_000)]);
+        assert!(!is_final_status("accepted") && is_final_status("undelivered"));
+
+        // Without registered_delivery, or with another client_ref, it is an ordinary
+        // message (here: no callback target at all).
+        for (r, rd) in [
+            (Some("smpp:shop"), None),
+            (Some("order-7"), Some(true)),
+            (Some("smpp:"), Some(true)),
+        ] {
+            let mut plain = a.clone();
+            plain.client_ref = r.map(Into::into);
+            plain.registered_delivery = rd;
+            assert_eq!(smpp_target(&plain), None, "{r:?} {rd:?}");
+        }
     }
 }

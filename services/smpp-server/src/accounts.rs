@@ -173,6 +173,11 @@ impl Accounts {
         self.by_id.len()
     }
 
+    /// Every account's `system_id`.
+    pub fn system_ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
@@ -212,9 +217,13 @@ impl Accounts {
 fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
     let mut fields = line.split(':');
     let system_id = fields.next().unwrap_or_default().trim().to_string();
-    if system_id.is_empty() || system_id.len() > MAX_SYSTEM_ID || !system_id.is_ascii() {
+    // It names the account's receipt topic and consumer group.
+    let topic_safe = system_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if system_id.is_empty() || system_id.len() > MAX_SYSTEM_ID || !topic_safe {
         return Err(format!(
-            "system_id must be 1 to {MAX_SYSTEM_ID} ASCII characters"
+            "system_id must be 1 to {MAX_SYSTEM_ID} letters, digits, '.', '_' or '-'"
         ));
     }
     let hash = PasswordHash::parse(fields.next().ok_or("no password hash")?.trim())?;
@@ -347,6 +356,7 @@ mod tests {
             ("shop:sha256hex", "password hash"),
             ("shop:pbkdf2-sha256$10$73616c7473616c74$00", "too few"),
             (&line("a-very-long-system-id", "pw", ""), "system_id"),
+            (&line("shop/x", "pw", ""), "system_id"),
             (&line("shop", "pw", ":max_binds=0"), "max_binds"),
             (&line("shop", "pw", ":ips=nonsense"), "CIDR"),
             (&line("shop", "pw", ":colour=red"), "unknown attribute"),

@@ -68,6 +68,20 @@ pub struct Config {
     /// Garbage PDUs one session may send before it is closed.
     #[serde(default = "default_max_garbage")]
     pub max_garbage_pdus: u32,
+    /// Receipts one account has awaiting `deliver_sm_resp` at once (sent in order).
+    #[serde(default = "default_receipt_window")]
+    pub receipt_window: usize,
+    /// Consumer group prefix of the receipt readers: one group per account,
+    /// `<prefix>.<system_id>`, shared by the replicas.
+    #[serde(default = "default_receipt_group")]
+    pub receipt_group_prefix: String,
+    /// Replication factor of the accounts' receipt topics, which the server creates at
+    /// start when missing (one partition each, kept `receipt_retention_ms`).
+    #[serde(default = "default_replication")]
+    pub receipt_topic_replication: i32,
+    /// How long an account's receipts wait on Kafka for a session to take them (ms).
+    #[serde(default = "default_receipt_retention")]
+    pub receipt_retention_ms: i64,
     /// Password checks running at once (each is a deliberate ~50 ms of CPU), so a bind
     /// flood cannot take every core.
     #[serde(default = "default_auth_concurrency")]
@@ -97,6 +111,10 @@ impl Config {
             reassembly_timeout_ms: default_reassembly_timeout(),
             max_garbage_pdus: default_max_garbage(),
             auth_concurrency: default_auth_concurrency(),
+            receipt_window: default_receipt_window(),
+            receipt_topic_replication: default_replication(),
+            receipt_retention_ms: default_receipt_retention(),
+            receipt_group_prefix: default_receipt_group(),
         }
     }
 
@@ -132,6 +150,7 @@ impl Config {
             ("window", self.window),
             ("max_partial_messages", self.max_partial_messages),
             ("auth_concurrency", self.auth_concurrency),
+            ("receipt_window", self.receipt_window),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -191,4 +210,16 @@ fn default_max_garbage() -> u32 {
 }
 fn default_auth_concurrency() -> usize {
     2
+}
+fn default_receipt_window() -> usize {
+    10
+}
+fn default_receipt_group() -> String {
+    "smsgw-smpp-receipts".into()
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_receipt_retention() -> i64 {
+    7 * 24 * 3600 * 1000
 }

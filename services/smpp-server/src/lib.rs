@@ -23,6 +23,7 @@ pub mod config;
 pub mod frame;
 pub mod metrics;
 pub mod reassembly;
+pub mod receipts;
 pub mod session;
 pub mod submit;
 
@@ -93,6 +94,16 @@ pub struct Server {
     auth: tokio::sync::Semaphore,
     binds: Mutex<HashMap<String, u32>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    receivers: Mutex<HashMap<String, Receivers>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// An account's sessions on this replica that take receipts, and the switch of its
+/// receipt task.
+#[derive(Debug)]
+struct Receivers {
+    sessions: Vec<receipts::Receiver>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -117,6 +128,8 @@ impl Server {
             accounts,
             binds: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
+            next_session: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -163,6 +176,56 @@ impl Server {
             }
             self.metrics.sessions.dec();
         }
+    }
+
+    /// A new session id.
+    fn session_id(&self) -> u64 {
+        self.next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Registers a session that takes the account's receipts; the first one on this
+    /// replica starts the account's receipt task.
+    fn add_receiver(self: &Arc<Self>, account: &Account, r: receipts::Receiver) {
+        let mut all = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = all.get_mut(&account.system_id) {
+            existing.sessions.push(r);
+            return;
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        all.insert(
+            account.system_id.clone(),
+            Receivers {
+                sessions: vec![r],
+                stop,
+            },
+        );
+        tokio::spawn(receipts::deliver(
+            self.clone(),
+            account.system_id.clone(),
+            account.client_id.clone(),
+            stopped,
+        ));
+    }
+
+    /// Removes a session; the last one on this replica stops the account's receipt
+    /// task (its unanswered receipts stay on Kafka for the next reader).
+    fn remove_receiver(&self, system_id: &str, session: u64) {
+        let mut all = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = all.get_mut(system_id) {
+            r.sessions.retain(|s| s.session != session);
+            if r.sessions.is_empty() {
+                let _ = r.stop.send(true);
+                all.remove(system_id);
+            }
+        }
+    }
+
+    /// One of the account's receipt sessions, taking turns.
+    fn receiver(&self, system_id: &str, turn: usize) -> Option<receipts::Receiver> {
+        let all = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = &all.get(system_id)?.sessions;
+        (!sessions.is_empty()).then(|| sessions[turn % sessions.len()].clone())
     }
 
     /// Takes one message from the account's rate (its share on this replica).
@@ -217,6 +280,27 @@ impl Server {
     }
 }
 
+/// Creates the receipt topic of every account that has none (one partition: an
+/// account's receipts stay in order).
+async fn create_receipt_topics(server: &Server) -> Result<(), ServerError> {
+    let c = &server.config;
+    let specs: Vec<smsgw_kafka::TopicSpec> = server
+        .accounts
+        .system_ids()
+        .map(|id| smsgw_kafka::TopicSpec {
+            name: server.topics.smpp_receipts(id),
+            partitions: 1,
+            replication: c.receipt_topic_replication,
+            configs: vec![("retention.ms".into(), c.receipt_retention_ms.to_string())],
+        })
+        .collect();
+    smsgw_kafka::retry_startup("creating the accounts' receipt topics", || {
+        smsgw_kafka::bootstrap_topics(&c.kafka, &specs)
+    })
+    .await?;
+    Ok(())
+}
+
 /// Runs the SMPP server until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -238,6 +322,7 @@ pub async fn run(
     .map_err(|e| ServerError::Config(e.to_string()))?;
     let listen = config.listen;
     let server = Arc::new(Server::new(config, producer, metrics).map_err(ServerError::Config)?);
+    create_receipt_topics(&server).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listen, "SMPP server listening");
     let connections = Arc::new(tokio::sync::Semaphore::new(server.config.max_connections));

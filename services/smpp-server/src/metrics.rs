@@ -20,6 +20,9 @@ pub struct Metrics {
     pub garbage: IntCounter,
     /// Concatenated messages given up incomplete (dead-lettered).
     pub incomplete: IntCounter,
+    /// Receipts by result (`delivered`, `resent`, `refused` by the ESME,
+    /// `dead_lettered`).
+    pub receipts: IntCounterVec,
 }
 
 impl Metrics {
@@ -48,8 +51,17 @@ impl Metrics {
             "Concatenated messages given up incomplete",
         )
         .expect("valid metric");
+        let receipts = IntCounterVec::new(
+            Opts::new(
+                "smsgw_smpp_server_receipts_total",
+                "Delivery receipts to ESMEs by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(binds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(receipts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(binds.clone()),
             Box::new(sessions.clone()),
             Box::new(submits.clone()),
             Box::new(garbage.clone()),
@@ -64,6 +76,7 @@ impl Metrics {
             submits,
             garbage,
             incomplete,
+            receipts,
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::accounts::{Account, Refusal};
 use crate::frame::{Frame, FrameError, ServerCodec};
 use crate::reassembly::{Added, Pending};
+use crate::receipts::{Outbound, Receiver};
 use crate::submit::{self, Envelope, Submitted};
 use crate::Server;
 use futures::stream::FuturesUnordered;
@@ -23,12 +24,14 @@ use rusmpp::{Command, CommandStatus, Pdu};
 use smsgw_codec::SubmitRequest;
 use smsgw_kafka::{now_ms, OutRecord};
 use smsgw_runtime::Shutdown;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 /// What a bind allows.
@@ -42,6 +45,10 @@ enum Kind {
 impl Kind {
     fn submits(self) -> bool {
         self != Kind::Receiver
+    }
+
+    fn receives(self) -> bool {
+        self != Kind::Transmitter
     }
 }
 
@@ -76,6 +83,12 @@ struct Session {
     probe: Option<(u32, Instant)>,
     next_sequence: u32,
     garbage: u32,
+    /// This session's id, once it takes receipts.
+    receiver: Option<u64>,
+    /// Receipts to send, once bound as a receiver or transceiver.
+    outbound: Option<mpsc::Receiver<Outbound>>,
+    /// Receipts sent and not yet answered, by sequence number.
+    awaiting: HashMap<u32, oneshot::Sender<CommandStatus>>,
 }
 
 /// Serves one connection until it ends.
@@ -99,6 +112,9 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, sto
         probe: None,
         next_sequence: 1,
         garbage: 0,
+        receiver: None,
+        outbound: None,
+        awaiting: HashMap::new(),
     };
     let end = s.run(stop).await;
     s.close(&end).await;
@@ -111,6 +127,7 @@ impl Session {
         let stop = stop.wait();
         tokio::pin!(stop);
         let window = self.server.config.window;
+        let receipt_window = self.server.config.receipt_window;
         loop {
             tokio::select! {
                 biased;
@@ -136,6 +153,13 @@ impl Session {
                         return end;
                     }
                 }
+                Some(o) = next_outbound(&mut self.outbound), if self.awaiting.len() < receipt_window => {
+                    let seq = self.sequence();
+                    self.awaiting.insert(seq, o.reply);
+                    if self.write(Command::new(CommandStatus::EsmeRok, seq, o.pdu)).await.is_err() {
+                        return End::Peer("write failed");
+                    }
+                }
                 _ = tick.tick() => {
                     if let Some(end) = self.on_tick().await {
                         return end;
@@ -159,8 +183,14 @@ impl Session {
         let incomplete = self.parts.drain();
         self.give_up(incomplete).await;
         if let Some((account, _)) = self.bound.take() {
+            if let Some(id) = self.receiver.take() {
+                self.server.remove_receiver(&account.system_id, id);
+            }
             self.server.unbind(&account.system_id);
         }
+        // Receipts sent here and not answered: their senders see the session gone.
+        self.awaiting.clear();
+        self.outbound = None;
         let _ = self.io.close().await;
         tracing::info!(peer = %self.peer, end = end.why(), "SMPP session ended");
     }
@@ -273,7 +303,12 @@ impl Session {
                 return Some(End::Peer("unbind"));
             }
             Some(Pdu::UnbindResp) => return Some(End::Peer("unbind_resp")),
-            Some(Pdu::GenericNack) | Some(Pdu::DeliverSmResp(_)) => return None,
+            Some(Pdu::GenericNack) | Some(Pdu::DeliverSmResp(_)) => {
+                if let Some(reply) = self.awaiting.remove(&seq) {
+                    let _ = reply.send(cmd.status());
+                }
+                return None;
+            }
             Some(Pdu::SubmitSm(sm)) => match &self.bound {
                 Some((_, kind)) if kind.submits() => {
                     let sm = sm.clone();
@@ -339,6 +374,14 @@ impl Session {
                 if self.server.try_bind(&account) {
                     self.server.metrics.binds.with_label_values(&["ok"]).inc();
                     tracing::info!(peer = %self.peer, system_id = %account.system_id, kind = ?kind, "ESME bound");
+                    if kind.receives() {
+                        let id = self.server.session_id();
+                        let (tx, rx) = mpsc::channel(self.server.config.receipt_window);
+                        self.server
+                            .add_receiver(&account, Receiver { session: id, tx });
+                        self.receiver = Some(id);
+                        self.outbound = Some(rx);
+                    }
                     self.bound = Some((account, kind));
                     None
                 } else {
@@ -483,6 +526,14 @@ impl Session {
     }
 }
 
+/// The next receipt to send, once the session takes receipts (never, before).
+async fn next_outbound(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn nack(status: CommandStatus, seq: u32) -> Command {
     Command::new(status, seq, Pdu::GenericNack)
 }
@@ -526,8 +577,13 @@ pub fn request_for(
         from: env.from.clone(),
         body,
         idempotency_key: None,
-        client_ref: None,
         message_id: Some(message_id),
+        // Marks the message as the account's: its receipts go back over SMPP.
+        client_ref: Some(format!(
+            "{}{}",
+            smsgw_codec::SMPP_CLIENT_REF_PREFIX,
+            account.system_id
+        )),
         registered_delivery: env.receipt.then_some(true),
         validity_period_s: validity,
         schedule_delivery_at: None,

@@ -175,6 +175,7 @@ async fn submits_reach_the_ingest_topic_under_the_id_their_response_carried() ->
         ("+447911123001", "Hi €")
     );
     assert_eq!(short.registered_delivery, Some(true));
+    assert_eq!(short.client_ref.as_deref(), Some("smpp:shop"), "routes its receipt back");
     assert_eq!(got[&id1].body, "hello world");
     assert_eq!(got[&ucs_id].body, "Привет");
     // The refused destination was stored for the event log to record its rejection;
@@ -289,6 +290,115 @@ async fn a_submit_is_answered_only_once_the_broker_holds_it() -> anyhow::Result<
     let (st, id) = r?;
     assert_eq!(st, CommandStatus::EsmeRok);
     assert_eq!(requests(&kafka).await?[&id].body, "during the outage");
+    let _ = srv.stop.send(());
+    srv.task.await??;
+    Ok(())
+}
+
+fn owed(id: &str, client_id: &str) -> smsgw_codec::SmppReceipt {
+    smsgw_codec::SmppReceipt {
+        message_id: id.into(),
+        event_id: format!("{id}/MessageDelivered/1"),
+        system_id: "shop".into(),
+        client_id: client_id.into(),
+        status: "delivered".into(),
+        error_code: None,
+        source: "Shop".into(),
+        destination: "+447911123001".into(),
+        submitted_at: 1_764_504_000_000,
+        done_at: 1_764_504_060_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_wait_on_kafka_for_a_receiver_and_are_resent_until_answered() -> anyhow::Result<()>
+{
+    use common::receipted_id;
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let srv = start(&kafka, &account("shop", "pw", ":account=acme"), |_| {}).await?;
+    // Owed before anyone is bound: one of another account's messages among them.
+    let topic = kafka.topics.smpp_receipts("shop");
+    for r in [
+        owed("m1", "acme"),
+        owed("m2", "acme"),
+        owed("stolen", "mallory"),
+        owed("m3", "acme"),
+    ] {
+        smsgw_testkit::produce(&kafka, &topic, &r.message_id, &r).await?;
+    }
+    // A transmitter takes no receipts.
+    let mut tx = Esme::connect(srv.addr).await?;
+    assert_eq!(
+        tx.bind_tx("shop", "pw").await?,
+        Some(CommandStatus::EsmeRok)
+    );
+    assert!(tx.next_request(Duration::from_secs(3)).await?.is_none());
+
+    // A receiver gets them in order; it answers two and drops the connection.
+    let mut rx = Esme::connect(srv.addr).await?;
+    assert_eq!(
+        rx.bind_rx("shop", "pw").await?,
+        Some(CommandStatus::EsmeRok)
+    );
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let c = rx
+            .next_request(Duration::from_secs(30))
+            .await?
+            .expect("a receipt");
+        first.push((receipted_id(&c).unwrap_or_default(), c));
+    }
+    let ids: Vec<&str> = first.iter().map(|(i, _)| i.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["m1", "m2", "m3"],
+        "in order, without another account's"
+    );
+    let Some(rusmpp::Pdu::DeliverSm(d)) = first[0].1.pdu() else {
+        panic!()
+    };
+    let text = String::from_utf8(d.short_message().as_ref().to_vec())?;
+    assert!(
+        text.starts_with("id:m1 ") && text.contains("stat:DELIVRD"),
+        "{text}"
+    );
+    rx.answer(&first[0].1, CommandStatus::EsmeRok).await?;
+    rx.answer(&first[1].1, CommandStatus::EsmeRok).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the stored offsets commit
+    drop(rx);
+
+    // The next session of the account gets the unanswered one again, and only it.
+    let mut trx = Esme::connect(srv.addr).await?;
+    assert_eq!(
+        trx.bind_trx("shop", "pw").await?,
+        Some(CommandStatus::EsmeRok)
+    );
+    let again = trx
+        .next_request(Duration::from_secs(30))
+        .await?
+        .expect("m3 again");
+    assert_eq!(receipted_id(&again).as_deref(), Some("m3"));
+    trx.answer(&again, CommandStatus::EsmeRok).await?;
+    assert!(
+        trx.next_request(Duration::from_secs(3)).await?.is_none(),
+        "nothing more"
+    );
+
+    let dead: Vec<smsgw_codec::DeadLetter> = smsgw_testkit::read_records(
+        &kafka,
+        &kafka.topics.dead_letter(),
+        1,
+        Duration::from_secs(20),
+    )
+    .await?;
+    assert!(
+        dead[0].reason.contains("another account"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(dead[0].key.as_deref(), Some(&b"stolen"[..]));
     let _ = srv.stop.send(());
     srv.task.await??;
     Ok(())

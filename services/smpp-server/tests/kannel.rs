@@ -16,6 +16,9 @@ use std::time::Duration;
 mod common;
 use common::{account, requests, start};
 
+/// Extra `sendsms` parameters.
+type Query<'a> = [(&'a str, &'a str)];
+
 /// Kills Kannel's boxes when the test ends, however it ends.
 struct Boxes(Vec<Child>);
 
@@ -127,7 +130,7 @@ dest-addr-npi = 1
     );
     let url = format!("http://127.0.0.1:{sendsms}/cgi-bin/sendsms");
     let long = "Kannel splits this long message into parts with its own UDH. ".repeat(4);
-    let sends: [(&str, &str, &[(&str, &str)]); 3] = [
+    let sends: [(&str, &str, &Query); 3] = [
         ("447911123401", "Hello from Kannel", &[]),
         (
             "447911123402",

@@ -68,6 +68,12 @@ pub struct CallbackProgress {
     pub client_ref: Option<String>,
     /// Parts of the message.
     pub segments: i32,
+    /// The recipient (v2; SMPP receipts).
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// When the message was accepted, Unix ms (v2; SMPP receipts).
+    #[serde(default)]
+    pub accepted_at: Option<i64>,
     /// Event ids whose callback was made or dead-lettered.
     pub done: Vec<String>,
     /// When this record was written (Unix ms).
@@ -76,8 +82,36 @@ pub struct CallbackProgress {
 serde_record!(
     CallbackProgress,
     "callbacks",
-    "callbacks/callback_progress.v1.avsc"
+    "callbacks/callback_progress.v1.avsc",
+    "callbacks/callback_progress.v2.avsc"
 );
+
+/// A delivery receipt owed to an SMPP account (topic `smsgw.smpp.receipts.<system_id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmppReceipt {
+    /// The gateway's id, as the `submit_sm_resp` gave it (also the key).
+    pub message_id: String,
+    /// The final event's id.
+    pub event_id: String,
+    /// The SMPP account that submitted the message.
+    pub system_id: String,
+    /// The message's account.
+    pub client_id: String,
+    /// `delivered`, `undelivered`, `failed`, `expired`, `blocked` or `cancelled`.
+    pub status: String,
+    /// The carrier's error code, when it gave one.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// The message's sender id.
+    pub source: String,
+    /// The message's recipient.
+    pub destination: String,
+    /// When the message was accepted (Unix ms).
+    pub submitted_at: i64,
+    /// When it reached its final state (Unix ms).
+    pub done_at: i64,
+}
+serde_record!(SmppReceipt, "smpp", "smpp/smpp_receipt.v1.avsc");
 
 /// A request to send one SMS, as written to the ingest topic (Avro or JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +289,10 @@ pub fn account_scope(account: &str) -> String {
 /// The client id of the gateway's own replies (STOP/START confirmations, HELP text):
 /// the opt-out they confirm does not block them. Reserved: the HTTP API refuses it.
 pub const SYSTEM_CLIENT: &str = "smsgw-optout";
+
+/// The `client_ref` the SMPP server gives its messages: `smpp:<system_id>`, which routes
+/// their delivery receipts back to that account. Reserved: the HTTP API refuses it.
+pub const SMPP_CLIENT_REF_PREFIX: &str = "smpp:";
 
 /// The scope of opt-outs that apply to every sender.
 pub const GLOBAL_SCOPE: &str = "global";

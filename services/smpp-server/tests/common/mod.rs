@@ -112,6 +112,48 @@ impl Esme {
         }
     }
 
+    /// The next request PDU the server sends (answering its `enquire_link`s); `None`
+    /// when nothing comes within `wait` or the server closed.
+    pub async fn next_request(&mut self, wait: Duration) -> anyhow::Result<Option<Command>> {
+        loop {
+            let Ok(next) = tokio::time::timeout(wait, self.io.next()).await else {
+                return Ok(None);
+            };
+            let Some(c) = next else { return Ok(None) };
+            let c = c?;
+            if matches!(c.pdu(), Some(Pdu::EnquireLink)) {
+                let s = c.sequence_number();
+                self.io
+                    .send(Command::new(
+                        CommandStatus::EsmeRok,
+                        s,
+                        Pdu::EnquireLinkResp,
+                    ))
+                    .await?;
+                continue;
+            }
+            return Ok(Some(c));
+        }
+    }
+
+    /// Answers a `deliver_sm` with `status`.
+    pub async fn answer(&mut self, c: &Command, status: CommandStatus) -> anyhow::Result<()> {
+        let resp = rusmpp::pdus::DeliverSmResp::builder().build();
+        self.io
+            .send(Command::new(status, c.sequence_number(), resp))
+            .await?;
+        Ok(())
+    }
+
+    /// Binds as a receiver and returns the status.
+    pub async fn bind_rx(&mut self, id: &str, pw: &str) -> anyhow::Result<Option<CommandStatus>> {
+        let b = rusmpp::pdus::BindReceiver::builder()
+            .system_id(cstr(id))
+            .password(cstr(pw))
+            .build();
+        Ok(self.call(b).await?.map(|c| c.status()))
+    }
+
     /// Writes raw bytes (garbage).
     pub async fn raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.io.get_mut().write_all(bytes).await?;
@@ -176,4 +218,15 @@ pub async fn requests(
             Ok((r.message_id.clone().unwrap_or_default(), r))
         })
         .collect()
+}
+
+/// The receipted message id of a `deliver_sm` receipt (from its TLV).
+pub fn receipted_id(c: &Command) -> Option<String> {
+    let Some(Pdu::DeliverSm(d)) = c.pdu() else {
+        return None;
+    };
+    d.tlvs().iter().find_map(|t| match t.value() {
+        Some(rusmpp::tlvs::TlvValue::ReceiptedMessageId(id)) => Some(id.as_str().to_string()),
+        _ => None,
+    })
 }
