@@ -175,7 +175,11 @@ async fn submits_reach_the_ingest_topic_under_the_id_their_response_carried() ->
         ("+447911123001", "Hi €")
     );
     assert_eq!(short.registered_delivery, Some(true));
-    assert_eq!(short.client_ref.as_deref(), Some("smpp:shop"), "routes its receipt back");
+    assert_eq!(
+        short.client_ref.as_deref(),
+        Some("smpp:shop"),
+        "routes its receipt back"
+    );
     assert_eq!(got[&id1].body, "hello world");
     assert_eq!(got[&ucs_id].body, "Привет");
     // The refused destination was stored for the event log to record its rejection;
