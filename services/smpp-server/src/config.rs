@@ -156,6 +156,9 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        if self.kafka.assignment == smsgw_kafka::Assignment::Static && self.kafka.instances > 1 {
+            return Err("with kafka.assignment = \"static\" the SMPP server runs as one replica: an account's receipts move between replicas only with Kafka's group protocol".into());
+        }
         if !(256..=65_536).contains(&self.max_pdu_bytes) {
             return Err("max_pdu_bytes must be 256 to 65536".into());
         }

@@ -4,10 +4,13 @@
 //!
 //! Data flow: while a replica holds at least one such session of an account, it runs
 //! one [`deliver`] task for it: a consumer in the account's own group
-//! (`smsgw-smpp-receipts.<system_id>`) on the account's topic. Kafka gives the partition
-//! to one of the replicas holding a session, so one replica sends and the others wait;
-//! with no session anywhere nobody reads, and the receipts stay on Kafka until one
-//! binds. Receipts are sent in order, up to `receipt_window` at a time, each to a
+//! (`smsgw-smpp-receipts.<system_id>`) on the account's topic. With
+//! `kafka.assignment = "group"` (Kafka proper) the partition goes to one of the replicas
+//! holding a session, so one replica sends and the others wait, and it moves when that
+//! replica leaves or dies. With `static` (Tansu, whose group coordinator never hands a
+//! dead member's partitions on) the server runs as one replica, which reads from the
+//! group's committed offset without membership. With no session anywhere nobody reads,
+//! and the receipts stay on Kafka until one binds. Receipts are sent in order, up to `receipt_window` at a time, each to a
 //! session of the account; a receipt whose session closes or that is not answered in
 //! `response_timeout_ms` is sent again on another (at least once: an ESME may see one
 //! twice, with the same id). The offset is stored only once the ESME has answered
@@ -205,8 +208,14 @@ pub async fn deliver(
             return;
         }
     };
-    if let Err(e) = consumer.subscribe(&[&topic]) {
-        tracing::error!(error = %e, topic, "receipts topic not subscribed");
+    // Group protocol: the partition goes to one replica holding a session, and moves
+    // when it leaves or dies. Static (Tansu, one replica): read from the committed offset.
+    let joined = smsgw_kafka::retry_startup("joining an account's receipts", || async {
+        smsgw_kafka::join(&consumer, &server.config.kafka, &[&topic])
+    })
+    .await;
+    if let Err(e) = joined {
+        tracing::error!(error = %e, topic, "receipts topic not joined");
         return;
     }
     let window = server.config.receipt_window;
