@@ -80,7 +80,7 @@ test: deps lint analytics-test helm-test
 	.venv-helm/bin/pip install --quiet helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3
 
 helm-test: .venv-helm/bin/python
-	$(CARGO) build -p smsgw-admin
+	$(CARGO) build -p smsgw-admin -p smsgw-smpp-server
 	ADMIN_BIN=target/debug/smsgw-admin .venv-helm/bin/python tests/helm/test_chart.py
 	.venv-helm/bin/python tests/deploy/test_deploy_kit.py
 

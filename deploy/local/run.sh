@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole gateway locally: Tansu (sqlite storage under .data/), the five
-# services, the carrier simulator; then the demo. Ctrl-C stops everything cleanly.
+# Runs the whole gateway locally: Tansu (sqlite storage under .data/), the services
+# (the SMPP server included), the carrier simulator; then the demo. Ctrl-C stops everything cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA_DIR:-.data}
@@ -50,14 +50,15 @@ python3 deploy/local/tansu-index.py "$DATA/tansu.db"
 echo "topics created (see $DATA/logs/bootstrap.log)"
 start carrier-sim "$BIN/smsgw-carrier-sim" deploy/local/carrier-sim.toml
 wait_port 2775 carrier-sim
-for s in optout receipt router dispatcher ingest; do
+for s in optout receipt router dispatcher smpp-server ingest; do
   start "$s" "$BIN/smsgw-$s" "deploy/local/$s.toml"
 done
 wait_port 8080 ingest
 echo
 "$BIN/smsgw-admin" demo http://127.0.0.1:8080 http://127.0.0.1:2776
 echo
-echo "The gateway is running: POST http://127.0.0.1:8080/v1/messages, metrics on :9100-:9104."
+echo "The gateway is running: POST http://127.0.0.1:8080/v1/messages, or bind over SMPP to"
+echo "127.0.0.1:2780 (system_id demo, password demo1234); metrics on :9100-:9105."
 echo "Press Ctrl-C to stop."
 if [ "${DEMO_ONLY:-}" = 1 ]; then exit 0; fi
 wait

@@ -54,11 +54,11 @@ for p in dash["panels"]:
         check_expr(f"panel {p['title']!r}", t["expr"])
 
 compose = yaml.safe_load(open("deploy/compose/docker-compose.yml"))
-for svc in ["kafka", "scylla", "ingest", "router", "dispatcher", "receipt", "optout", "carrier-sim", "prometheus", "grafana"]:
+for svc in ["kafka", "scylla", "ingest", "router", "dispatcher", "receipt", "optout", "smpp-server", "carrier-sim", "prometheus", "grafana"]:
     if svc not in compose["services"]:
         failures.append(f"compose: no {svc}")
 targets = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))["scrape_configs"][0]["static_configs"][0]["targets"]
-for t in ["ingest:9100", "router:9101", "dispatcher:9102", "receipt:9103", "optout:9104"]:
+for t in ["ingest:9100", "router:9101", "dispatcher:9102", "receipt:9103", "optout:9104", "smpp-server:9105"]:
     if t not in targets:
         failures.append(f"prometheus: does not scrape {t}")
 runbooks = open("docs/operations.md").read()

@@ -22,6 +22,8 @@ import yaml
 CHART = "helm/smsgw"
 K8S = "1.33.0"
 SERVICES = ["ingest", "router", "dispatcher", "receipt", "optout"]
+# Off by default (it needs an accounts Secret); the production render turns it on.
+OPTIONAL = ["smpp-server"]
 # Not SMSGW_*: every SMSGW_ variable is a config override to the services.
 ADMIN = os.environ.get("ADMIN_BIN", "target/debug/smsgw-admin")
 os.environ["RUST_BACKTRACE"] = "0"
@@ -79,7 +81,9 @@ prod = {
         "router": {"replicas": 2, "config": {"routes": [{"prefix": "+", "carriers": ["sim"]}], "scoring": {"store": {"kind": "scylla", "nodes": ["scylla:9042"], "username": "smsgw", "password": "env:SCYLLA_PASSWORD"}}}},
         "receipt": {"replicas": 3, "config": {"callbacks": {"secret": "env:CALLBACK_SECRET", "senders": {"SHOP": {"url": "https://shop.example/cb", "secret": "env:SHOP_CALLBACK_SECRET"}}}}},
         "optout": {"config": {"senders": {"SHOP": {"webhook_url": "https://shop.example/mo", "webhook_secret": "env:SHOP_MO_SECRET"}}}},
+        "smpp-server": {"enabled": True, "serviceType": "LoadBalancer"},
     },
+    "smppAccountsSecret": "smpp-accounts",
     "networkPolicy": {"apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]},
 }
 # Secure by default: without an API keys Secret the chart refuses to render, unless the
@@ -99,6 +103,9 @@ for label, patch, needle in [
     # Signing secrets come from Secrets: a literal one in values is refused.
     ("a literal callback secret", {"services": {"receipt": {"config": {"callbacks": {"secret": "hunter2"}}}}}, "callbackSecretsSecret"),
     ("a literal per-sender callback secret", {"services": {"receipt": {"config": {"callbacks": {"senders": {"SHOP": {"url": "https://x.example", "secret": "hunter2"}}}}}}}, "callbackSecretsSecret"),
+    ("an SMPP server without accounts", {"services": {"smpp-server": {"enabled": True}}}, "smppAccountsSecret"),
+    ("two SMPP servers on static assignment", {"smppAccountsSecret": "a", "services": {"smpp-server": {"enabled": True, "replicas": 2}}}, "group protocol"),
+    ("autoscaling SMPP servers", {"smppAccountsSecret": "a", "kafka": {"assignment": "group"}, "services": {"smpp-server": {"enabled": True, "autoscaling": {"enabled": True}}}}, "autoscaling"),
     ("a literal MO webhook secret", {"services": {"optout": {"config": {"senders": {"SHOP": {"webhook_url": "https://x.example", "webhook_secret": "hunter2"}}}}}}, "moWebhookSecretsSecret"),
 ]:
     try:
@@ -123,8 +130,10 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
             kubernetes_validate.validate(d, K8S, strict=True)
         except Exception as e:
             check(False, f"{label}: {path} {d['kind']} {d['metadata']['name']}: {e}")
+    services = SERVICES + (OPTIONAL if label == "production" else [])
     for kind in ["StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"]:
-        check(len(kinds.get(kind, [])) == 5, f"{label}: 5 {kind}s, got {len(kinds.get(kind, []))}")
+        n = len(services)
+        check(len(kinds.get(kind, [])) == n, f"{label}: {n} {kind}s, got {len(kinds.get(kind, []))}")
     check(len(kinds.get("ConfigMap", [])) == 1, f"{label}: one ConfigMap")
     check(len(kinds.get("ServiceMonitor", [])) == 1, f"{label}: one ServiceMonitor")
     check(len(kinds.get("HorizontalPodAutoscaler", [])) == 0, f"{label}: no HPAs (static ownership)")
@@ -147,7 +156,7 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
         # Each pod's instance number is its StatefulSet index, of `replicas`.
         check(env["SMSGW_KAFKA__INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']", f"{name}: instance from the pod index")
         check(env["SMSGW_KAFKA__INSTANCES"]["value"] == str(dep["spec"]["replicas"]), f"{name}: instances = replicas")
-        pod_env[name.rsplit("-", 1)[1]] = {"SMSGW_KAFKA__INSTANCES": env["SMSGW_KAFKA__INSTANCES"]["value"], "SMSGW_KAFKA__INSTANCE": str(dep["spec"]["replicas"] - 1)}
+        pod_env[name.split("-", 2)[2]] = {"SMSGW_KAFKA__INSTANCES": env["SMSGW_KAFKA__INSTANCES"]["value"], "SMSGW_KAFKA__INSTANCE": str(dep["spec"]["replicas"] - 1)}
         if label == "production":
             if name.endswith("router"):
                 check(env["SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "scylla-creds", "router: Scylla password from its Secret")
@@ -157,6 +166,9 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
                     check(c.get("envFrom", [{}])[0].get("secretRef", {}).get("name") == secret, f"{svc}: signing secrets from their Secret {secret}")
             if name.endswith("dispatcher"):
                 check(any(p["containerPort"] == 9180 for p in c["ports"]), "dispatcher: webhook port")
+            if name.endswith("smpp-server"):
+                check(env["SMSGW_ACCOUNTS"]["valueFrom"]["secretKeyRef"]["name"] == "smpp-accounts", "smpp-server: accounts from their Secret")
+                check(any(p["name"] == "smpp" and p["containerPort"] == 2775 for p in c["ports"]), "smpp-server: SMPP port")
             if name.endswith(("ingest", "optout")):
                 check(env["SMSGW_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "api-keys", f"{name}: API keys from their Secret")
                 check("SMSGW_AUTH" not in env, f"{name}: keys required")
@@ -172,6 +184,12 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
         labels = svc["metadata"]["labels"]
         check(all(labels.get(k) == v for k, v in sel.items()), f"ServiceMonitor selects {svc['metadata']['name']}")
         check(any(p["name"] == "metrics" for p in svc["spec"]["ports"]), f"{svc['metadata']['name']}: metrics port")
+    if label == "production":
+        smpp = next(d for d in kinds["Service"] if d["metadata"]["name"].endswith("smpp-server"))
+        check(smpp["spec"]["type"] == "LoadBalancer" and any(p["name"] == "smpp" and p["port"] == 2775 for p in smpp["spec"]["ports"]), f"smpp-server Service: {smpp['spec']}")
+        np = next(n for n in kinds["NetworkPolicy"] if n["metadata"]["name"].endswith("smpp-server"))
+        check(any(p["port"] == "smpp" for r in np["spec"]["ingress"][1:] for p in r["ports"]), "smpp-server: SMPP port allowed")
+        check('listen = "0.0.0.0:2775"' in kinds["ConfigMap"][0]["data"]["smpp-server.toml"], "smpp-server listens on its port")
     # Ingest's API is reachable through its NetworkPolicy.
     np = next(n for n in kinds["NetworkPolicy"] if n["metadata"]["name"].endswith("ingest"))
     check(any(p["port"] == "http" for r in np["spec"]["ingress"][1:] for p in r["ports"]), f"{label}: ingest API allowed")
@@ -191,11 +209,14 @@ for label, values in [("open", {"auth": "disabled"}), ("production", prod)]:
     else:
         api_env["SMSGW_AUTH"] = "disabled"
     with tempfile.TemporaryDirectory() as d:
-        for s in SERVICES:
+        for s in services:
             f = os.path.join(d, f"{s}.toml")
             open(f, "w").write(cm[f"{s}.toml"])
             # As the last pod of the StatefulSet sees it.
             run_env = dict(api_env if s in ("ingest", "optout") else env, **pod_env[s], SCYLLA_PASSWORD="x")
+            if s == "smpp-server":
+                r = subprocess.run([ADMIN.replace("smsgw-admin", "smsgw-smpp-server"), "hash-password", "pw"], capture_output=True, text=True)
+                run_env["SMSGW_ACCOUNTS"] = "shop:" + r.stdout.strip()
             r = subprocess.run([ADMIN, "check-config", s, f], capture_output=True, text=True, env=run_env)
             check("assignment = \"static\"" in cm[f"{s}.toml"], f"{label}: {s} owns partitions by instance number")
             check(r.returncode == 0, f"{label}: {s} config: {r.stderr.strip()[:300]}")

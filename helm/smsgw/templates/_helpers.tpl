@@ -17,6 +17,11 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .name }}
 {{- end -}}
 
+{{/* The name of a service's own port: `smpp` for the SMPP server, else `http`. */}}
+{{- define "smsgw.portName" -}}
+{{- if eq . "smpp-server" }}smpp{{ else }}http{{ end -}}
+{{- end -}}
+
 {{/* The TOML config of one service: listeners and Kafka from the chart, then the
      service's own `config` merged over them. */}}
 {{- define "smsgw.config" -}}
@@ -24,7 +29,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- $svc := .svc -}}
 {{- $kafka := dict "brokers" $root.Values.kafka.brokers "properties" $root.Values.kafka.properties "topics" (dict "prefix" $root.Values.kafka.topicPrefix) "assignment" $root.Values.kafka.assignment -}}
 {{- $base := dict "kafka" $kafka -}}
-{{- if eq .name "ingest" -}}
+{{- if has .name (list "ingest" "smpp-server") -}}
 {{- $_ := set $base "listen" (printf "0.0.0.0:%v" $svc.port) -}}
 {{- end -}}
 {{- $_ := set $base "admin_listen" (printf "0.0.0.0:%v" $svc.metricsPort) -}}

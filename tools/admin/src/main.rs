@@ -44,7 +44,10 @@ fn check_config(service: &str, file: &std::path::Path) -> anyhow::Result<()> {
         "dispatcher" => load_config::<smsgw_dispatcher::Config>(Some(file))?.validate(),
         "receipt" => load_config::<smsgw_receipt::Config>(Some(file))?.validate(),
         "optout" => load_config::<smsgw_optout::Config>(Some(file))?.validate(),
-        other => bail!("unknown service {other:?}: ingest, router, dispatcher, receipt or optout"),
+        "smpp-server" => load_config::<smsgw_smpp_server::Config>(Some(file))?.validate(),
+        other => bail!(
+            "unknown service {other:?}: ingest, router, dispatcher, receipt, optout or smpp-server"
+        ),
     };
     checked.map_err(|e| anyhow::anyhow!("{service}: {e}"))
 }
