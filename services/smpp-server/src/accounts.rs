@@ -48,6 +48,8 @@ pub struct Account {
     pub rate: f64,
     /// `data_coding` 1 carries GSM-7.
     pub ia5_is_gsm7: bool,
+    /// Numbers and short codes whose inbound messages are its (`None`: none).
+    pub numbers: Option<Vec<String>>,
     hash: PasswordHash,
 }
 
@@ -138,6 +140,8 @@ pub enum Refusal {
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
     by_id: HashMap<String, Account>,
+    /// Whose inbound messages a number's are, by the number without its `+`.
+    by_number: HashMap<String, String>,
     /// Checked when the `system_id` is unknown, so both refusals take the same time.
     decoy: Option<PasswordHash>,
 }
@@ -160,17 +164,44 @@ impl Accounts {
                 ));
             }
         }
+        let mut by_number = HashMap::new();
+        for a in by_id.values() {
+            let own = a.numbers.iter().chain(a.senders.iter()).flatten();
+            for n in own {
+                let n = number_key(n);
+                match by_number.insert(n.clone(), a.system_id.clone()) {
+                    Some(other) if other != a.system_id => {
+                        return Err(format!(
+                            "accounts: {n} belongs to both {other} and {}",
+                            a.system_id
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let decoy = by_id.values().next().map(|a: &Account| PasswordHash {
             iterations: a.hash.iterations,
             salt: vec![0; 16],
             hash: [0; 32],
         });
-        Ok(Accounts { by_id, decoy })
+        Ok(Accounts {
+            by_id,
+            by_number,
+            decoy,
+        })
     }
 
     /// Number of accounts.
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// The account an inbound message to `to` is for.
+    pub fn owner_of_number(&self, to: &str) -> Option<&Account> {
+        self.by_number
+            .get(&number_key(to))
+            .and_then(|id| self.by_id.get(id))
     }
 
     /// Every account's `system_id`.
@@ -214,6 +245,11 @@ impl Accounts {
     }
 }
 
+/// How numbers are compared: without a leading `+`, case-insensitively (sender ids).
+fn number_key(n: &str) -> String {
+    n.trim().trim_start_matches('+').to_ascii_lowercase()
+}
+
 fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
     let mut fields = line.split(':');
     let system_id = fields.next().unwrap_or_default().trim().to_string();
@@ -235,6 +271,7 @@ fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
         max_binds: 4,
         rate: default_rate,
         ia5_is_gsm7: false,
+        numbers: None,
         hash,
     };
     for attr in fields {
@@ -279,6 +316,7 @@ fn parse_line(line: &str, default_rate: f64) -> Result<Account, String> {
                     .filter(|r: &f64| r.is_finite() && *r > 0.0)
                     .ok_or_else(|| format!("rate {v:?} must be a number > 0"))?
             }
+            "numbers" => a.numbers = Some(list()),
             "ia5" => {
                 a.ia5_is_gsm7 = match v.trim() {
                     "gsm7" => true,
@@ -368,6 +406,28 @@ mod tests {
             let e = Accounts::parse(text, 1.0).unwrap_err();
             assert!(e.contains("line") && e.contains(why), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn inbound_messages_belong_to_the_account_with_the_number_or_sender() {
+        let text = [
+            line("shop", "pw", ":numbers=+447700900001,60123:senders=Shop"),
+            line("bank", "pw", ":numbers=447700900002"),
+        ]
+        .join("\n");
+        let accts = Accounts::parse(&text, 1.0).unwrap();
+        let owner = |n| accts.owner_of_number(n).map(|a| a.system_id.as_str());
+        assert_eq!(owner("447700900001"), Some("shop"));
+        assert_eq!(owner("60123"), Some("shop"));
+        assert_eq!(owner("SHOP"), Some("shop"));
+        assert_eq!(owner("+447700900002"), Some("bank"));
+        assert_eq!(owner("+447700900003"), None);
+        let clash = [
+            line("a", "pw", ":numbers=+1555"),
+            line("b", "pw", ":numbers=1555"),
+        ]
+        .join("\n");
+        assert!(Accounts::parse(&clash, 1.0).unwrap_err().contains("both"));
     }
 
     #[test]

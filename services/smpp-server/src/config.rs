@@ -75,6 +75,9 @@ pub struct Config {
     /// `<prefix>.<system_id>`, shared by the replicas.
     #[serde(default = "default_receipt_group")]
     pub receipt_group_prefix: String,
+    /// Consumer group of the MO router on `smsgw.inbound`.
+    #[serde(default = "default_mo_group")]
+    pub mo_group_id: String,
     /// Replication factor of the accounts' receipt topics, which the server creates at
     /// start when missing (one partition each, kept `receipt_retention_ms`).
     #[serde(default = "default_replication")]
@@ -112,6 +115,7 @@ impl Config {
             max_garbage_pdus: default_max_garbage(),
             auth_concurrency: default_auth_concurrency(),
             receipt_window: default_receipt_window(),
+            mo_group_id: default_mo_group(),
             receipt_topic_replication: default_replication(),
             receipt_retention_ms: default_receipt_retention(),
             receipt_group_prefix: default_receipt_group(),
@@ -225,4 +229,7 @@ fn default_replication() -> i32 {
 }
 fn default_receipt_retention() -> i64 {
     7 * 24 * 3600 * 1000
+}
+fn default_mo_group() -> String {
+    "smsgw-smpp-mo".into()
 }

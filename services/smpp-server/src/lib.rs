@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod config;
 pub mod frame;
 pub mod metrics;
+pub mod mo;
 pub mod reassembly;
 pub mod receipts;
 pub mod session;
@@ -90,7 +91,7 @@ pub struct Server {
     pub metrics: metrics::Metrics,
     /// Default country for national numbers.
     pub country: Option<phonenumber::country::Id>,
-    accounts: Accounts,
+    accounts: Arc<Accounts>,
     auth: tokio::sync::Semaphore,
     binds: Mutex<HashMap<String, u32>>,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -113,7 +114,7 @@ impl Server {
         producer: Producer,
         metrics: metrics::Metrics,
     ) -> Result<Self, String> {
-        let accounts = config.accounts()?;
+        let accounts = Arc::new(config.accounts()?);
         let country = config
             .default_country
             .as_deref()
@@ -325,6 +326,7 @@ pub async fn run(
     create_receipt_topics(&server).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listen, "SMPP server listening");
+    let mo_task = spawn_mo_router(&server, shutdown.clone())?;
     let connections = Arc::new(tokio::sync::Semaphore::new(server.config.max_connections));
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -357,5 +359,37 @@ pub async fn run(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+    let _ = mo_task.await;
     Ok(())
+}
+
+/// Starts the MO router: `smsgw.inbound` to the accounts' topics, until shutdown.
+fn spawn_mo_router(
+    server: &Arc<Server>,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let c = &server.config;
+    let consumer = smsgw_kafka::consumer(&c.kafka, &c.mo_group_id)?;
+    smsgw_kafka::join(&consumer, &c.kafka, &[&server.topics.inbound()])?;
+    let server = server.clone();
+    Ok(tokio::spawn(async move {
+        let mut router = mo::MoRouter {
+            accounts: server.accounts.clone(),
+            topics: server.topics.clone(),
+        };
+        let r = smsgw_kafka::run_consumer(
+            consumer,
+            &server.producer,
+            &server.topics.dead_letter(),
+            "smpp-server",
+            &mut router,
+            &server.metrics.mo,
+            server.config.window,
+            shutdown.wait(),
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "MO router stopped");
+        }
+    }))
 }

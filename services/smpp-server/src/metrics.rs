@@ -20,8 +20,10 @@ pub struct Metrics {
     pub garbage: IntCounter,
     /// Concatenated messages given up incomplete (dead-lettered).
     pub incomplete: IntCounter,
-    /// Receipts by result (`delivered`, `resent`, `refused` by the ESME,
-    /// `dead_lettered`).
+    /// `smsgw.inbound` records read by the MO router, by outcome.
+    pub mo: smsgw_kafka::ConsumerMetrics,
+    /// Receipts and MO by result (`delivered` receipts, `mo_delivered`, `resent`,
+    /// `refused` by the ESME, `dead_lettered`).
     pub receipts: IntCounterVec,
 }
 
@@ -51,6 +53,11 @@ impl Metrics {
             "Concatenated messages given up incomplete",
         )
         .expect("valid metric");
+        let mo = smsgw_kafka::ConsumerMetrics::register(
+            &registry,
+            "smsgw_smpp_server_mo_records_total",
+            "smsgw.inbound records read by the MO router, by outcome",
+        );
         let receipts = IntCounterVec::new(
             Opts::new(
                 "smsgw_smpp_server_receipts_total",
@@ -77,6 +84,7 @@ impl Metrics {
             garbage,
             incomplete,
             receipts,
+            mo,
         }
     }
 }

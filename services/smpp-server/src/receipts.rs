@@ -1,6 +1,7 @@
-//! Delivery receipts to the customer: each account's receipts wait on its own topic
-//! (`smsgw.smpp.receipts.<system_id>`, one partition, written by the receipt service)
-//! and go out as `deliver_sm` to a bound receiver or transceiver session of the account.
+//! Delivery receipts (and MO) to the customer: each account's receipts wait on its own
+//! topic (`smsgw.smpp.receipts.<system_id>`, one partition, written by the receipt
+//! service; its inbound messages too, written by [`crate::mo`]) and go out as
+//! `deliver_sm` to a bound receiver or transceiver session of the account.
 //!
 //! Data flow: while a replica holds at least one such session of an account, it runs
 //! one [`deliver`] task for it: a consumer in the account's own group
@@ -24,7 +25,7 @@ use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, MessageState, Npi, Ton};
 use rusmpp::CommandStatus;
-use smsgw_codec::{AvroRecord, SmppReceipt};
+use smsgw_codec::{AvroRecord, SmppMo, SmppReceipt};
 use smsgw_kafka::rdkafka::consumer::Consumer;
 use smsgw_kafka::rdkafka::Message as _;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ fn receipt_date(unix_ms: i64) -> String {
 
 /// An address for a PDU: `+digits` as an international number, digits alone as unknown,
 /// anything else alphanumeric.
-fn pdu_address(a: &str) -> (Ton, Npi, COctetString<1, 21>) {
+pub(crate) fn pdu_address(a: &str) -> (Ton, Npi, COctetString<1, 21>) {
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
     let (ton, npi, s) = match a.strip_prefix('+') {
         Some(d) if digits(d) => (Ton::International, Npi::Isdn, d),
@@ -122,6 +123,28 @@ pub fn receipt_pdu(r: &SmppReceipt) -> DeliverSm {
     ));
     d.push_tlv(MessageDeliveryRequestTlvValue::MessageState(state));
     d
+}
+
+/// What a record of the account's topic asks for: the PDUs to send, in order (a receipt,
+/// or an MO's parts) and the result to count them under, or why it is not sent.
+fn owed(
+    payload: &[u8],
+    system_id: &str,
+    client_id: &str,
+) -> Result<(&'static str, Vec<DeliverSm>), String> {
+    if let Ok(r) = SmppReceipt::decode(payload) {
+        if let Some(why) = refuse(&r, system_id, client_id) {
+            return Err(why.to_string());
+        }
+        return Ok(("delivered", vec![receipt_pdu(&r)]));
+    }
+    match SmppMo::decode(payload) {
+        Ok(m) if m.system_id != system_id => Err("MO for another system_id".into()),
+        Ok(m) => crate::mo::mo_pdus(&m)
+            .map(|p| ("mo_delivered", p))
+            .map_err(|e| format!("MO cannot be sent: {e}")),
+        Err(e) => Err(format!("undecodable SMPP receipt or MO: {e}")),
+    }
 }
 
 /// Why a receipt record is not sent.
@@ -238,23 +261,18 @@ pub async fn deliver(
                 };
                 let (partition, offset) = (m.partition(), m.offset());
                 let payload = m.payload().unwrap_or_default();
-                let verdict = match SmppReceipt::decode(payload) {
-                    Err(e) => Err(format!("undecodable SMPP receipt: {e}")),
-                    Ok(r) => match refuse(&r, &system_id, &client_id) {
-                        Some(why) => Err(why.to_string()),
-                        None => Ok(r),
-                    },
-                };
+                let verdict = owed(payload, &system_id, &client_id);
                 match verdict {
-                    Ok(r) => {
+                    Ok((kind, pdus)) => {
                         let (server, system_id, stop) = (server.clone(), system_id.clone(), stop.clone());
                         inflight.push_back(Box::pin(async move {
-                            let pdu = receipt_pdu(&r);
-                            let sent = send_until_answered(&server, &system_id, pdu, &stop).await;
-                            if sent.is_some() {
-                                server.metrics.receipts.with_label_values(&["delivered"]).inc();
+                            for pdu in pdus {
+                                if send_until_answered(&server, &system_id, pdu, &stop).await.is_none() {
+                                    return (partition, None);
+                                }
                             }
-                            (partition, sent.map(|_| offset))
+                            server.metrics.receipts.with_label_values(&[kind]).inc();
+                            (partition, Some(offset))
                         }) as std::pin::Pin<Box<dyn std::future::Future<Output = (i32, Option<i64>)> + Send>>);
                     }
                     Err(why) => {

@@ -407,3 +407,61 @@ async fn receipts_wait_on_kafka_for_a_receiver_and_are_resent_until_answered() -
     srv.task.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mo_to_an_accounts_number_reaches_its_receiver_joined_where_long() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let accounts = [
+        account("shop", "pw", ":numbers=+447700900001"),
+        account("bank", "pw", ":numbers=+447700900002"),
+    ]
+    .join("\n");
+    let srv = start(&kafka, &accounts, |_| {}).await?;
+    let inbound = |id: &str, to: &str, body: &str| smsgw_codec::InboundMessage {
+        inbound_id: id.into(),
+        carrier: "alpha".into(),
+        from: "+447911123456".into(),
+        to: to.into(),
+        body: body.into(),
+        received_at: 1,
+    };
+    let long = "A long reply from the handset, in two parts. ".repeat(4);
+    for m in [
+        inbound("i1", "447700900009", "nobody's number"),
+        inbound("i2", "447700900002", "for the bank"),
+        inbound("i3", "447700900001", &long),
+    ] {
+        smsgw_testkit::produce(&kafka, &kafka.topics.inbound(), &m.from.clone(), &m).await?;
+    }
+    let mut rx = Esme::connect(srv.addr).await?;
+    assert_eq!(
+        rx.bind_rx("shop", "pw").await?,
+        Some(CommandStatus::EsmeRok)
+    );
+    let mut joined = Vec::new();
+    for _ in 0..2 {
+        let c = rx
+            .next_request(Duration::from_secs(30))
+            .await?
+            .expect("an MO part");
+        let Some(rusmpp::Pdu::DeliverSm(d)) = c.pdu() else {
+            panic!("{c:?}")
+        };
+        assert_eq!(d.source_addr.as_str(), "447911123456");
+        assert_eq!(u8::from(d.esm_class), 0x40, "a UDH part");
+        let (_, text) =
+            smsgw_gsm::read_udh(d.short_message().as_ref()).map_err(anyhow::Error::msg)?;
+        joined.extend_from_slice(text);
+        rx.answer(&c, CommandStatus::EsmeRok).await?;
+    }
+    assert_eq!(smsgw_gsm::decode(&joined, 0)?, long);
+    assert!(
+        rx.next_request(Duration::from_secs(3)).await?.is_none(),
+        "the bank's MO is not shop's"
+    );
+    let _ = srv.stop.send(());
+    srv.task.await??;
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //! submits over SMPP, the messages travel ingest → router → dispatcher → our simulated
 //! carrier → receipt, and their delivery receipts come back to the ESME as `deliver_sm`
 //! with the id it was given, on the same session, or held on Kafka while no receiver is
-//! bound and delivered once one binds.
+//! bound and delivered once one binds; a handset's reply to the account's number comes
+//! to its receiver as MO.
 
 use serde_json::Value;
 use smsgw_e2e::{Gateway, Smsc, UNDELIV_PREFIX};
@@ -43,7 +44,7 @@ async fn smpp_server(
     tokio::task::JoinHandle<()>,
 )> {
     let line = format!(
-        "esme:{}:account=acme",
+        "esme:{}:account=acme:numbers=+447700900777",
         smsgw_smpp_server::accounts::hash_password("pw123", b"e2e-salt", 10_000)
     );
     let mut config = smsgw_smpp_server::Config::new(gw.kafka.clone(), line);
@@ -124,6 +125,20 @@ async fn receipts_come_back_over_smpp_on_the_session_or_after_a_rebind() -> anyh
     assert!(
         lines.is_err() || of(&lines??, "receipt").is_empty(),
         "a receipt sent twice"
+    );
+
+    // A handset answers on the account's number: the MO comes to the account's receiver.
+    let sessions = smsc
+        .send_mo("+447911123503", "447700900777", "Yes please")
+        .await?;
+    assert!(sessions >= 1, "the simulator had a bind to send the MO on");
+    let lines = esme(port, "receive", "1").await?;
+    let mo = of(&lines, "receipt");
+    assert_eq!(mo.len(), 1, "{lines:?}");
+    assert_eq!(
+        (mo[0]["text"].as_str(), mo[0]["esm_class"].as_u64()),
+        (Some("Yes please"), Some(0)),
+        "{lines:?}"
     );
 
     let _ = stop.send(());

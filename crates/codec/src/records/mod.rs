@@ -113,6 +113,25 @@ pub struct SmppReceipt {
 }
 serde_record!(SmppReceipt, "smpp", "smpp/smpp_receipt.v1.avsc");
 
+/// An inbound message for one of an SMPP account's numbers (on the account's topic
+/// `smsgw.smpp.receipts.<system_id>`, beside its receipts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmppMo {
+    /// Unique id of the received PDU (also the key).
+    pub inbound_id: String,
+    /// The account whose number it was sent to.
+    pub system_id: String,
+    /// The handset.
+    pub from: String,
+    /// The account's number or short code.
+    pub to: String,
+    /// Text.
+    pub body: String,
+    /// When the gateway received it (Unix ms).
+    pub received_at: i64,
+}
+serde_record!(SmppMo, "smpp", "smpp/smpp_mo.v1.avsc");
+
 /// A request to send one SMS, as written to the ingest topic (Avro or JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
