@@ -6,6 +6,9 @@
 //                      ({"case":"receipt","id","state","text","esm_class"}) until N came
 //                      (or 60 s passed), unbind
 //   both TO,TO,...     one transceiver session: submit, then receive as many receipts
+//   cancel TO          bind as a transmitter, submit one message scheduled 5 minutes
+//                      ahead, query_sm it, cancel_sm it, query_sm it again
+//                      ({"case":"query"|"cancel", "status", "state"})
 // Usage: node npm-smpp-esme-receipts.js PORT SYSTEM_ID PASSWORD MODE ARG
 'use strict';
 const smpp = require('smpp');
@@ -53,10 +56,34 @@ async function submitAll(s, numbers) {
 async function main() {
   const s = await connect();
   s.on('pdu', (pdu) => { if (pdu.command === 'enquire_link') s.send(pdu.response()); });
-  const bind = { submit: 'bind_transmitter', receive: 'bind_receiver', both: 'bind_transceiver' }[mode];
+  const bind = { submit: 'bind_transmitter', cancel: 'bind_transmitter', receive: 'bind_receiver', both: 'bind_transceiver' }[mode];
   const bound = await call(s, bind, { system_id: systemId, password });
   out({ case: 'bind', status: bound.command_status });
   if (mode === 'submit') await submitAll(s, arg.split(','));
+  if (mode === 'cancel') {
+    const r = await call(s, 'submit_sm', {
+      source_addr_ton: 5, source_addr: 'Shop', dest_addr_ton: 1, destination_addr: arg,
+      schedule_delivery_time: '000000000500000R', short_message: 'to be cancelled',
+    });
+    out({ case: 'submit', to: arg, status: r.command_status, id: r.message_id });
+    const query = async () => {
+      // The server's view of the event log may lag the submit by a moment.
+      for (let i = 0; i < 50; i++) {
+        const q = await call(s, 'query_sm', { message_id: r.message_id, source_addr_ton: 5, source_addr: 'Shop' });
+        if (q.command_status === 0) return q;
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      return { command_status: -1 };
+    };
+    const before = await query();
+    out({ case: 'query', status: before.command_status, state: before.message_state });
+    const c = await call(s, 'cancel_sm', { message_id: r.message_id, source_addr_ton: 5, source_addr: 'Shop', dest_addr_ton: 1, destination_addr: arg });
+    out({ case: 'cancel', status: c.command_status });
+    const after = await query();
+    out({ case: 'query', status: after.command_status, state: after.message_state, final_date: after.final_date });
+    const again = await call(s, 'cancel_sm', { message_id: r.message_id, source_addr_ton: 5, source_addr: 'Shop', dest_addr_ton: 1, destination_addr: arg });
+    out({ case: 'cancel', status: again.command_status });
+  }
   if (mode === 'receive') await receive(s, Number(arg));
   if (mode === 'both') {
     const numbers = arg.split(',');

@@ -75,6 +75,10 @@ pub struct Config {
     /// `<prefix>.<system_id>`, shared by the replicas.
     #[serde(default = "default_receipt_group")]
     pub receipt_group_prefix: String,
+    /// SMPP messages whose state `query_sm` and `cancel_sm` can see (the most recent;
+    /// about 100 bytes each).
+    #[serde(default = "default_status_capacity")]
+    pub status_capacity: usize,
     /// Consumer group of the MO router on `smsgw.inbound`.
     #[serde(default = "default_mo_group")]
     pub mo_group_id: String,
@@ -116,6 +120,7 @@ impl Config {
             auth_concurrency: default_auth_concurrency(),
             receipt_window: default_receipt_window(),
             mo_group_id: default_mo_group(),
+            status_capacity: default_status_capacity(),
             receipt_topic_replication: default_replication(),
             receipt_retention_ms: default_receipt_retention(),
             receipt_group_prefix: default_receipt_group(),
@@ -155,6 +160,7 @@ impl Config {
             ("max_partial_messages", self.max_partial_messages),
             ("auth_concurrency", self.auth_concurrency),
             ("receipt_window", self.receipt_window),
+            ("status_capacity", self.status_capacity),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -232,4 +238,7 @@ fn default_receipt_retention() -> i64 {
 }
 fn default_mo_group() -> String {
     "smsgw-smpp-mo".into()
+}
+fn default_status_capacity() -> usize {
+    200_000
 }

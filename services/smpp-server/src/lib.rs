@@ -26,6 +26,7 @@ pub mod mo;
 pub mod reassembly;
 pub mod receipts;
 pub mod session;
+pub mod status;
 pub mod submit;
 
 pub use config::Config;
@@ -91,6 +92,8 @@ pub struct Server {
     pub metrics: metrics::Metrics,
     /// Default country for national numbers.
     pub country: Option<phonenumber::country::Id>,
+    /// The states of SMPP messages, for `query_sm` and `cancel_sm`.
+    pub status: Arc<status::Book>,
     accounts: Arc<Accounts>,
     auth: tokio::sync::Semaphore,
     binds: Mutex<HashMap<String, u32>>,
@@ -122,6 +125,7 @@ impl Server {
         Ok(Server {
             topics: config.kafka.topics.clone(),
             auth: tokio::sync::Semaphore::new(config.auth_concurrency),
+            status: Arc::new(status::Book::new(config.status_capacity)),
             config,
             producer,
             metrics,
@@ -327,6 +331,17 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listen, "SMPP server listening");
     let mo_task = spawn_mo_router(&server, shutdown.clone())?;
+    let status_task = {
+        let (server, stop) = (server.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let state = smsgw_kafka::TailState::default();
+            if let Err(e) =
+                status::run(&server.config.kafka, &server.status, &state, stop.wait()).await
+            {
+                tracing::error!(error = %e, "status tail stopped: query_sm and cancel_sm go stale");
+            }
+        })
+    };
     let connections = Arc::new(tokio::sync::Semaphore::new(server.config.max_connections));
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -360,6 +375,7 @@ pub async fn run(
     drop(listener);
     while sessions.join_next().await.is_some() {}
     let _ = mo_task.await;
+    let _ = status_task.await;
     Ok(())
 }
 

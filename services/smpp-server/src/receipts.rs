@@ -19,7 +19,7 @@
 
 use crate::Server;
 use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::types::{COctetString, OctetString};
@@ -245,11 +245,14 @@ pub async fn deliver(
     let mut inflight = FuturesOrdered::new();
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            // Answers first: a receipt answered just before the last session left is
+            // stored, not sent again to the next one.
+            biased;
             Some((partition, offset)) = inflight.next(), if !inflight.is_empty() => {
                 let Some(offset): Option<i64> = offset else { break };
                 let _ = consumer.store_offset(&topic, partition, offset);
             }
+            _ = stop.changed() => break,
             m = consumer.recv(), if inflight.len() < window => {
                 let m = match m {
                     Ok(m) => m,
@@ -292,8 +295,12 @@ pub async fn deliver(
             }
         }
     }
-    // Receipts not answered stay uncommitted: whoever reads the topic next sends them.
-    // The commit and the close block, so they run off the async threads.
+    // What was answered in the meantime is stored; receipts not answered stay
+    // uncommitted, and whoever reads the topic next sends them. The commit and the
+    // close block, so they run off the async threads.
+    while let Some(Some((partition, Some(offset)))) = inflight.next().now_or_never() {
+        let _ = consumer.store_offset(&topic, partition, offset);
+    }
     drop(inflight);
     smsgw_kafka::close_consumer(consumer).await;
 }

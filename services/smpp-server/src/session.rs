@@ -316,12 +316,23 @@ impl Session {
                 }
                 _ => submit_resp(CommandStatus::EsmeRinvbndsts, seq, ""),
             },
-            Some(Pdu::QuerySm(_)) => {
-                Command::new(CommandStatus::EsmeRqueryfail, seq, Pdu::GenericNack)
-            }
-            Some(Pdu::CancelSm(_)) => {
-                Command::new(CommandStatus::EsmeRcancelfail, seq, Pdu::GenericNack)
-            }
+            Some(Pdu::QuerySm(q)) => match &self.bound {
+                Some((account, _)) => query(&self.server, account, seq, q.message_id.as_str()),
+                None => Command::new(CommandStatus::EsmeRinvbndsts, seq, Pdu::GenericNack),
+            },
+            Some(Pdu::CancelSm(c)) => match &self.bound {
+                Some((account, kind)) if kind.submits() => {
+                    let id = c.message_id.as_str().to_string();
+                    self.answers.push(Box::pin(cancel(
+                        self.server.clone(),
+                        account.clone(),
+                        seq,
+                        id,
+                    )));
+                    return None;
+                }
+                _ => Command::new(CommandStatus::EsmeRinvbndsts, seq, Pdu::CancelSmResp),
+            },
             _ => nack(CommandStatus::EsmeRinvcmdid, seq),
         };
         self.write(reply)
@@ -524,6 +535,80 @@ impl Session {
             }
         }
     }
+}
+
+/// The `query_sm_resp` for message `id` of `account`: its state from the event log, or
+/// `ESME_RQUERYFAIL` for a message the server does not know as the account's.
+fn query(server: &Server, account: &Account, seq: u32, id: &str) -> Command {
+    use rusmpp::pdus::QuerySmResp;
+    use rusmpp::types::EmptyOrFullCOctetString;
+    let cid = COctetString::from_string(id.to_string()).unwrap_or_default();
+    match server.status.get(id, &account.system_id) {
+        Some(s) => {
+            let final_date = s
+                .final_at
+                .and_then(|t| {
+                    EmptyOrFullCOctetString::from_string(smsgw_smpp::smpp_absolute_time(t)).ok()
+                })
+                .unwrap_or_else(EmptyOrFullCOctetString::empty);
+            Command::new(
+                CommandStatus::EsmeRok,
+                seq,
+                QuerySmResp::new(cid, final_date, s.state, s.error_code),
+            )
+        }
+        None => Command::new(
+            CommandStatus::EsmeRqueryfail,
+            seq,
+            QuerySmResp::new(
+                cid,
+                EmptyOrFullCOctetString::empty(),
+                rusmpp::values::MessageState::Unknown,
+                0,
+            ),
+        ),
+    }
+}
+
+/// How long `cancel_sm` waits for the router or the dispatcher to stop the message.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
+
+/// `cancel_sm`, as `DELETE /v1/messages/{id}` does it: a message of the account that
+/// has not gone to a carrier gets a `CancelRequested`; `ESME_ROK` once the event log
+/// shows it cancelled, `ESME_RCANCELFAIL` when it was unknown, already submitted or
+/// ended, or not stopped within [`CANCEL_WAIT`].
+async fn cancel(server: Arc<Server>, account: Account, seq: u32, id: String) -> Command {
+    let fail = Command::new(CommandStatus::EsmeRcancelfail, seq, Pdu::CancelSmResp);
+    let ok = Command::new(CommandStatus::EsmeRok, seq, Pdu::CancelSmResp);
+    match server.status.get(&id, &account.system_id) {
+        Some(s) if s.cancellable() => {}
+        _ => return fail,
+    }
+    let req = smsgw_codec::CancelRequested {
+        message_id: id.clone(),
+        actor: Some(format!(
+            "{}{}",
+            smsgw_codec::SMPP_CLIENT_REF_PREFIX,
+            account.system_id
+        )),
+        requested_at: now_ms(),
+    };
+    let stored = match OutRecord::avro(server.topics.cancellations(), id.clone(), &req) {
+        Ok(rec) => smsgw_kafka::send(&server.producer, &rec).await.is_ok(),
+        Err(_) => false,
+    };
+    if !stored {
+        return Command::new(CommandStatus::EsmeRsyserr, seq, Pdu::CancelSmResp);
+    }
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match server.status.get(&id, &account.system_id) {
+            Some(s) if s.state == rusmpp::values::MessageState::Deleted => return ok,
+            Some(s) if !s.cancellable() => return fail,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    fail
 }
 
 /// The next receipt to send, once the session takes receipts (never, before).

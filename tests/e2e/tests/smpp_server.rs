@@ -127,6 +127,36 @@ async fn receipts_come_back_over_smpp_on_the_session_or_after_a_rebind() -> anyh
         "a receipt sent twice"
     );
 
+    // query_sm and cancel_sm of a message held for later (schedule_delivery_time).
+    let lines = esme(port, "cancel", "447911123504").await?;
+    let q = of(&lines, "query");
+    let c = of(&lines, "cancel");
+    assert_eq!(
+        (q[0]["status"].as_i64(), q[0]["state"].as_i64()),
+        (Some(0), Some(6)),
+        "ACCEPTED: {lines:?}"
+    );
+    assert_eq!(c[0]["status"], 0, "cancelled: {lines:?}");
+    assert_eq!(
+        (q[1]["status"].as_i64(), q[1]["state"].as_i64()),
+        (Some(0), Some(4)),
+        "DELETED: {lines:?}"
+    );
+    // (The npm client reads the SMPP time into a date.)
+    assert!(
+        q[1]["final_date"].as_str().is_some_and(|d| d.starts_with("20")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        c[1]["status"], 0x11,
+        "ESME_RCANCELFAIL the second time: {lines:?}"
+    );
+    let id = of(&lines, "submit")[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(gw.final_status(&id).await?["state"], "cancelled");
+
     // A handset answers on the account's number: the MO comes to the account's receiver.
     let sessions = smsc
         .send_mo("+447911123503", "447700900777", "Yes please")
