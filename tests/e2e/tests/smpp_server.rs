@@ -144,7 +144,9 @@ async fn receipts_come_back_over_smpp_on_the_session_or_after_a_rebind() -> anyh
     );
     // (The npm client reads the SMPP time into a date.)
     assert!(
-        q[1]["final_date"].as_str().is_some_and(|d| d.starts_with("20")),
+        q[1]["final_date"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("20")),
         "{lines:?}"
     );
     assert_eq!(
