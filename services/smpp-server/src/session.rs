@@ -52,6 +52,9 @@ impl Kind {
     }
 }
 
+/// How long a closing session waits for the broker (its answers, its dead letters).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// A submit waiting for the broker: resolves to the answer for the ESME.
 type Answer = Pin<Box<dyn Future<Output = Command> + Send>>;
 
@@ -171,8 +174,17 @@ impl Session {
 
     /// Answers what is still awaited, gives up incomplete messages, releases the bind.
     async fn close(&mut self, end: &End) {
-        while let Some(answer) = self.answers.next().await {
-            let _ = self.write(answer).await;
+        // What is in flight is answered, for as long as the broker takes to store it,
+        // up to CLOSE_WAIT (a broker that is down would hold the shutdown for ever; an
+        // ESME left without an answer resends, as after a crash).
+        let answered = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(answer) = self.answers.next().await {
+                let _ = self.write(answer).await;
+            }
+        })
+        .await;
+        if answered.is_err() {
+            tracing::warn!(peer = %self.peer, unanswered = self.answers.len(), "session closed with submits unanswered");
         }
         if matches!(end, End::Server(_)) && self.bound.is_some() {
             let seq = self.sequence();
@@ -530,8 +542,11 @@ impl Session {
         for p in incomplete {
             self.server.metrics.incomplete.inc();
             let rec = self.server.incomplete_dead_letter(&system_id, &p);
-            if let Err(e) = smsgw_kafka::send(&self.server.producer, &rec).await {
-                tracing::error!(error = %e, "could not dead-letter an incomplete message");
+            let sent =
+                tokio::time::timeout(CLOSE_WAIT, smsgw_kafka::send(&self.server.producer, &rec))
+                    .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::error!("could not dead-letter an incomplete message");
             }
         }
     }
