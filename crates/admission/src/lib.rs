@@ -7,6 +7,8 @@
 //! 422, an SMPP `command_status`) and ingest records as `MessageRejected`. Nothing here
 //! does I/O, so every rule is unit-tested.
 
+pub mod quota;
+
 use serde::Deserialize;
 use smsgw_codec::SubmitRequest;
 use smsgw_domain::{MessageAccepted, MessageRejected};

@@ -16,8 +16,8 @@ pub mod config;
 pub mod handler;
 pub mod http;
 pub mod metrics;
-pub mod quota;
 pub use smsgw_admission as validate;
+pub use smsgw_admission::quota;
 pub mod view;
 
 pub use config::Config;

@@ -23,6 +23,11 @@ pub struct Config {
     /// server has no open mode.
     #[serde(default)]
     pub accounts: Option<String>,
+    /// Messages each account (client id) may send over SMPP per UTC day; accounts not
+    /// listed have no quota. Past it: `ESME_RTHROTTLED`. Each replica enforces its share
+    /// (`quota / kafka.instances`), as ingest does for the HTTP API.
+    #[serde(default)]
+    pub daily_quotas: std::collections::BTreeMap<String, u64>,
     /// Messages per second of an account whose line sets no `rate`, fleet-wide.
     #[serde(default = "default_rate")]
     pub default_rate: f64,
@@ -103,6 +108,7 @@ impl Config {
             listen: default_listen(),
             admin_listen: default_admin(),
             accounts: Some(accounts.into()),
+            daily_quotas: Default::default(),
             default_rate: default_rate(),
             system_id: default_system_id(),
             limits: Limits::default(),

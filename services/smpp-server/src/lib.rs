@@ -99,6 +99,7 @@ pub struct Server {
     binds: Mutex<HashMap<String, u32>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     receivers: Mutex<HashMap<String, Receivers>>,
+    quotas: Mutex<smsgw_admission::quota::Quotas>,
     next_session: std::sync::atomic::AtomicU64,
 }
 
@@ -125,6 +126,10 @@ impl Server {
         Ok(Server {
             topics: config.kafka.topics.clone(),
             auth: tokio::sync::Semaphore::new(config.auth_concurrency),
+            quotas: Mutex::new(smsgw_admission::quota::Quotas::new(
+                config.daily_quotas.clone(),
+                config.kafka.instances,
+            )),
             status: Arc::new(status::Book::new(config.status_capacity)),
             config,
             producer,
@@ -231,6 +236,15 @@ impl Server {
         let all = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = &all.get(system_id)?.sessions;
         (!sessions.is_empty()).then(|| sessions[turn % sessions.len()].clone())
+    }
+
+    /// Counts one valid message against its account's daily quota, or refuses it.
+    fn within_quota(&self, client_id: &str, now_ms: i64) -> bool {
+        self.quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(client_id, now_ms)
+            .is_ok()
     }
 
     /// Takes one message from the account's rate (its share on this replica).

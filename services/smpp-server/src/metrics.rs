@@ -13,8 +13,8 @@ pub struct Metrics {
     pub binds: IntCounterVec,
     /// Bound sessions now.
     pub sessions: IntGauge,
-    /// `submit_sm` by result (`accepted`, `rejected`, `refused`, `throttled`, `part`,
-    /// `unavailable`).
+    /// `submit_sm` by result (`accepted`, `rejected`, `refused`, `throttled`,
+    /// `over_quota`, `part`, `unavailable`).
     pub submits: IntCounterVec,
     /// Frames that did not decode, answered with `generic_nack`.
     pub garbage: IntCounter,

@@ -498,6 +498,16 @@ impl Session {
                     .map(|_| End::Peer("write failed"));
             }
         };
+        // A valid message counts against its account's quota for the day.
+        if status == CommandStatus::EsmeRok && !self.server.within_quota(&req.client_id, now) {
+            metrics.submits.with_label_values(&["over_quota"]).inc();
+            let resp = submit_resp(CommandStatus::EsmeRthrottled, seq, "");
+            return self
+                .write(resp)
+                .await
+                .err()
+                .map(|_| End::Peer("write failed"));
+        }
         let rec = match OutRecord::avro(self.server.topics.ingest(), id.clone(), &req) {
             Ok(r) => r,
             Err(e) => {

@@ -465,3 +465,38 @@ async fn mo_to_an_accounts_number_reaches_its_receiver_joined_where_long() -> an
     srv.task.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_past_its_daily_quota_is_throttled_and_refusals_do_not_count(
+) -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    broker.bootstrap(&kafka, &[]).await?;
+    let srv = start(&kafka, &account("shop", "pw", ":account=acme"), |c| {
+        c.daily_quotas.insert("acme".into(), 2);
+    })
+    .await?;
+    let mut e = Esme::connect(srv.addr).await?;
+    assert_eq!(
+        e.bind_trx("shop", "pw").await?,
+        Some(CommandStatus::EsmeRok)
+    );
+    let mut statuses = Vec::new();
+    for to in ["447911123101", "12", "447911123102", "447911123103"] {
+        statuses.push(e.submit(sm(to, 0, 0, b"hi").build()).await?.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            CommandStatus::EsmeRok,
+            CommandStatus::EsmeRinvdstadr,
+            CommandStatus::EsmeRok,
+            CommandStatus::EsmeRthrottled
+        ]
+    );
+    // The two accepted and the rejection (for the event log); not the one over quota.
+    assert_eq!(requests(&kafka).await?.len(), 3);
+    let _ = srv.stop.send(());
+    srv.task.await??;
+    Ok(())
+}

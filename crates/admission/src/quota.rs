@@ -1,9 +1,10 @@
-//! Daily quotas per account (`daily_quotas` in the ingest config): how many messages an
-//! account may send through the HTTP API per UTC day. A pure counter with the clock
-//! passed in; the HTTP API asks it once per message (a batch of N asks N times) after the
-//! message is valid, and answers 429 `quota_exceeded` when it says no.
+//! Daily quotas per account (`daily_quotas` in the ingest and SMPP server configs): how
+//! many messages an account may send per UTC day through a front end. A pure counter
+//! with the clock passed in; the HTTP API asks it once per message (a batch of N asks N
+//! times) after the message is valid, and answers 429 `quota_exceeded` when it says no;
+//! the SMPP server asks it for each valid message and answers `ESME_RTHROTTLED`.
 //!
-//! Each ingest replica counts the traffic it takes, against its share of the quota
+//! Each replica counts the traffic it takes, against its share of the quota
 //! (`quota / instances`, rounded down, at least 1), so the replicas together never let
 //! an account past its quota. Counts live in memory: a restarted replica starts the day
 //! again from zero (at most one more share per restart).
