@@ -132,12 +132,26 @@ impl Session {
         let window = self.server.config.window;
         let receipt_window = self.server.config.receipt_window;
         loop {
+            // In this order: a session that floods submits still gets its receipts
+            // and its timers.
             tokio::select! {
                 biased;
                 _ = &mut stop => return End::Server("shutdown"),
                 Some(answer) = self.answers.next(), if !self.answers.is_empty() => {
                     if self.write(answer).await.is_err() {
                         return End::Peer("write failed");
+                    }
+                }
+                Some(o) = next_outbound(&mut self.outbound), if self.awaiting.len() < receipt_window => {
+                    let seq = self.sequence();
+                    self.awaiting.insert(seq, o.reply);
+                    if self.write(Command::new(CommandStatus::EsmeRok, seq, o.pdu)).await.is_err() {
+                        return End::Peer("write failed");
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(end) = self.on_tick().await {
+                        return end;
                     }
                 }
                 frame = self.io.next(), if self.answers.len() < window => {
@@ -153,18 +167,6 @@ impl Session {
                     };
                     self.last_heard = Instant::now();
                     if let Some(end) = self.on_frame(frame).await {
-                        return end;
-                    }
-                }
-                Some(o) = next_outbound(&mut self.outbound), if self.awaiting.len() < receipt_window => {
-                    let seq = self.sequence();
-                    self.awaiting.insert(seq, o.reply);
-                    if self.write(Command::new(CommandStatus::EsmeRok, seq, o.pdu)).await.is_err() {
-                        return End::Peer("write failed");
-                    }
-                }
-                _ = tick.tick() => {
-                    if let Some(end) = self.on_tick().await {
                         return end;
                     }
                 }
