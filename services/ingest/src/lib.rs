@@ -95,6 +95,8 @@ pub async fn run(
             config.kafka.instances,
         ))),
     });
+    // The API's port first: a service whose API cannot listen never reports healthy.
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
     // Probes and metrics on their own port, unless configured on the API's.
     let (api, _admin) = if config.admin_listen == config.listen {
         let admin = smsgw_runtime::admin_router(metrics.registry.clone(), health.clone());
@@ -110,7 +112,6 @@ pub async fn run(
         .map_err(|e| IngestError::Config(e.to_string()))?;
         (api, Some(admin))
     };
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "HTTP API listening");
     let http_task = {
         let stop = shutdown.clone();

@@ -229,18 +229,44 @@ impl Gateway {
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let mut admin: Vec<(&'static str, String)> = Vec::new();
 
-        let mut ingest = smsgw_ingest::Config::new(kafka.clone());
-        ingest.auth = smsgw_runtime::auth::AuthMode::Disabled;
-        ingest.listen = local();
-        ingest.admin_listen = local();
-        let api = format!("http://{}", ingest.listen);
-        admin.push(("ingest", format!("http://{}", ingest.admin_listen)));
-        let (tx, sd) = stopper();
-        stops.push(tx);
-        tasks.push((
-            "ingest",
-            tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) }),
-        ));
+        // A port drawn by `local()` can be taken by a parallel test's server before
+        // ingest binds it: then ingest stops at once (its admin port may still answer),
+        // and it is started again on other ports.
+        let mut tries = 0;
+        let api = loop {
+            let mut ingest = smsgw_ingest::Config::new(kafka.clone());
+            ingest.auth = smsgw_runtime::auth::AuthMode::Disabled;
+            ingest.listen = local();
+            ingest.admin_listen = local();
+            let (listen, admin_url) = (ingest.listen, format!("http://{}", ingest.admin_listen));
+            let (tx, sd) = stopper();
+            let task: JoinHandle<anyhow::Result<()>> =
+                tokio::spawn(async move { Ok(smsgw_ingest::run(ingest, sd).await?) });
+            // Ingest answers /healthz only once its API listens.
+            let http = reqwest::Client::new();
+            let up = eventually("ingest up", Duration::from_secs(30), || async {
+                if task.is_finished() {
+                    return Some(false);
+                }
+                let ok = http
+                    .get(format!("{admin_url}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ok.then(|| !task.is_finished())
+            })
+            .await?;
+            if up {
+                admin.push(("ingest", admin_url));
+                stops.push(tx);
+                tasks.push(("ingest", task));
+                break format!("http://{listen}");
+            }
+            tries += 1;
+            let why = task.await.map(|r| r.err().map(|e| format!("{e:#}")));
+            anyhow::ensure!(tries < 5, "ingest did not start: {why:?}");
+            eprintln!("ingest stopped at start ({why:?}); trying other ports");
+        };
 
         let mut router = smsgw_router::Config::new(kafka.clone(), routes);
         router.admin_listen = local();
