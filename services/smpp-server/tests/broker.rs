@@ -10,7 +10,7 @@ use smsgw_testkit::Broker;
 use std::time::Duration;
 
 mod common;
-use common::{account, cstr, requests, sm, start, Esme};
+use common::{account, cstr, owed, requests, sm, start, Esme};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_are_refused_with_the_right_status_and_accepted_with_the_right_password(
@@ -297,21 +297,6 @@ async fn a_submit_is_answered_only_once_the_broker_holds_it() -> anyhow::Result<
     let _ = srv.stop.send(());
     srv.task.await??;
     Ok(())
-}
-
-fn owed(id: &str, client_id: &str) -> smsgw_codec::SmppReceipt {
-    smsgw_codec::SmppReceipt {
-        message_id: id.into(),
-        event_id: format!("{id}/MessageDelivered/1"),
-        system_id: "shop".into(),
-        client_id: client_id.into(),
-        status: "delivered".into(),
-        error_code: None,
-        source: "Shop".into(),
-        destination: "+447911123001".into(),
-        submitted_at: 1_764_504_000_000,
-        done_at: 1_764_504_060_000,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{account, receipted_id, Esme};
+use common::{account, owed, receipted_id, Esme};
 
 struct Server(Child);
 
@@ -36,21 +36,6 @@ async fn spawn(config: &std::path::Path, port: u16) -> anyhow::Result<Server> {
     Ok(s)
 }
 
-fn owed(id: &str) -> smsgw_codec::SmppReceipt {
-    smsgw_codec::SmppReceipt {
-        message_id: id.into(),
-        event_id: format!("{id}/MessageDelivered/1"),
-        system_id: "shop".into(),
-        client_id: "shop".into(),
-        status: "delivered".into(),
-        error_code: None,
-        source: "Shop".into(),
-        destination: "+447911123001".into(),
-        submitted_at: 1_764_504_000_000,
-        done_at: 1_764_504_060_000,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_unanswered_when_the_server_is_killed_is_sent_again_after_restart(
 ) -> anyhow::Result<()> {
@@ -73,7 +58,7 @@ async fn a_receipt_unanswered_when_the_server_is_killed_is_sent_again_after_rest
     let first = spawn(&config, port).await?;
     let topic = kafka.topics.smpp_receipts("shop");
     for id in ["r1", "r2"] {
-        smsgw_testkit::produce(&kafka, &topic, id, &owed(id)).await?;
+        smsgw_testkit::produce(&kafka, &topic, id, &owed(id, "shop")).await?;
     }
     let mut rx = Esme::connect(([127, 0, 0, 1], port).into()).await?;
     assert_eq!(

@@ -230,3 +230,19 @@ pub fn receipted_id(c: &Command) -> Option<String> {
         _ => None,
     })
 }
+
+/// A delivered receipt owed to account `shop` for message `id` of `client_id`.
+pub fn owed(id: &str, client_id: &str) -> smsgw_codec::SmppReceipt {
+    smsgw_codec::SmppReceipt {
+        message_id: id.into(),
+        event_id: format!("{id}/MessageDelivered/1"),
+        system_id: "shop".into(),
+        client_id: client_id.into(),
+        status: "delivered".into(),
+        error_code: None,
+        source: "Shop".into(),
+        destination: "+447911123001".into(),
+        submitted_at: 1_764_504_000_000,
+        done_at: 1_764_504_060_000,
+    }
+}
